@@ -1,0 +1,104 @@
+#include "bn_common.h"
+
+#include <c10/util/Exception.h>
+
+namespace resnet_fast {
+namespace {
+
+bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_activation(const at::Tensor& t, const char* name, const at::Tensor& input) {
+  TORCH_CHECK(t.sizes() == input.sizes(), name, " must have the shape of input ", input.sizes(),
+              ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == input.scalar_type(), name, " must have the dtype of input (",
+              input.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == input.device(), name, " must be on the device of input (",
+              input.device(), "), got ", t.device());
+}
+
+void check_channel_vector(const std::optional<at::Tensor>& t, const char* name,
+                          const at::Tensor& input) {
+  if (!t.has_value() || !t->defined()) return;
+  const int64_t C = input.size(1);
+  TORCH_CHECK(t->dim() == 1 && t->numel() == C, name, " must be a 1-D tensor of ", C,
+              " elements (the channels of input ", input.sizes(), "), got shape ", t->sizes());
+  TORCH_CHECK(is_supported_float(t->scalar_type()), name,
+              " must be float32, float64, float16 or bfloat16, got ", t->scalar_type());
+  TORCH_CHECK(t->device() == input.device(), name, " must be on the device of input (",
+              input.device(), "), got ", t->device());
+}
+
+bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+}  // namespace
+
+at::ScalarType acc_type_of(const at::Tensor& input) {
+  return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_bn_forward(const at::Tensor& input, const std::optional<at::Tensor>& residual,
+                      const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                      const std::optional<at::Tensor>& running_mean,
+                      const std::optional<at::Tensor>& running_var, bool training) {
+  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
+              "-D with shape ", input.sizes());
+  TORCH_CHECK(is_supported_float(input.scalar_type()),
+              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+  if (defined(residual)) check_activation(*residual, "residual", input);
+  check_channel_vector(weight, "weight", input);
+  check_channel_vector(bias, "bias", input);
+  check_channel_vector(running_mean, "running_mean", input);
+  check_channel_vector(running_var, "running_var", input);
+  TORCH_CHECK(defined(running_mean) == defined(running_var),
+              "running_mean and running_var must be given together");
+  TORCH_CHECK(training || defined(running_mean),
+              "running_mean must be defined in evaluation mode");
+  const int64_t per_channel = input.numel() / std::max<int64_t>(input.size(1), 1);
+  TORCH_CHECK(!training || per_channel != 1 || input.size(1) == 0,
+              "Expected more than 1 value per channel when training, got input size ",
+              input.sizes());
+}
+
+void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                       const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+                       const at::Tensor& save_invstd) {
+  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got shape ", input.sizes());
+  check_activation(grad_out, "grad_out", input);
+  if (defined(residual)) check_activation(*residual, "residual", input);
+  const auto acc = acc_type_of(input);
+  for (const auto* t : {&save_mean, &save_invstd}) {
+    TORCH_CHECK(t->dim() == 1 && t->numel() == input.size(1) && t->scalar_type() == acc,
+                "save_mean and save_invstd must be [C] tensors of ", acc,
+                " (as returned by the forward), got ", t->sizes(), " ", t->scalar_type());
+  }
+}
+
+at::Tensor invstd_from_var(const at::Tensor& var, double eps) {
+  return (var + eps).rsqrt();
+}
+
+ChannelAffine channel_affine(const at::Tensor& mean, const at::Tensor& invstd,
+                             const std::optional<at::Tensor>& weight,
+                             const std::optional<at::Tensor>& bias) {
+  const auto acc = mean.scalar_type();
+  at::Tensor scale = defined(weight) ? weight->to(acc) * invstd : invstd;
+  at::Tensor shift = defined(bias) ? bias->to(acc).contiguous() : at::zeros_like(mean);
+  return {mean.contiguous(), invstd.contiguous(), scale.contiguous(), shift};
+}
+
+void update_running_stats(const std::optional<at::Tensor>& running_mean,
+                          const std::optional<at::Tensor>& running_var, const at::Tensor& mean,
+                          const at::Tensor& var, double momentum, int64_t count) {
+  if (!defined(running_mean)) return;
+  const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
+  running_mean->mul_(1 - momentum).add_(mean.to(running_mean->scalar_type()), momentum);
+  running_var->mul_(1 - momentum).add_((var * unbias).to(running_var->scalar_type()), momentum);
+}
+
+at::Tensor param_grad(const at::Tensor& grad_acc, const std::optional<at::Tensor>& param) {
+  return defined(param) ? grad_acc.to(param->scalar_type()) : grad_acc;
+}
+
+}  // namespace resnet_fast

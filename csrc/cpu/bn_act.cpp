@@ -1,0 +1,179 @@
+// CPU entry points of the fused BatchNorm ops: bn_act_* and bn_add_act_*.
+// Checks, layout, the [C]-sized arithmetic, then the kernels of cpu_kernels().
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "../bn_common.h"
+#include "cpu_kernels.h"
+#include "tensor_geometry.h"
+
+namespace resnet_fast::cpu {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+// Returns (out, save_mean, save_invstd); save_* are [C] in acc type: the batch
+// statistics in training, the running statistics in eval.
+std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTensor& residual_,
+                                              const OptTensor& weight, const OptTensor& bias,
+                                              const OptTensor& running_mean,
+                                              const OptTensor& running_var, bool training,
+                                              double momentum, double eps, bool relu) {
+  check_bn_forward(input_, residual_, weight, bias, running_mean, running_var, training);
+  Tensor input = input_;
+  Tensor residual = has(residual_) ? *residual_ : Tensor();
+  const auto acc = acc_type_of(input);
+  const int64_t C = input.size(1), count = input.numel() / std::max<int64_t>(C, 1);
+  const Layout layout = harmonize_layout(input, {&residual});
+  Tensor out = empty_for(input, layout);
+
+  Tensor mean, var;
+  if (training) {
+    mean = at::zeros({C}, input.options().dtype(acc));
+    var = at::zeros({C}, input.options().dtype(acc));
+    if (count > 0) {
+      StatsParams p{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
+                    mean.mutable_data_ptr(), var.mutable_data_ptr()};
+      kernels().bn_stats(p);
+      update_running_stats(running_mean, running_var, mean, var, momentum, count);
+    }
+  } else {
+    // A copy: outputs must not alias inputs.
+    mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    var = running_var->to(acc);
+  }
+  const Tensor invstd = invstd_from_var(var, eps);
+  if (input.numel() == 0) return {out, mean, invstd};
+
+  const ChannelAffine ca = channel_affine(mean, invstd, weight, bias);
+  ApplyParams p{geometry_of(input, layout),
+                input.const_data_ptr(),
+                strides_of(input),
+                residual.defined() ? residual.const_data_ptr() : nullptr,
+                residual.defined() ? strides_of(residual) : Strides{},
+                ca.mean.const_data_ptr(),
+                ca.scale.const_data_ptr(),
+                ca.bias.const_data_ptr(),
+                out.mutable_data_ptr(),
+                strides_of(out),
+                relu};
+  kernels().bn_apply(p);
+  return {out, mean, invstd};
+}
+
+// Returns (grad_input, grad_residual or undefined, grad_weight, grad_bias).
+std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
+    const Tensor& grad_out_, const Tensor& input_, const OptTensor& residual_,
+    const OptTensor& weight, const OptTensor& bias, const Tensor& save_mean,
+    const Tensor& save_invstd, bool training, bool relu) {
+  check_bn_backward(grad_out_, input_, residual_, save_mean, save_invstd);
+  Tensor input = input_, grad_out = grad_out_;
+  Tensor residual = has(residual_) ? *residual_ : Tensor();
+  const int64_t C = input.size(1), count = input.numel() / std::max<int64_t>(C, 1);
+  const Layout layout = harmonize_layout(input, {&grad_out, &residual});
+  const ChannelAffine ca = channel_affine(save_mean, save_invstd, weight, bias);
+  Tensor grad_input = empty_for(input, layout);
+  Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
+  Tensor sum_g = at::zeros_like(ca.mean), sum_gx = at::zeros_like(ca.mean);
+  if (input.numel() == 0) {
+    return {grad_input, grad_residual, param_grad(sum_gx, weight), param_grad(sum_g, bias)};
+  }
+
+  const Geometry geom = geometry_of(input, layout);
+  BackwardReduceParams rp{geom,
+                          grad_out.const_data_ptr(),
+                          strides_of(grad_out),
+                          input.const_data_ptr(),
+                          strides_of(input),
+                          residual.defined() ? residual.const_data_ptr() : nullptr,
+                          residual.defined() ? strides_of(residual) : Strides{},
+                          ca.mean.const_data_ptr(),
+                          ca.scale.const_data_ptr(),
+                          ca.bias.const_data_ptr(),
+                          sum_g.mutable_data_ptr(),
+                          sum_gx.mutable_data_ptr(),
+                          residual.defined() ? grad_residual.mutable_data_ptr() : nullptr,
+                          residual.defined() ? strides_of(grad_residual) : Strides{},
+                          relu};
+  kernels().bn_backward_reduce(rp);
+
+  // dx = a * g + b * (x - mean) + d; in training the batch statistics depend
+  // on x, which adds the b and d terms.
+  const Tensor a = ca.scale;
+  Tensor b = at::zeros_like(a), d = at::zeros_like(a);
+  if (training) {
+    b = (-a * save_invstd * save_invstd * sum_gx / static_cast<double>(count)).contiguous();
+    d = (-a * sum_g / static_cast<double>(count)).contiguous();
+  }
+  const bool mask_from_x = relu && !residual.defined();
+  const Tensor& gsrc = residual.defined() ? grad_residual : grad_out;
+  BackwardApplyParams ap{geom,
+                         gsrc.const_data_ptr(),
+                         strides_of(gsrc),
+                         input.const_data_ptr(),
+                         strides_of(input),
+                         ca.mean.const_data_ptr(),
+                         ca.scale.const_data_ptr(),
+                         ca.bias.const_data_ptr(),
+                         a.const_data_ptr(),
+                         b.const_data_ptr(),
+                         d.const_data_ptr(),
+                         grad_input.mutable_data_ptr(),
+                         strides_of(grad_input),
+                         mask_from_x};
+  kernels().bn_backward_apply(ap);
+  return {grad_input, grad_residual, param_grad(sum_gx * save_invstd, weight),
+          param_grad(sum_g, bias)};
+}
+
+std::tuple<Tensor, Tensor, Tensor> bn_act_fwd_cpu(const Tensor& input, const OptTensor& weight,
+                                                  const OptTensor& bias,
+                                                  const OptTensor& running_mean,
+                                                  const OptTensor& running_var, bool training,
+                                                  double momentum, double eps, bool relu) {
+  return bn_forward(input, std::nullopt, weight, bias, running_mean, running_var, training,
+                    momentum, eps, relu);
+}
+
+std::tuple<Tensor, Tensor, Tensor> bn_add_act_fwd_cpu(
+    const Tensor& input, const Tensor& residual, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& running_mean, const OptTensor& running_var, bool training, double momentum,
+    double eps, bool relu) {
+  return bn_forward(input, residual, weight, bias, running_mean, running_var, training, momentum,
+                    eps, relu);
+}
+
+std::tuple<Tensor, Tensor, Tensor> bn_act_bwd_cpu(const Tensor& grad_out, const Tensor& input,
+                                                  const OptTensor& weight, const OptTensor& bias,
+                                                  const Tensor& save_mean,
+                                                  const Tensor& save_invstd, bool training,
+                                                  bool relu) {
+  auto [gi, gr, gw, gb] =
+      bn_backward(grad_out, input, std::nullopt, weight, bias, save_mean, save_invstd, training, relu);
+  return {gi, gw, gb};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> bn_add_act_bwd_cpu(
+    const Tensor& grad_out, const Tensor& input, const Tensor& residual, const OptTensor& weight,
+    const OptTensor& bias, const Tensor& save_mean, const Tensor& save_invstd, bool training,
+    bool relu) {
+  return bn_backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, training,
+                     relu);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
+  m.impl("bn_act_fwd", &bn_act_fwd_cpu);
+  m.impl("bn_act_bwd", &bn_act_bwd_cpu);
+  m.impl("bn_add_act_fwd", &bn_add_act_fwd_cpu);
+  m.impl("bn_add_act_bwd", &bn_add_act_bwd_cpu);
+}
+
+}  // namespace resnet_fast::cpu

@@ -1,0 +1,521 @@
+// The CPU kernels, written once over at::vec and compiled once per ISA by
+// capability_*.cpp (which define RF_KERNEL_NS and ATen's CPU_CAPABILITY).
+//
+// Passes over memory (one pass = one read or write of an activation):
+//   training forward   bn_stats (read x) + bn_apply (read x [+ r], write y)
+//                      = 3 passes (4 with a residual); eager BN + [add +] ReLU
+//                      takes 5 (8 with a residual).
+//   training backward  bn_backward_reduce (read dy, x [+ r], write dr when
+//                      there is a residual) + bn_backward_apply (read dy or dr,
+//                      x; write dx) = 5 passes (7 with a residual); eager takes
+//                      8. The ReLU mask is recomputed from x (and r), never
+//                      stored.
+//
+// Statistics are stable for inputs with a large mean: each block of at most
+// kBlockElems elements is reduced in two passes that hit the cache (block
+// mean, then the centered sum of squares), and blocks are combined with
+// Chan's parallel update.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+
+#include "indexing.h"
+#include "params.h"
+#include "vec_io.h"
+
+namespace resnet_fast::cpu::RF_KERNEL_NS {
+
+// Elements in one cache-resident statistics block (64 KiB of fp32).
+constexpr int64_t kBlockElems = 16384;
+
+// Heap array local to this ISA build (no std containers: their inline code
+// would be shared, by the linker, with the other builds).
+template <typename E>
+struct Buffer {
+  E* p;
+  explicit Buffer(int64_t n) : p(new E[static_cast<size_t>(std::max<int64_t>(n, 1))]()) {}
+  ~Buffer() { delete[] p; }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  E& operator[](int64_t i) { return p[i]; }
+};
+
+inline PlanarShape planar_shape(const Geometry& g, std::initializer_list<const Strides*> ops) {
+  bool dense = true;
+  for (const Strides* s : ops)
+    if (s != nullptr) dense = dense && PlanarShape::dense_hw(g, *s);
+  return dense ? PlanarShape{1, g.H * g.W} : PlanarShape{g.H, g.W};
+}
+
+// Index of the per-thread partial-result slot of the calling pool thread.
+inline int64_t thread_slot(int64_t threads) {
+  const int64_t tid = at::get_thread_num();
+  TORCH_CHECK(tid >= 0 && tid < threads, "resnet_fast: thread ", tid, " outside the pool of ", threads);
+  return tid;
+}
+
+// Running (count, mean, M2) of one channel, merged with Chan's update.
+struct Moments {
+  double count = 0, mean = 0, m2 = 0;
+  void merge(double n_b, double mean_b, double m2_b) {
+    if (n_b == 0) return;
+    const double n = count + n_b;
+    const double delta = mean_b - mean;
+    mean += delta * (n_b / n);
+    m2 += m2_b + delta * delta * (count * n_b / n);
+    count = n;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------
+
+template <typename T>
+void stats_planar(const StatsParams& p) {
+  using acc_t = typename Io<T>::acc_t;
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  const Geometry& g = p.g;
+  const T* x = static_cast<const T*>(p.x);
+  const PlanarShape shape = planar_shape(g, {&p.sx});
+  at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      Moments m;
+      for (int64_t n = 0; n < g.N; ++n) {
+        for (int64_t h = 0; h < shape.lines_per_nc; ++h) {
+          const T* line = x + planar_offset(p.sx, n, c, h);
+          for (int64_t s = 0; s < shape.line_len; s += kBlockElems) {
+            const int64_t len = std::min(kBlockElems, shape.line_len - s);
+            V sum(0);
+            for (int64_t j = 0; j < len; j += K) sum += load_n(line + s + j, std::min(K, len - j));
+            const acc_t mean = hsum(sum) / static_cast<acc_t>(len);
+            V sq(0);
+            for (int64_t j = 0; j < len; j += K) {
+              const int64_t k = std::min(K, len - j);
+              const V d = first_n(load_n(line + s + j, k) - V(mean), k);
+              sq = at::vec::fmadd(d, d, sq);
+            }
+            m.merge(static_cast<double>(len), mean, hsum(sq));
+          }
+        }
+      }
+      static_cast<acc_t*>(p.mean)[c] = static_cast<acc_t>(m.mean);
+      static_cast<acc_t*>(p.var)[c] = static_cast<acc_t>(m.count > 0 ? m.m2 / m.count : 0);
+    }
+  });
+}
+
+template <typename T>
+void stats_rows(const StatsParams& p) {
+  using acc_t = typename Io<T>::acc_t;
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  const Geometry& g = p.g;
+  const int64_t C = g.C, rows = g.N * g.H * g.W;
+  const int64_t lanes = (C + K - 1) / K;
+  const int64_t block_rows = std::clamp<int64_t>(kBlockElems / std::max<int64_t>(C, 1), 4, 256);
+  const T* x = static_cast<const T*>(p.x);
+  const RowIndex row(g, p.sx);
+
+  // One (count, mean[C], M2[C]) slot per thread, merged at the end.
+  const int64_t threads = at::get_num_threads();
+  Buffer<double> slot_count(threads), slot_mean(threads * C), slot_m2(threads * C);
+
+  at::parallel_for(0, rows, block_rows, [&](int64_t r0, int64_t r1) {
+    const int64_t tid = thread_slot(threads);
+    Buffer<V> acc(lanes);
+    Buffer<acc_t> block_mean(lanes * K), block_m2(lanes * K);
+    for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
+      const int64_t b1 = std::min(r1, b0 + block_rows), nb = b1 - b0;
+      for (int64_t l = 0; l < lanes; ++l) acc[l] = V(0);
+      for (int64_t r = b0; r < b1; ++r) {
+        const T* xr = x + row(r);
+        for (int64_t j = 0; j < C; j += K) acc[j / K] += load_n(xr + j, std::min(K, C - j));
+      }
+      for (int64_t l = 0; l < lanes; ++l) (acc[l] / V(static_cast<acc_t>(nb))).store(block_mean.p + l * K);
+      for (int64_t l = 0; l < lanes; ++l) acc[l] = V(0);
+      for (int64_t r = b0; r < b1; ++r) {
+        const T* xr = x + row(r);
+        for (int64_t j = 0; j < C; j += K) {
+          const int64_t k = std::min(K, C - j);
+          const V d = load_n(xr + j, k) - V::loadu(block_mean.p + j);
+          acc[j / K] = at::vec::fmadd(d, d, acc[j / K]);
+        }
+      }
+      for (int64_t l = 0; l < lanes; ++l) acc[l].store(block_m2.p + l * K);
+      // Chan merge of this block into the thread's slot.
+      double& count = slot_count[tid];
+      const double n = count + nb, w_b = nb / n, w_ab = count * nb / n;
+      double* mean = slot_mean.p + tid * C;
+      double* m2 = slot_m2.p + tid * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const double delta = block_mean[c] - mean[c];
+        mean[c] += delta * w_b;
+        m2[c] += block_m2[c] + delta * delta * w_ab;
+      }
+      count = n;
+    }
+  });
+
+  for (int64_t c = 0; c < C; ++c) {
+    Moments m;
+    for (int64_t t = 0; t < threads; ++t) m.merge(slot_count[t], slot_mean[t * C + c], slot_m2[t * C + c]);
+    static_cast<acc_t*>(p.mean)[c] = static_cast<acc_t>(m.mean);
+    static_cast<acc_t*>(p.var)[c] = static_cast<acc_t>(m.count > 0 ? m.m2 / m.count : 0);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Normalize + affine [+ residual] [+ ReLU]
+// ---------------------------------------------------------------------------
+
+// The forward pre-activation; the backward recomputes it through this same
+// function so that its ReLU mask is bit-identical to the forward's.
+template <typename T, bool kResidual, typename Coef>
+inline typename Io<T>::V pre_activation(const typename Io<T>::V& xv, const T* r, int64_t j, int64_t k,
+                                        const Coef& mean, const Coef& scale, const Coef& bias) {
+  auto pre = at::vec::fmadd(xv - mean.at(j, k), scale.at(j, k), bias.at(j, k));
+  if constexpr (kResidual) pre = pre + load_n(r + j, k);
+  return pre;
+}
+
+template <typename T, bool kResidual, bool kRelu, typename Coef>
+inline void apply_segment(const T* x, const T* r, T* out, int64_t len, const Coef& mean,
+                          const Coef& scale, const Coef& bias) {
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  for (int64_t j = 0; j < len; j += K) {
+    const int64_t k = std::min(K, len - j);
+    V y = pre_activation<T, kResidual>(load_n(x + j, k), r, j, k, mean, scale, bias);
+    if constexpr (kRelu) y = at::vec::maximum(y, V(0));
+    store_n(out + j, y, k);
+  }
+}
+
+template <typename T, bool kResidual, bool kRelu>
+void apply_impl(const ApplyParams& p) {
+  using acc_t = typename Io<T>::acc_t;
+  const Geometry& g = p.g;
+  const T* x = static_cast<const T*>(p.x);
+  const T* r = static_cast<const T*>(p.residual);
+  T* out = static_cast<T*>(p.out);
+  const acc_t* mean = static_cast<const acc_t*>(p.mean);
+  const acc_t* scale = static_cast<const acc_t*>(p.scale);
+  const acc_t* bias = static_cast<const acc_t*>(p.bias);
+  if (g.layout == Layout::kRows) {
+    const RowIndex ix(g, p.sx), ir(g, p.sr), io(g, p.so);
+    const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias};
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(g.C, 1));
+    at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row)
+        apply_segment<T, kResidual, kRelu>(x + ix(row), kResidual ? r + ir(row) : nullptr,
+                                           out + io(row), g.C, mu, sc, bi);
+    });
+    return;
+  }
+  const PlanarShape shape = planar_shape(g, {&p.sx, kResidual ? &p.sr : nullptr, &p.so});
+  const int64_t lines = g.N * g.C * shape.lines_per_nc;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(shape.line_len, 1));
+  at::parallel_for(0, lines, grain, [&](int64_t l0, int64_t l1) {
+    for (int64_t l = l0; l < l1; ++l) {
+      const int64_t h = l % shape.lines_per_nc, nc = l / shape.lines_per_nc;
+      const int64_t c = nc % g.C, n = nc / g.C;
+      apply_segment<T, kResidual, kRelu>(
+          x + planar_offset(p.sx, n, c, h), kResidual ? r + planar_offset(p.sr, n, c, h) : nullptr,
+          out + planar_offset(p.so, n, c, h), shape.line_len, Broadcast<acc_t>(mean[c]),
+          Broadcast<acc_t>(scale[c]), Broadcast<acc_t>(bias[c]));
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Backward reductions (and grad_residual)
+// ---------------------------------------------------------------------------
+
+// g = dy * [pre > 0], with the forward's pre-activation recomputed.
+template <typename T, bool kResidual, bool kRelu, typename Coef>
+inline typename Io<T>::V masked_grad(const typename Io<T>::V& dy, const typename Io<T>::V& xv,
+                                     const T* r, int64_t j, int64_t k, const Coef& mean,
+                                     const Coef& scale, const Coef& bias) {
+  using V = typename Io<T>::V;
+  if constexpr (!kRelu) {
+    return dy;
+  } else {
+    return V::blendv(V(0), dy, pre_activation<T, kResidual>(xv, r, j, k, mean, scale, bias) > V(0));
+  }
+}
+
+template <typename T, bool kResidual, bool kRelu, typename Coef, typename Acc>
+inline void backward_reduce_segment(const T* dy, const T* x, const T* r, T* gr, int64_t len,
+                                    const Coef& mean, const Coef& scale, const Coef& bias,
+                                    Acc& sum_g, Acc& sum_gx) {
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  for (int64_t j = 0; j < len; j += K) {
+    const int64_t k = std::min(K, len - j);
+    const V xv = load_n(x + j, k);
+    const V gv = masked_grad<T, kResidual, kRelu>(load_n(dy + j, k), xv, r, j, k, mean, scale, bias);
+    if constexpr (kResidual) store_n(gr + j, gv, k);
+    // Lanes past k are zero in gv (zero-padded dy), so they add nothing.
+    sum_g.at(j) += gv;
+    sum_gx.at(j) = at::vec::fmadd(gv, xv - mean.at(j, k), sum_gx.at(j));
+  }
+}
+
+template <typename T, bool kResidual, bool kRelu>
+void backward_reduce_impl(const BackwardReduceParams& p) {
+  using acc_t = typename Io<T>::acc_t;
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  const Geometry& g = p.g;
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* x = static_cast<const T*>(p.x);
+  const T* r = static_cast<const T*>(p.residual);
+  T* gr = static_cast<T*>(p.grad_residual);
+  const acc_t* mean = static_cast<const acc_t*>(p.mean);
+  const acc_t* scale = static_cast<const acc_t*>(p.scale);
+  const acc_t* bias = static_cast<const acc_t*>(p.bias);
+  acc_t* out_g = static_cast<acc_t*>(p.sum_g);
+  acc_t* out_gx = static_cast<acc_t*>(p.sum_gx);
+
+  if (g.layout == Layout::kRows) {
+    const int64_t C = g.C, lanes = (C + K - 1) / K;
+    const int64_t block_rows = std::clamp<int64_t>(kBlockElems / std::max<int64_t>(C, 1), 4, 256);
+    const RowIndex idy(g, p.sdy), ix(g, p.sx), ir(g, p.sr), igr(g, p.sgr);
+    const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias};
+    const int64_t threads = at::get_num_threads();
+    // Block partial sums in acc_t, added into per-thread fp64 slots.
+    Buffer<double> slot_g(threads * C), slot_gx(threads * C);
+    at::parallel_for(0, g.N * g.H * g.W, block_rows, [&](int64_t r0, int64_t r1) {
+      const int64_t tid = thread_slot(threads);
+      Buffer<V> acc_g(lanes), acc_gx(lanes);
+      Buffer<acc_t> tmp(lanes * K);
+      LaneAcc<acc_t> ag{acc_g.p}, agx{acc_gx.p};
+      for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
+        const int64_t b1 = std::min(r1, b0 + block_rows);
+        for (int64_t l = 0; l < lanes; ++l) acc_g[l] = acc_gx[l] = V(0);
+        for (int64_t row = b0; row < b1; ++row)
+          backward_reduce_segment<T, kResidual, kRelu>(
+              dy + idy(row), x + ix(row), kResidual ? r + ir(row) : nullptr,
+              kResidual ? gr + igr(row) : nullptr, C, mu, sc, bi, ag, agx);
+        for (int64_t l = 0; l < lanes; ++l) acc_g[l].store(tmp.p + l * K);
+        for (int64_t c = 0; c < C; ++c) slot_g[tid * C + c] += tmp[c];
+        for (int64_t l = 0; l < lanes; ++l) acc_gx[l].store(tmp.p + l * K);
+        for (int64_t c = 0; c < C; ++c) slot_gx[tid * C + c] += tmp[c];
+      }
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      double sg = 0, sgx = 0;
+      for (int64_t t = 0; t < threads; ++t) {
+        sg += slot_g[t * C + c];
+        sgx += slot_gx[t * C + c];
+      }
+      out_g[c] = static_cast<acc_t>(sg);
+      out_gx[c] = static_cast<acc_t>(sgx);
+    }
+    return;
+  }
+
+  const PlanarShape shape =
+      planar_shape(g, {&p.sdy, &p.sx, kResidual ? &p.sr : nullptr, kResidual ? &p.sgr : nullptr});
+  at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const Broadcast<acc_t> mu(mean[c]), sc(scale[c]), bi(bias[c]);
+      double sg = 0, sgx = 0;
+      for (int64_t n = 0; n < g.N; ++n) {
+        for (int64_t h = 0; h < shape.lines_per_nc; ++h) {
+          SingleAcc<acc_t> ag, agx;
+          backward_reduce_segment<T, kResidual, kRelu>(
+              dy + planar_offset(p.sdy, n, c, h), x + planar_offset(p.sx, n, c, h),
+              kResidual ? r + planar_offset(p.sr, n, c, h) : nullptr,
+              kResidual ? gr + planar_offset(p.sgr, n, c, h) : nullptr, shape.line_len, mu, sc,
+              bi, ag, agx);
+          sg += hsum(ag.v);
+          sgx += hsum(agx.v);
+        }
+      }
+      out_g[c] = static_cast<acc_t>(sg);
+      out_gx[c] = static_cast<acc_t>(sgx);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Backward grad-input
+// ---------------------------------------------------------------------------
+
+template <typename T, bool kMaskFromX, typename Coef>
+inline void backward_apply_segment(const T* gsrc, const T* x, T* dx, int64_t len, const Coef& mean,
+                                   const Coef& scale, const Coef& bias, const Coef& a,
+                                   const Coef& b, const Coef& d) {
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  for (int64_t j = 0; j < len; j += K) {
+    const int64_t k = std::min(K, len - j);
+    const V xv = load_n(x + j, k);
+    const V gv =
+        masked_grad<T, false, kMaskFromX>(load_n(gsrc + j, k), xv, nullptr, j, k, mean, scale, bias);
+    const V centered = xv - mean.at(j, k);
+    store_n(dx + j, at::vec::fmadd(gv, a.at(j, k), at::vec::fmadd(centered, b.at(j, k), d.at(j, k))), k);
+  }
+}
+
+template <typename T, bool kMaskFromX>
+void backward_apply_impl(const BackwardApplyParams& p) {
+  using acc_t = typename Io<T>::acc_t;
+  const Geometry& g = p.g;
+  const T* gsrc = static_cast<const T*>(p.gsrc);
+  const T* x = static_cast<const T*>(p.x);
+  T* dx = static_cast<T*>(p.dx);
+  const auto* mean = static_cast<const acc_t*>(p.mean);
+  const auto* scale = static_cast<const acc_t*>(p.scale);
+  const auto* bias = static_cast<const acc_t*>(p.bias);
+  const auto* a = static_cast<const acc_t*>(p.a);
+  const auto* b = static_cast<const acc_t*>(p.b);
+  const auto* d = static_cast<const acc_t*>(p.d);
+  if (g.layout == Layout::kRows) {
+    const RowIndex ig(g, p.sg), ix(g, p.sx), idx(g, p.sdx);
+    const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias}, ca{a}, cb{b}, cd{d};
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(g.C, 1));
+    at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row)
+        backward_apply_segment<T, kMaskFromX>(gsrc + ig(row), x + ix(row), dx + idx(row), g.C, mu,
+                                              sc, bi, ca, cb, cd);
+    });
+    return;
+  }
+  const PlanarShape shape = planar_shape(g, {&p.sg, &p.sx, &p.sdx});
+  const int64_t lines = g.N * g.C * shape.lines_per_nc;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(shape.line_len, 1));
+  at::parallel_for(0, lines, grain, [&](int64_t l0, int64_t l1) {
+    for (int64_t l = l0; l < l1; ++l) {
+      const int64_t h = l % shape.lines_per_nc, nc = l / shape.lines_per_nc;
+      const int64_t c = nc % g.C, n = nc / g.C;
+      backward_apply_segment<T, kMaskFromX>(
+          gsrc + planar_offset(p.sg, n, c, h), x + planar_offset(p.sx, n, c, h),
+          dx + planar_offset(p.sdx, n, c, h), shape.line_len, Broadcast<acc_t>(mean[c]),
+          Broadcast<acc_t>(kMaskFromX ? scale[c] : acc_t(0)),
+          Broadcast<acc_t>(kMaskFromX ? bias[c] : acc_t(0)), Broadcast<acc_t>(a[c]),
+          Broadcast<acc_t>(b[c]), Broadcast<acc_t>(d[c]));
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// add + ReLU over dense storage
+// ---------------------------------------------------------------------------
+
+template <typename T>
+void add_relu_impl(const AddReluParams& p) {
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  const T* a = static_cast<const T*>(p.a);
+  const T* b = static_cast<const T*>(p.b);
+  T* out = static_cast<T*>(p.out);
+  at::parallel_for(0, p.numel, 32768, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i += K) {
+      const int64_t k = std::min(K, i1 - i);
+      store_n(out + i, at::vec::maximum(load_n(a + i, k) + load_n(b + i, k), V(0)), k);
+    }
+  });
+}
+
+template <typename T>
+void relu_backward_impl(const ReluBackwardParams& p) {
+  using V = typename Io<T>::V;
+  constexpr int64_t K = Io<T>::kStep;
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* out = static_cast<const T*>(p.out);
+  T* grad = static_cast<T*>(p.grad);
+  at::parallel_for(0, p.numel, 32768, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i += K) {
+      const int64_t k = std::min(K, i1 - i);
+      store_n(grad + i, V::blendv(V(0), load_n(dy + i, k), load_n(out + i, k) > V(0)), k);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Dtype and flag dispatch, and the table this ISA build exports
+// ---------------------------------------------------------------------------
+
+template <template <typename> class Fn, typename P>
+void by_dtype(Dtype dtype, const P& p) {
+  switch (dtype) {
+    case Dtype::kFloat: return Fn<float>::run(p);
+    case Dtype::kDouble: return Fn<double>::run(p);
+    case Dtype::kHalf: return Fn<c10::Half>::run(p);
+    case Dtype::kBFloat16: return Fn<c10::BFloat16>::run(p);
+  }
+}
+
+template <typename T>
+struct StatsFn {
+  static void run(const StatsParams& p) {
+    p.g.layout == Layout::kRows ? stats_rows<T>(p) : stats_planar<T>(p);
+  }
+};
+
+template <typename T>
+struct ApplyFn {
+  static void run(const ApplyParams& p) {
+    const bool res = p.residual != nullptr;
+    if (res && p.relu) return apply_impl<T, true, true>(p);
+    if (res) return apply_impl<T, true, false>(p);
+    if (p.relu) return apply_impl<T, false, true>(p);
+    return apply_impl<T, false, false>(p);
+  }
+};
+
+template <typename T>
+struct BackwardReduceFn {
+  static void run(const BackwardReduceParams& p) {
+    const bool res = p.residual != nullptr;
+    if (res && p.relu) return backward_reduce_impl<T, true, true>(p);
+    if (res) return backward_reduce_impl<T, true, false>(p);
+    if (p.relu) return backward_reduce_impl<T, false, true>(p);
+    return backward_reduce_impl<T, false, false>(p);
+  }
+};
+
+template <typename T>
+struct BackwardApplyFn {
+  static void run(const BackwardApplyParams& p) {
+    p.mask_from_x ? backward_apply_impl<T, true>(p) : backward_apply_impl<T, false>(p);
+  }
+};
+
+template <typename T>
+struct AddReluFn {
+  static void run(const AddReluParams& p) { add_relu_impl<T>(p); }
+};
+
+template <typename T>
+struct ReluBackwardFn {
+  static void run(const ReluBackwardParams& p) { relu_backward_impl<T>(p); }
+};
+
+inline void bn_stats(const StatsParams& p) { by_dtype<StatsFn>(p.g.dtype, p); }
+inline void bn_apply(const ApplyParams& p) { by_dtype<ApplyFn>(p.g.dtype, p); }
+inline void bn_backward_reduce(const BackwardReduceParams& p) { by_dtype<BackwardReduceFn>(p.g.dtype, p); }
+inline void bn_backward_apply(const BackwardApplyParams& p) { by_dtype<BackwardApplyFn>(p.g.dtype, p); }
+inline void add_relu(const AddReluParams& p) { by_dtype<AddReluFn>(p.dtype, p); }
+inline void relu_backward(const ReluBackwardParams& p) { by_dtype<ReluBackwardFn>(p.dtype, p); }
+
+}  // namespace resnet_fast::cpu::RF_KERNEL_NS
+
+// Defines the table of this build; expands in capability_*.cpp.
+#define RF_DEFINE_KERNEL_TABLE(getter, label)                                              \
+  const resnet_fast::cpu::KernelTable* resnet_fast::cpu::getter() {                        \
+    namespace k = resnet_fast::cpu::RF_KERNEL_NS;                                          \
+    static const KernelTable table{label,           k::bn_stats,      k::bn_apply,         \
+                                   k::bn_backward_reduce, k::bn_backward_apply,            \
+                                   k::add_relu,     k::relu_backward};                     \
+    return &table;                                                                         \
+  }

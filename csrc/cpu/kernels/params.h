@@ -1,0 +1,138 @@
+// Plain parameter structs shared by the torch-facing CPU entry points and the
+// per-ISA kernel builds. No ATen types here: the kernels in this folder are
+// compiled once per CPU capability (see capability_*.cpp) and must not leak
+// ATen inline functions compiled for one ISA into the others.
+#pragma once
+
+#include <cstdint>
+
+namespace resnet_fast::cpu {
+
+enum class Dtype : int { kFloat, kDouble, kHalf, kBFloat16 };
+
+// How the kernels walk a [N, C, H, W] tensor.
+//   kPlanar: stride_w == 1 for every operand; work is split into "lines"
+//            (n, c, h) of W contiguous elements (H*W when stride_h == W).
+//   kRows:   stride_c == 1 for every operand (channels_last); work is split
+//            into rows (n, h, w) of C contiguous channels.
+enum class Layout : int { kPlanar, kRows };
+
+// Strides in elements of one [N, C, H, W] operand.
+struct Strides {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+};
+
+// Geometry shared by every operand of one kernel call. Each operand has its
+// own strides but all belong to the same `layout` class.
+struct Geometry {
+  int64_t N = 0, C = 0, H = 0, W = 0;
+  Layout layout = Layout::kPlanar;
+  Dtype dtype = Dtype::kFloat;
+};
+
+// Per-channel statistics of x: mean and biased variance (acc type: float, or
+// double for double inputs).
+struct StatsParams {
+  Geometry g;
+  const void* x;  // [N, C, H, W]
+  Strides sx;
+  void* mean;     // [C] acc type
+  void* var;      // [C] acc type, biased
+};
+
+// out = act((x - mean[c]) * scale[c] + bias[c] (+ residual)). Centering before
+// scaling keeps inputs with a large mean (1e4 with std 1) accurate in fp32.
+struct ApplyParams {
+  Geometry g;
+  const void* x;         // [N, C, H, W]
+  Strides sx;
+  const void* residual;  // [N, C, H, W] or nullptr
+  Strides sr;
+  const void* mean;      // [C] acc type
+  const void* scale;     // [C] acc type: weight * invstd
+  const void* bias;      // [C] acc type
+  void* out;             // [N, C, H, W]
+  Strides so;
+  bool relu;
+};
+
+// Backward reductions: with g = dy * [act'(pre)], pre the forward's
+// pre-activation (x - mean)*scale + bias (+ r), recomputed bit-identically,
+//   sum_g[c]  = sum g
+//   sum_gx[c] = sum g * (x - mean[c])
+// and, when grad_residual is given, grad_residual = g (written in the same
+// pass, so the second pass reads g instead of dy and the residual).
+struct BackwardReduceParams {
+  Geometry g;
+  const void* dy;        // [N, C, H, W]
+  Strides sdy;
+  const void* x;         // [N, C, H, W]
+  Strides sx;
+  const void* residual;  // [N, C, H, W] or nullptr
+  Strides sr;
+  const void* mean;      // [C] acc type
+  const void* scale;     // [C] acc type: the forward's scale
+  const void* bias;      // [C] acc type: the forward's bias
+  void* sum_g;           // [C] acc type
+  void* sum_gx;          // [C] acc type
+  void* grad_residual;   // [N, C, H, W] or nullptr
+  Strides sgr;
+  bool relu;
+};
+
+// dx = a[c] * g + b[c] * (x - mean[c]) + d[c], where g = gsrc when the mask
+// was already applied (mask_from_x == false), else g = gsrc * [pre > 0] with
+// pre = (x - mean)*scale + bias as in the forward.
+struct BackwardApplyParams {
+  Geometry g;
+  const void* gsrc;   // [N, C, H, W]
+  Strides sg;
+  const void* x;      // [N, C, H, W]
+  Strides sx;
+  const void* mean;   // [C] acc type
+  const void* scale;  // [C] acc type (only read when mask_from_x)
+  const void* bias;   // [C] acc type (only read when mask_from_x)
+  const void* a;      // [C] acc type
+  const void* b;      // [C] acc type
+  const void* d;      // [C] acc type
+  void* dx;           // [N, C, H, W]
+  Strides sdx;
+  bool mask_from_x;
+};
+
+// Elementwise over `numel` elements of identically laid out dense storage:
+//   forward:  out = relu(a + b)
+//   backward: grad = dy * [out > 0]
+struct AddReluParams {
+  Dtype dtype;
+  int64_t numel;
+  const void* a;
+  const void* b;
+  void* out;
+};
+
+struct ReluBackwardParams {
+  Dtype dtype;
+  int64_t numel;
+  const void* dy;
+  const void* out;
+  void* grad;
+};
+
+// One ISA build of every kernel.
+struct KernelTable {
+  const char* name;
+  void (*bn_stats)(const StatsParams&);
+  void (*bn_apply)(const ApplyParams&);
+  void (*bn_backward_reduce)(const BackwardReduceParams&);
+  void (*bn_backward_apply)(const BackwardApplyParams&);
+  void (*add_relu)(const AddReluParams&);
+  void (*relu_backward)(const ReluBackwardParams&);
+};
+
+// Each returns nullptr when that build is not compiled in.
+const KernelTable* kernels_default();
+const KernelTable* kernels_avx2();
+const KernelTable* kernels_avx512();
+
+}  // namespace resnet_fast::cpu

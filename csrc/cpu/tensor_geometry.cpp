@@ -1,0 +1,73 @@
+#include "tensor_geometry.h"
+
+#include <c10/util/Exception.h>
+
+namespace resnet_fast::cpu {
+namespace {
+
+bool rows_ok(const at::Tensor& t) { return t.size(1) == 1 || t.stride(1) == 1; }
+bool planar_ok(const at::Tensor& t) { return t.size(3) == 1 || t.stride(3) == 1; }
+bool walkable(const at::Tensor& t, Layout layout) {
+  return layout == Layout::kRows ? rows_ok(t) : planar_ok(t);
+}
+at::MemoryFormat format_of(Layout layout) {
+  return layout == Layout::kRows ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+}  // namespace
+
+Dtype dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return Dtype::kFloat;
+    case at::kDouble: return Dtype::kDouble;
+    case at::kHalf: return Dtype::kHalf;
+    case at::kBFloat16: return Dtype::kBFloat16;
+    default: TORCH_CHECK(false, "resnet_fast: unsupported dtype ", t.scalar_type());
+  }
+}
+
+Strides strides_of(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+Layout harmonize_layout(at::Tensor& input, std::initializer_list<at::Tensor*> others) {
+  const bool prefer_rows = rows_ok(input) && (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                                              input.size(2) * input.size(3) == 1);
+  Layout layout;
+  if (prefer_rows) {
+    layout = Layout::kRows;
+  } else if (planar_ok(input)) {
+    layout = Layout::kPlanar;
+  } else if (rows_ok(input)) {
+    layout = Layout::kRows;
+  } else {
+    TORCH_WARN_ONCE("resnet_fast: input with strides ", input.strides(),
+                    " is copied to a dense layout first (no kernel walk covers it)");
+    layout = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? Layout::kRows
+                                                                             : Layout::kPlanar;
+    input = input.contiguous(format_of(layout));
+  }
+  for (at::Tensor* t : others) {
+    if (!t->defined() || walkable(*t, layout)) continue;
+    // A broadcast tensor (a gradient of .sum(), say) is materialized quietly:
+    // every implementation has to. A dense one in another memory format is a
+    // layout mismatch worth fixing, hence the warning.
+    if (t->is_non_overlapping_and_dense()) {
+      TORCH_WARN_ONCE("resnet_fast: a tensor with strides ", t->strides(),
+                      " is copied to the memory format of the input (", input.strides(),
+                      "); keep activations and gradients in one memory format to avoid the copy");
+    }
+    *t = t->contiguous(format_of(layout));
+  }
+  return layout;
+}
+
+at::Tensor empty_for(const at::Tensor& like, Layout layout) {
+  return at::empty(like.sizes(), like.options().memory_format(format_of(layout)));
+}
+
+Geometry geometry_of(const at::Tensor& input, Layout layout) {
+  return {input.size(0), input.size(1), input.size(2), input.size(3), layout, dtype_of(input)};
+}
+
+}  // namespace resnet_fast::cpu

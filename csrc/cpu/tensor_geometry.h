@@ -1,0 +1,28 @@
+// From at::Tensor to the kernels' plain Geometry/Strides, and the choice of
+// walk (planar lines or channels_last rows) shared by all operands of a call.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <initializer_list>
+
+#include "kernels/params.h"
+
+namespace resnet_fast::cpu {
+
+Dtype dtype_of(const at::Tensor& t);
+Strides strides_of(const at::Tensor& t);  // t: [N, C, H, W]
+
+// Picks the walk for `input` and makes every tensor in `others` (same sizes)
+// walkable with it. Layouts that no walk covers (for example a view strided
+// along W in NCHW, or a gradient in another memory format than its input)
+// are copied into input's memory format, with a one-time warning: the copy
+// costs a pass over memory and should be visible.
+Layout harmonize_layout(at::Tensor& input, std::initializer_list<at::Tensor*> others);
+
+// An uninitialized [N, C, H, W] tensor laid out for `layout`.
+at::Tensor empty_for(const at::Tensor& like, Layout layout);
+
+Geometry geometry_of(const at::Tensor& input, Layout layout);
+
+}  // namespace resnet_fast::cpu

@@ -1,0 +1,66 @@
+// Every schema of the resnet_fast operator library, and the Python module
+// that exposes build information. Ops never go through pybind11: importing
+// resnet_fast._C runs the static registrations below and in cpu/, cuda/.
+#include <Python.h>
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include "cpu/cpu_kernels.h"
+
+// clang-format off
+TORCH_LIBRARY(resnet_fast, m) {
+  // out = act(batch_norm(input)); returns (out, save_mean, save_invstd), [C]
+  // float (double for double input): batch statistics in training, running
+  // statistics in eval. Running stats are updated in place in training.
+  m.def("bn_act_fwd(Tensor input, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
+        "Tensor(b!)? running_var, bool training, float momentum, float eps, bool relu) "
+        "-> (Tensor, Tensor, Tensor)");
+  // Returns (grad_input, grad_weight, grad_bias); the ReLU mask is recomputed
+  // from input.
+  m.def("bn_act_bwd(Tensor grad_out, Tensor input, Tensor? weight, Tensor? bias, "
+        "Tensor save_mean, Tensor save_invstd, bool training, bool relu) "
+        "-> (Tensor, Tensor, Tensor)");
+  // out = act(batch_norm(input) + residual).
+  m.def("bn_add_act_fwd(Tensor input, Tensor residual, Tensor? weight, Tensor? bias, "
+        "Tensor(a!)? running_mean, Tensor(b!)? running_var, bool training, float momentum, "
+        "float eps, bool relu) -> (Tensor, Tensor, Tensor)");
+  // Returns (grad_input, grad_residual, grad_weight, grad_bias).
+  m.def("bn_add_act_bwd(Tensor grad_out, Tensor input, Tensor residual, Tensor? weight, "
+        "Tensor? bias, Tensor save_mean, Tensor save_invstd, bool training, bool relu) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  // out = relu(input + other).
+  m.def("add_relu_fwd(Tensor input, Tensor other) -> Tensor");
+  // grad = grad_out * (output > 0): the gradient of both summands.
+  m.def("add_relu_bwd(Tensor grad_out, Tensor output) -> Tensor");
+}
+// clang-format on
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+  pybind11::list backends;
+  backends.append("cpu");
+#ifdef RESNET_FAST_WITH_CUDA
+  backends.append("cuda");
+#endif
+  info["backends"] = backends;
+#ifdef RESNET_FAST_CUDA_ARCHS
+  info["cuda_archs"] = RESNET_FAST_CUDA_ARCHS;
+#else
+  info["cuda_archs"] = "";
+#endif
+  info["torch_version"] = TORCH_VERSION;
+  info["cpu_capabilities_compiled"] = resnet_fast::cpu::compiled_capabilities();
+  info["cpu_capability"] = resnet_fast::cpu::kernels().name;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "resnet_fast native library: ops are registered in torch.ops.resnet_fast";
+  m.def("build_info", &build_info,
+        "Backends, CUDA architectures, CPU ISA builds and the torch version this was built with.");
+}

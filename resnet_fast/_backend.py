@@ -1,0 +1,94 @@
+"""Backend selection for the fused ops.
+
+The default picks by device: CPU tensors run the C++ kernels, CUDA tensors the
+CUDA kernels when they were built. ``use_backend(name)`` (a context manager)
+and the environment variable ``RESNET_FAST_BACKEND`` override the choice.
+"""
+
+import contextlib
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+
+import torch
+
+from ._native import build_info
+
+BACKENDS = ("cpu", "cuda", "triton", "reference")
+
+_state = threading.local()
+_warned: set[str] = set()
+
+
+def _check_name(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{source} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Routes the fused ops through one backend inside a ``with`` block.
+
+    Args:
+        name: "cpu" (C++ kernels), "cuda" (CUDA kernels), "triton" or
+            "reference" (pure PyTorch, resnet_fast.reference).
+
+    Example:
+        >>> with resnet_fast.use_backend("reference"):
+        ...     y = resnet_fast.functional.add_relu(a, b)
+    """
+    _check_name(name, "backend")
+    previous = getattr(_state, "name", None)
+    _state.name = name
+    try:
+        yield
+    finally:
+        _state.name = previous
+
+
+def current_backend() -> str | None:
+    """The backend forced by use_backend() or RESNET_FAST_BACKEND, if any."""
+    name = getattr(_state, "name", None)
+    if name is not None:
+        return name
+    env = os.environ.get("RESNET_FAST_BACKEND", "")
+    return _check_name(env, "RESNET_FAST_BACKEND") if env else None
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def resolve(device: torch.device) -> str:
+    """The backend that runs an op on tensors of ``device``."""
+    forced = current_backend()
+    native = build_info()["backends"]
+    if forced is not None:
+        if forced == "reference":
+            return forced
+        if forced == "cpu" and device.type != "cpu":
+            raise ValueError(f"backend 'cpu' cannot run tensors on {device}")
+        if forced in ("cuda", "triton") and device.type != "cuda":
+            raise ValueError(f"backend {forced!r} needs CUDA tensors, got tensors on {device}")
+        if forced == "cuda" and "cuda" not in native:
+            raise RuntimeError(
+                "backend 'cuda' was asked for but this build of resnet_fast has no CUDA kernels "
+                f"(build_info()['backends'] = {native})"
+            )
+        if forced == "triton":
+            raise NotImplementedError("the triton backend is not available in this version")
+        return forced
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda" and "cuda" in native:
+        return "cuda"
+    _warn_once(
+        device.type,
+        f"resnet_fast has no native kernels for {device.type} tensors in this build; "
+        "falling back to the pure-PyTorch reference implementation (slower, unfused)",
+    )
+    return "reference"

@@ -1,0 +1,102 @@
+"""Eval-mode convolution with BatchNorm folded in, and its fused epilogue.
+
+Folding: conv(x, w) * s + t with s = gamma / sqrt(var + eps) and
+t = beta - mean * s equals conv(x, w * s) + (conv_bias - mean) * s + beta.
+It is written with differentiable torch ops, so gradients flow to the conv
+weight and the BN affine parameters (fine-tuning with frozen statistics).
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_IntOr2 = int | Sequence[int]
+
+
+def fold_bn(
+    conv_weight: Tensor,
+    conv_bias: Tensor | None,
+    running_mean: Tensor,
+    running_var: Tensor,
+    bn_weight: Tensor | None,
+    bn_bias: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """Folds eval-mode BatchNorm into the preceding convolution.
+
+    Args:
+        conv_weight: [C_out, C_in / groups, kH, kW].
+        conv_bias: [C_out] or None.
+        running_mean, running_var: [C_out].
+        bn_weight, bn_bias: [C_out] or None.
+        eps: BatchNorm's epsilon.
+
+    Returns:
+        (weight [C_out, C_in / groups, kH, kW], bias [C_out]) in the dtype of
+        conv_weight, computed in float32 (float64 for float64 weights).
+    """
+    dtype = torch.float64 if conv_weight.dtype == torch.float64 else torch.float32
+    scale = torch.rsqrt(running_var.to(dtype) + eps)
+    if bn_weight is not None:
+        scale = scale * bn_weight.to(dtype)
+    shift = -running_mean.to(dtype)
+    if conv_bias is not None:
+        shift = shift + conv_bias.to(dtype)
+    bias = shift * scale
+    if bn_bias is not None:
+        bias = bias + bn_bias.to(dtype)
+    weight = conv_weight.to(dtype) * scale.view(-1, 1, 1, 1)
+    return weight.to(conv_weight.dtype), bias.to(conv_weight.dtype)
+
+
+def _pair(v: _IntOr2) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _onednn_post_ops_apply(input: Tensor, weight: Tensor, tensors: Sequence[Tensor | None]) -> bool:
+    """Whether the oneDNN convolution with fused post-ops can run this call.
+
+    It has no autograd, so it is used only when no gradient is needed.
+    """
+    if input.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if input.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != input.dtype:
+        return False
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, weight, *tensors)
+    )
+    return not needs_grad
+
+
+def conv_folded_act(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    stride: _IntOr2,
+    padding: _IntOr2,
+    dilation: _IntOr2,
+    groups: int,
+    residual: Tensor | None,
+    relu: bool,
+    add_relu: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """act(conv2d(input, weight, bias) [+ residual]) with the epilogue fused.
+
+    On the CPU without autograd this is oneDNN's convolution with bias, sum and
+    ReLU post-ops (one write of the output); otherwise the convolution with
+    bias followed by the fused add_relu op (or ReLU).
+    """
+    if _onednn_post_ops_apply(input, weight, (bias, residual)):
+        unary = "relu" if relu else "none"
+        args = (_pair(padding), _pair(stride), _pair(dilation), groups)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(input, weight, bias, *args, unary, [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            input, residual, weight, bias, *args, "sum", 1.0, unary if relu else None, [], ""
+        )
+    y = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    if residual is None:
+        return torch.relu(y) if relu else y
+    return add_relu(y, residual) if relu else y + residual

@@ -1,0 +1,30 @@
+"""Loads the compiled library resnet_fast._C, which registers torch.ops.resnet_fast."""
+
+import torch  # noqa: F401  (torch must be loaded before the extension)
+
+try:
+    from . import _C
+except ImportError as error:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "resnet_fast's compiled library resnet_fast._C is missing or does not load "
+        f"({error}). Build it with:  pip install --no-build-isolation -e .  "
+        "(from the repository root, with torch already installed)"
+    ) from error
+
+
+# Read once: a constant for torch.compile, which cannot trace into pybind11.
+_BUILD_INFO = dict(_C.build_info())
+
+
+def build_info() -> dict:
+    """What this build of resnet_fast contains.
+
+    Returns:
+        dict with ``backends`` (compiled native backends, e.g. ``["cpu"]``),
+        ``cuda_archs`` (the CUDA architectures compiled, "" without CUDA),
+        ``torch_version`` (the torch it was built against),
+        ``cpu_capabilities_compiled`` (ISA builds of the CPU kernels) and
+        ``cpu_capability`` (the one this processor runs; capped by the
+        environment variable ``RESNET_FAST_CPU_CAPABILITY``).
+    """
+    return dict(_BUILD_INFO)

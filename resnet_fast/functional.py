@@ -1,0 +1,189 @@
+"""Fused functional ops, with torch.nn.functional.batch_norm's argument order
+and defaults.
+
+Every op picks a backend by device (see ``resnet_fast.use_backend``), runs
+forward and backward as torch.ops.resnet_fast dispatcher ops, and works under
+autograd and ``torch.compile(fullgraph=True)``.
+"""
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _backend, _checks, _ops, reference
+from ._conv_eval import conv_folded_act, fold_bn
+
+__all__ = ["batch_norm_relu", "batch_norm_add_relu", "add_relu", "conv_bn_relu", "fold_bn"]
+
+_IntOr2 = int | Sequence[int]
+
+
+def _batch_norm_act(
+    input: Tensor,
+    residual: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    relu: bool,
+) -> Tensor:
+    _checks.check_batch_norm(input, residual, running_mean, running_var, weight, bias, training)
+    if _backend.resolve(input.device) == "reference":
+        return reference.batch_norm_act(
+            input, running_mean, running_var, weight, bias, training, momentum, eps, relu, residual
+        )
+    args = (weight, bias, running_mean, running_var, training, float(momentum), float(eps), relu)
+    if residual is None:
+        return _ops.ops.bn_act_fwd(input, *args)[0]
+    return _ops.ops.bn_add_act_fwd(input, residual, *args)[0]
+
+
+def batch_norm_relu(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """relu(batch_norm(input)) in one fused op.
+
+    Args:
+        input: [N, C, H, W], float32/float64/float16/bfloat16, contiguous or
+            channels_last (other strides work, some through a copy).
+        running_mean: [C] or None. Updated in place when ``training``.
+        running_var: [C] or None. Updated in place (unbiased) when ``training``.
+        weight: [C] scale (gamma) or None.
+        bias: [C] shift (beta) or None.
+        training: normalize with the batch statistics (and update the running
+            ones) or with the running statistics.
+        momentum: weight of the batch statistic in the running average.
+        eps: added to the variance.
+
+    Returns:
+        [N, C, H, W], the dtype and memory format of ``input``.
+    """
+    return _batch_norm_act(
+        input, None, running_mean, running_var, weight, bias, training, momentum, eps, True
+    )
+
+
+def batch_norm_add_relu(
+    input: Tensor,
+    residual: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """relu(batch_norm(input) + residual) in one fused op: the tail of a
+    residual block.
+
+    Args:
+        input: [N, C, H, W], the last convolution's output.
+        residual: [N, C, H, W], the shortcut; same dtype and device as input.
+        running_mean, running_var, weight, bias, training, momentum, eps: as
+            in :func:`batch_norm_relu`.
+
+    Returns:
+        [N, C, H, W], the dtype and memory format of ``input``.
+    """
+    return _batch_norm_act(
+        input, residual, running_mean, running_var, weight, bias, training, momentum, eps, True
+    )
+
+
+def add_relu(input: Tensor, other: Tensor) -> Tensor:
+    """relu(input + other) in one pass.
+
+    Args:
+        input: any shape, float32/float64/float16/bfloat16.
+        other: the shape, dtype and device of ``input`` (no broadcasting).
+
+    Returns:
+        relu(input + other), laid out like ``input``.
+    """
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
+    if input.dtype not in _checks._FLOAT_DTYPES:
+        raise TypeError(f"input must be float32, float64, float16 or bfloat16, got {input.dtype}")
+    _checks.check_like(other, "other", input, "input")
+    if _backend.resolve(input.device) == "reference":
+        return reference.add_relu(input, other)
+    return _ops.ops.add_relu_fwd(input, other)
+
+
+def conv_bn_relu(
+    input: Tensor,
+    conv_weight: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    bn_weight: Tensor | None = None,
+    bn_bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    stride: _IntOr2 = 1,
+    padding: _IntOr2 = 0,
+    dilation: _IntOr2 = 1,
+    groups: int = 1,
+    conv_bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    relu: bool = True,
+) -> Tensor:
+    """act(batch_norm(conv2d(input)) [+ residual]).
+
+    The convolution runs through PyTorch (oneDNN on the CPU, cuDNN on CUDA).
+    In training, BN [+ residual] [+ ReLU] is one fused op after it. In eval, BN
+    is folded into the convolution's weight and bias; the ReLU and residual
+    add then run as the convolution's fused post-ops on the CPU (oneDNN) when
+    no gradient is needed, else as a fused add_relu after it.
+
+    Args:
+        input: [N, C_in, H, W].
+        conv_weight: [C_out, C_in / groups, kH, kW].
+        running_mean, running_var, bn_weight, bn_bias: [C_out] or None, as in
+            :func:`batch_norm_relu`.
+        training, momentum, eps: as in :func:`batch_norm_relu`.
+        stride, padding, dilation, groups, conv_bias: as in
+            torch.nn.functional.conv2d.
+        residual: [N, C_out, H_out, W_out] added before the activation, or None.
+        relu: ReLU (True) or identity (False) as the activation.
+
+    Returns:
+        [N, C_out, H_out, W_out].
+    """
+    _checks.check_activation(input, "input")
+    if not isinstance(conv_weight, Tensor) or conv_weight.dim() != 4:
+        raise ValueError(
+            "conv_weight must be a 4-D tensor [C_out, C_in / groups, kH, kW], got "
+            f"{getattr(conv_weight, 'shape', conv_weight)}"
+        )
+    if training or running_mean is None:
+        y = F.conv2d(input, conv_weight, conv_bias, stride, padding, dilation, groups)
+        return _batch_norm_act(
+            y, residual, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps, relu
+        )
+    _checks.check_channel_vectors(
+        conv_weight.shape[0],
+        conv_weight.device,
+        f"the output channels of conv_weight {tuple(conv_weight.shape)}",
+        running_mean=running_mean,
+        running_var=running_var,
+        bn_weight=bn_weight,
+        bn_bias=bn_bias,
+        conv_bias=conv_bias,
+    )
+    weight, bias = fold_bn(conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias, eps)
+    return conv_folded_act(
+        input, weight, bias, stride, padding, dilation, groups, residual, relu, add_relu
+    )
