@@ -40,9 +40,15 @@ def _extension():
     sources = [os.path.join("csrc", "cpu", "kernels", k) for k in kernels]
     sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
     sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
-    cxx = ["-O3", "-Wno-psabi", "-Wno-unknown-pragmas"]
+    # ATen's at::parallel_for is header code over OpenMP pragmas (torch's CPU
+    # builds use AT_PARALLEL_OPENMP): without -fopenmp it silently runs on one
+    # thread. The libgomp it links resolves, by soname, to the one torch loaded.
+    cxx = ["-O3", "-fopenmp", "-Wno-psabi", "-Wno-unknown-pragmas"]
+    link = ["-fopenmp"]
     if not _want_cuda():
-        return CppExtension("resnet_fast._C", sources, extra_compile_args={"cxx": cxx})
+        return CppExtension(
+            "resnet_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
+        )
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     os.environ["TORCH_CUDA_ARCH_LIST"] = archs
     sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
@@ -50,7 +56,8 @@ def _extension():
     return CUDAExtension(
         "resnet_fast._C",
         sources,
-        extra_compile_args={"cxx": cxx + defines, "nvcc": ["-O3", "--use_fast_math"] + defines},
+        extra_compile_args={"cxx": cxx + defines, "nvcc": ["-O3"] + defines},
+        extra_link_args=link,
     )
 
 

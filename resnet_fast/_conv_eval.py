@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _IntOr2 = int | Sequence[int]
+# Read once: torch.compile does not trace into torch.backends.
+_ONEDNN = torch.backends.mkldnn.is_available()
 
 
 def fold_bn(
@@ -60,7 +62,7 @@ def _onednn_post_ops_apply(input: Tensor, weight: Tensor, tensors: Sequence[Tens
 
     It has no autograd, so it is used only when no gradient is needed.
     """
-    if input.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    if input.device.type != "cpu" or not _ONEDNN:
         return False
     if input.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != input.dtype:
         return False
@@ -94,7 +96,7 @@ def conv_folded_act(
         if residual is None:
             return torch.ops.mkldnn._convolution_pointwise(input, weight, bias, *args, unary, [], "")
         return torch.ops.mkldnn._convolution_pointwise.binary(
-            input, residual, weight, bias, *args, "sum", 1.0, unary if relu else None, [], ""
+            input, residual, weight, bias, *args, "add", 1.0, unary if relu else None, [], ""
         )
     y = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
     if residual is None:

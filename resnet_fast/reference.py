@@ -50,8 +50,8 @@ def batch_norm_act(
     dtype = _compute_dtype(input)
     x = input.to(dtype)
     if training:
-        mean = x.mean(dim=(0, 2, 3))
-        var = (x - mean.view(1, -1, 1, 1)).square().mean(dim=(0, 2, 3))
+        # var_mean's Welford reduction stays accurate for inputs with a large mean.
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
         count = x.numel() // x.shape[1]
         if running_mean is not None and count > 1:
             with torch.no_grad():

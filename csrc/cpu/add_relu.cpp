@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"
 
@@ -44,11 +46,17 @@ Tensor dense(const Tensor& t) {
   return t.is_non_overlapping_and_dense() ? t : t.contiguous(t.suggest_memory_format());
 }
 
+Tensor empty_output(const Tensor& like) {
+  Tensor out = at::empty_like(like);  // dense `like`: exactly its strides
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  return out;
+}
+
 Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
   check_pair(input, "input", other, "other");
   const Tensor a = dense(input);
   const Tensor b = dense_like(other, a);
-  Tensor out = at::empty_like(a);  // dense a: same strides as a
+  Tensor out = empty_output(a);
   if (a.numel() == 0) return out;
   AddReluParams p{dtype_of(a), a.numel(), a.const_data_ptr(), b.const_data_ptr(), out.mutable_data_ptr()};
   kernels().add_relu(p);
@@ -59,7 +67,7 @@ Tensor add_relu_bwd_cpu(const Tensor& grad_out, const Tensor& output) {
   check_pair(output, "output", grad_out, "grad_out");
   const Tensor out = dense(output);
   const Tensor dy = dense_like(grad_out, out);
-  Tensor grad = at::empty_like(out);
+  Tensor grad = empty_output(out);
   if (out.numel() == 0) return grad;
   ReluBackwardParams p{dtype_of(out), out.numel(), dy.const_data_ptr(), out.const_data_ptr(),
                        grad.mutable_data_ptr()};

@@ -20,7 +20,12 @@ Strides strides_of(const at::Tensor& t);  // t: [N, C, H, W]
 // costs a pass over memory and should be visible.
 Layout harmonize_layout(at::Tensor& input, std::initializer_list<at::Tensor*> others);
 
-// An uninitialized [N, C, H, W] tensor laid out for `layout`.
+// RESNET_FAST_POISON_OUTPUTS=1 (read once; the tests set it) fills every
+// output with NaN before a kernel writes it, so an element a kernel skips
+// shows up in the comparison with the reference.
+bool poison_outputs();
+
+// An uninitialized (or poisoned) [N, C, H, W] tensor laid out for `layout`.
 at::Tensor empty_for(const at::Tensor& like, Layout layout);
 
 Geometry geometry_of(const at::Tensor& input, Layout layout);

@@ -12,8 +12,9 @@
 //                      stored.
 //
 // Statistics are stable for inputs with a large mean: each block of at most
-// kBlockElems elements is reduced in two passes that hit the cache (block
-// mean, then the centered sum of squares), and blocks are combined with
+// kBlockElems elements is reduced in two passes that hit the cache (the mean
+// of x - x0, x0 the block's first element, so that fp32 sums stay small;
+// then the centered sum of squares), and blocks are combined in fp64 with
 // Chan's parallel update.
 #pragma once
 
@@ -92,16 +93,21 @@ void stats_planar(const StatsParams& p) {
           const T* line = x + planar_offset(p.sx, n, c, h);
           for (int64_t s = 0; s < shape.line_len; s += kBlockElems) {
             const int64_t len = std::min(kBlockElems, shape.line_len - s);
+            const T* block = line + s;
+            const V shift(lane0(load_n(block, 1)));
             V sum(0);
-            for (int64_t j = 0; j < len; j += K) sum += load_n(line + s + j, std::min(K, len - j));
-            const acc_t mean = hsum(sum) / static_cast<acc_t>(len);
+            for (int64_t j = 0; j < len; j += K) {
+              const int64_t k = std::min(K, len - j);
+              sum += first_n(load_n(block + j, k) - shift, k);
+            }
+            const acc_t mean = hsum(sum) / static_cast<acc_t>(len);  // of x - shift
             V sq(0);
             for (int64_t j = 0; j < len; j += K) {
               const int64_t k = std::min(K, len - j);
-              const V d = first_n(load_n(line + s + j, k) - V(mean), k);
+              const V d = first_n(load_n(block + j, k) - shift - V(mean), k);
               sq = at::vec::fmadd(d, d, sq);
             }
-            m.merge(static_cast<double>(len), mean, hsum(sq));
+            m.merge(static_cast<double>(len), static_cast<double>(lane0(shift)) + mean, hsum(sq));
           }
         }
       }
@@ -130,13 +136,16 @@ void stats_rows(const StatsParams& p) {
   at::parallel_for(0, rows, block_rows, [&](int64_t r0, int64_t r1) {
     const int64_t tid = thread_slot(threads);
     Buffer<V> acc(lanes);
-    Buffer<acc_t> block_mean(lanes * K), block_m2(lanes * K);
+    Buffer<acc_t> block_shift(lanes * K), block_mean(lanes * K), block_m2(lanes * K);
     for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
       const int64_t b1 = std::min(r1, b0 + block_rows), nb = b1 - b0;
+      const T* first = x + row(b0);
+      for (int64_t j = 0; j < C; j += K) load_n(first + j, std::min(K, C - j)).store(block_shift.p + j);
       for (int64_t l = 0; l < lanes; ++l) acc[l] = V(0);
       for (int64_t r = b0; r < b1; ++r) {
         const T* xr = x + row(r);
-        for (int64_t j = 0; j < C; j += K) acc[j / K] += load_n(xr + j, std::min(K, C - j));
+        for (int64_t j = 0; j < C; j += K)
+          acc[j / K] += load_n(xr + j, std::min(K, C - j)) - V::loadu(block_shift.p + j);
       }
       for (int64_t l = 0; l < lanes; ++l) (acc[l] / V(static_cast<acc_t>(nb))).store(block_mean.p + l * K);
       for (int64_t l = 0; l < lanes; ++l) acc[l] = V(0);
@@ -144,7 +153,7 @@ void stats_rows(const StatsParams& p) {
         const T* xr = x + row(r);
         for (int64_t j = 0; j < C; j += K) {
           const int64_t k = std::min(K, C - j);
-          const V d = load_n(xr + j, k) - V::loadu(block_mean.p + j);
+          const V d = load_n(xr + j, k) - V::loadu(block_shift.p + j) - V::loadu(block_mean.p + j);
           acc[j / K] = at::vec::fmadd(d, d, acc[j / K]);
         }
       }
@@ -155,7 +164,7 @@ void stats_rows(const StatsParams& p) {
       double* mean = slot_mean.p + tid * C;
       double* m2 = slot_m2.p + tid * C;
       for (int64_t c = 0; c < C; ++c) {
-        const double delta = block_mean[c] - mean[c];
+        const double delta = static_cast<double>(block_shift[c]) + block_mean[c] - mean[c];
         mean[c] += delta * w_b;
         m2[c] += block_m2[c] + delta * delta * w_ab;
       }

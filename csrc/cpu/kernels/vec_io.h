@@ -72,6 +72,13 @@ inline V first_n(const V& v, int64_t n) {
 }
 
 template <typename V>
+inline typename V::value_type lane0(const V& v) {
+  typename V::value_type buf[V::size()];
+  v.store(buf);
+  return buf[0];
+}
+
+template <typename V>
 inline typename V::value_type hsum(const V& v) {
   typename V::value_type buf[V::size()];
   v.store(buf);

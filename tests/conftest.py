@@ -1,0 +1,49 @@
+"""Shared fixtures and helpers of the op tests.
+
+Every backend runs the same parametrized tests: the `backend` parameter lists
+them, and those that cannot run here (no GPU, not built) are skipped with the
+reason. Outputs are NaN-poisoned by the kernels before they are written
+(RESNET_FAST_POISON_OUTPUTS=1), so an element a kernel skips fails the test.
+"""
+
+import os
+
+os.environ.setdefault("RESNET_FAST_POISON_OUTPUTS", "1")
+
+import zlib  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import resnet_fast  # noqa: E402
+
+# (backend, device): the native backends first.
+BACKENDS = [
+    pytest.param(("cpu", "cpu"), id="cpu"),
+    pytest.param(("cuda", "cuda"), id="cuda", marks=pytest.mark.cuda),
+    pytest.param(("reference", "cpu"), id="reference"),
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = torch.cuda.is_available() and "cuda" in resnet_fast.build_info()["backends"]
+    skip = pytest.mark.skip(reason="needs a CUDA device and the CUDA build of resnet_fast")
+    for item in items:
+        if "cuda" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """(backend name, device) with that backend forced for the test."""
+    name, device = request.param
+    with resnet_fast.use_backend(name):
+        yield name, device
+
+
+@pytest.fixture
+def gen(request):
+    """A generator seeded from the test id: fresh inputs per case, reproducible."""
+    g = torch.Generator()
+    g.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+    return g

@@ -1,0 +1,115 @@
+"""The dispatcher contracts of every op: fp64 gradcheck, torch.library.opcheck
+(schema, fake kernel, autograd registration, AOT dispatch) and
+torch.compile(fullgraph=True) without a graph break."""
+
+import pytest
+import torch
+from helpers import assert_close, channel_params, make_activation
+
+import resnet_fast.functional as RF
+
+ops = torch.ops.resnet_fast
+
+
+def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64):
+    x = make_activation(shape, layout, dtype, gen, scale=2.0, shift=0.3)
+    r = make_activation(shape, layout, dtype, gen)
+    w, b, rm, rv = channel_params(shape[1], gen, dtype=dtype)
+    return x, r, w, b, rm, rv
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "spatial_crop"])
+def test_gradcheck_fp64(training, layout, gen):
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout)
+    leaves = [t.detach().requires_grad_() for t in (x, r, w, b)]
+
+    def bn_relu(x, w, b):
+        return RF.batch_norm_relu(x, rm.clone(), rv.clone(), w, b, training=training)
+
+    def bn_add_relu(x, r, w, b):
+        return RF.batch_norm_add_relu(x, r, rm.clone(), rv.clone(), w, b, training=training)
+
+    def bn_identity(x, r, w, b):
+        return RF._batch_norm_act(x, r, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, False)
+
+    xg, rg, wg, bg = leaves
+    assert torch.autograd.gradcheck(bn_relu, (xg, wg, bg))
+    assert torch.autograd.gradcheck(bn_add_relu, (xg, rg, wg, bg))
+    assert torch.autograd.gradcheck(bn_identity, (xg, rg, wg, bg))
+    assert torch.autograd.gradcheck(RF.add_relu, (xg, rg))
+
+
+def test_gradcheck_without_affine_or_running_stats(gen):
+    x, r, *_ = _bn_inputs(gen)
+    xg, rg = x.requires_grad_(), r.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, r: RF.batch_norm_add_relu(x, r, None, None, training=True), (xg, rg)
+    )
+
+
+OPCHECK_CASES = ["train", "eval", "train_no_affine_no_stats", "channels_last", "float32"]
+
+
+@pytest.mark.parametrize("case", OPCHECK_CASES)
+def test_opcheck(case, gen):
+    dtype = torch.float32 if case == "float32" else torch.float64
+    layout = "channels_last" if case == "channels_last" else "contiguous"
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype)
+    training = case != "eval"
+    if case == "train_no_affine_no_stats":
+        w = b = rm = rv = None
+    for relu in (True, False):
+        torch.library.opcheck(ops.bn_act_fwd, (x, w, b, rm, rv, training, 0.1, 1e-5, relu))
+        torch.library.opcheck(ops.bn_add_act_fwd, (x, r, w, b, rm, rv, training, 0.1, 1e-5, relu))
+        _, mean, invstd = ops.bn_act_fwd(x, w, b, rm, rv, training, 0.1, 1e-5, relu)
+        g = torch.randn_like(x)
+        torch.library.opcheck(ops.bn_act_bwd, (g, x, w, b, mean, invstd, training, relu))
+        torch.library.opcheck(ops.bn_add_act_bwd, (g, x, r, w, b, mean, invstd, training, relu))
+    torch.library.opcheck(ops.add_relu_fwd, (x, r))
+    torch.library.opcheck(ops.add_relu_bwd, (torch.randn_like(x), ops.add_relu_fwd(x, r)))
+
+
+def _block_tail(x, r, rm1, rv1, rm2, rv2, w, b):
+    y = RF.batch_norm_relu(x, rm1, rv1, w, b, training=True)
+    y = RF.batch_norm_add_relu(y, r, rm2, rv2, w, b, training=True)
+    return RF.add_relu(y, r)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_compile_fullgraph_matches_eager(layout, gen):
+    torch._dynamo.reset()
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, shape=(4, 6, 5, 5), dtype=torch.float32)
+    results = []
+    for fn in (_block_tail, torch.compile(_block_tail, fullgraph=True)):
+        stats = [rm.clone(), rv.clone(), rm.clone(), rv.clone()]
+        leaves = [t.detach().requires_grad_() for t in (x, r, w, b)]
+        out = fn(leaves[0], leaves[1], *stats, leaves[2], leaves[3])
+        out.backward(torch.ones_like(out))
+        results.append((out.detach(), [t.grad for t in leaves], stats))
+    (out_e, grads_e, stats_e), (out_c, grads_c, stats_c) = results
+    assert_close(out_c, out_e, torch.float32, "out")
+    for ge, gc in zip(grads_e, grads_c, strict=True):
+        assert_close(gc, ge, torch.float32, "grad")
+    for se, sc in zip(stats_e, stats_c, strict=True):
+        assert_close(sc, se, torch.float32, "running stat")
+    assert not torch.equal(stats_c[0], rm), "running stats were not updated under compile"
+
+
+def test_compile_eval_conv_bn_relu(gen):
+    torch._dynamo.reset()
+    x = make_activation((2, 4, 6, 6), "contiguous", torch.float32, gen)
+    conv_w = make_activation((8, 4, 3, 3), "contiguous", torch.float32, gen)
+    w, b, rm, rv = channel_params(8, gen)
+
+    def fn(x):
+        return RF.conv_bn_relu(x, conv_w, rm, rv, w, b, training=False, padding=1)
+
+    assert_close(torch.compile(fn, fullgraph=True)(x), fn(x), torch.float32, "out")
+
+
+def test_running_stats_version_counter_bumps(gen):
+    x, _, w, b, rm, rv = _bn_inputs(gen, dtype=torch.float32)
+    v_mean, v_var = rm._version, rv._version
+    RF.batch_norm_relu(x, rm, rv, w, b, training=True)
+    assert rm._version > v_mean and rv._version > v_var
