@@ -11,11 +11,10 @@
 //                      8. The ReLU mask is recomputed from x (and r), never
 //                      stored.
 //
-// Statistics are stable for inputs with a large mean: each block of at most
-// kBlockElems elements is reduced in two passes that hit the cache (the mean
-// of x - x0, x0 the block's first element, so that fp32 sums stay small;
-// then the centered sum of squares), and blocks are combined in fp64 with
-// Chan's parallel update.
+// Statistics are stable for inputs with a large mean: each block (a few
+// hundred values per channel) is reduced in one pass to shifted sums of
+// x - x0, x0 the block's first value, so that the fp32 sums stay small; the
+// blocks are combined in fp64 with Chan's parallel update.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -30,9 +29,6 @@
 #include "vec_io.h"
 
 namespace resnet_fast::cpu::RF_KERNEL_NS {
-
-// Elements in one cache-resident statistics block (64 KiB of fp32).
-constexpr int64_t kBlockElems = 16384;
 
 // Heap array local to this ISA build (no std containers: their inline code
 // would be shared, by the linker, with the other builds).
@@ -77,11 +73,37 @@ struct Moments {
 // Statistics
 // ---------------------------------------------------------------------------
 
+// Rows of a channels_last block reduced into fp32 partials before they are
+// added into fp64: at most this many terms per fp32 accumulator lane.
+constexpr int64_t kBlockRows = 256;
+
+// Shifted sums of one block of one channel vector: with d = x - shift,
+// s1 = sum d and s2 = sum d^2. The shift (the block's first value) keeps the
+// fp32 sums small for inputs with a large mean; blocks are short enough
+// (kBlockRows terms per lane) for fp32 accumulation.
+template <typename V>
+struct ShiftedSums {
+  V s1{0}, s2{0};
+  void add(const V& d) {
+    s1 += d;
+    s2 = at::vec::fmadd(d, d, s2);
+  }
+};
+
+// Merges one block of n values, given as shifted sums, into `m` (fp64).
+inline void merge_shifted(Moments& m, double n, double shift, double s1, double s2) {
+  const double mean = s1 / n;
+  m.merge(n, shift + mean, std::max(s2 - s1 * mean, 0.0));
+}
+
 template <typename T>
 void stats_planar(const StatsParams& p) {
   using acc_t = typename Io<T>::acc_t;
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
+  // Lines are cut into blocks of kBlockLen values (kBlockLen / (2K) terms per
+  // accumulator lane).
+  constexpr int64_t kBlockLen = 8192;
   const Geometry& g = p.g;
   const T* x = static_cast<const T*>(p.x);
   const PlanarShape shape = planar_shape(g, {&p.sx});
@@ -91,23 +113,22 @@ void stats_planar(const StatsParams& p) {
       for (int64_t n = 0; n < g.N; ++n) {
         for (int64_t h = 0; h < shape.lines_per_nc; ++h) {
           const T* line = x + planar_offset(p.sx, n, c, h);
-          for (int64_t s = 0; s < shape.line_len; s += kBlockElems) {
-            const int64_t len = std::min(kBlockElems, shape.line_len - s);
+          for (int64_t s = 0; s < shape.line_len; s += kBlockLen) {
+            const int64_t len = std::min(kBlockLen, shape.line_len - s);
             const T* block = line + s;
             const V shift(lane0(load_n(block, 1)));
-            V sum(0);
-            for (int64_t j = 0; j < len; j += K) {
-              const int64_t k = std::min(K, len - j);
-              sum += first_n(load_n(block + j, k) - shift, k);
+            ShiftedSums<V> a, b;  // two chains for instruction-level parallelism
+            int64_t j = 0;
+            for (; j + 2 * K <= len; j += 2 * K) {
+              a.add(Io<T>::load(block + j) - shift);
+              b.add(Io<T>::load(block + j + K) - shift);
             }
-            const acc_t mean = hsum(sum) / static_cast<acc_t>(len);  // of x - shift
-            V sq(0);
-            for (int64_t j = 0; j < len; j += K) {
+            for (; j < len; j += K) {
               const int64_t k = std::min(K, len - j);
-              const V d = first_n(load_n(block + j, k) - shift - V(mean), k);
-              sq = at::vec::fmadd(d, d, sq);
+              a.add(first_n(load_n(block + j, k) - shift, k));
             }
-            m.merge(static_cast<double>(len), static_cast<double>(lane0(shift)) + mean, hsum(sq));
+            merge_shifted(m, static_cast<double>(len), lane0(shift), hsum(a.s1 + b.s1),
+                          hsum(a.s2 + b.s2));
           }
         }
       }
@@ -124,8 +145,7 @@ void stats_rows(const StatsParams& p) {
   constexpr int64_t K = Io<T>::kStep;
   const Geometry& g = p.g;
   const int64_t C = g.C, rows = g.N * g.H * g.W;
-  const int64_t lanes = (C + K - 1) / K;
-  const int64_t block_rows = std::clamp<int64_t>(kBlockElems / std::max<int64_t>(C, 1), 4, 256);
+  const int64_t padded = (C + K - 1) / K * K;
   const T* x = static_cast<const T*>(p.x);
   const RowIndex row(g, p.sx);
 
@@ -133,42 +153,37 @@ void stats_rows(const StatsParams& p) {
   const int64_t threads = at::get_num_threads();
   Buffer<double> slot_count(threads), slot_mean(threads * C), slot_m2(threads * C);
 
-  at::parallel_for(0, rows, block_rows, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, rows, kBlockRows, [&](int64_t r0, int64_t r1) {
     const int64_t tid = thread_slot(threads);
-    Buffer<V> acc(lanes);
-    Buffer<acc_t> block_shift(lanes * K), block_mean(lanes * K), block_m2(lanes * K);
-    for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
-      const int64_t b1 = std::min(r1, b0 + block_rows), nb = b1 - b0;
+    Buffer<acc_t> shift(padded), s1(padded), s2(padded);
+    Buffer<ShiftedSums<V>> acc(padded / K);
+    for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+      const int64_t b1 = std::min(r1, b0 + kBlockRows), nb = b1 - b0;
       const T* first = x + row(b0);
-      for (int64_t j = 0; j < C; j += K) load_n(first + j, std::min(K, C - j)).store(block_shift.p + j);
-      for (int64_t l = 0; l < lanes; ++l) acc[l] = V(0);
+      for (int64_t j = 0; j < C; j += K) {
+        load_n(first + j, std::min(K, C - j)).store(shift.p + j);
+        acc[j / K] = ShiftedSums<V>{};
+      }
+      // Row by row: every lane's chain advances once per row, and rows are
+      // read front to back (long channel vectors stream well this way).
       for (int64_t r = b0; r < b1; ++r) {
         const T* xr = x + row(r);
         for (int64_t j = 0; j < C; j += K)
-          acc[j / K] += load_n(xr + j, std::min(K, C - j)) - V::loadu(block_shift.p + j);
+          acc[j / K].add(load_n(xr + j, std::min(K, C - j)) - V::loadu(shift.p + j));
       }
-      for (int64_t l = 0; l < lanes; ++l) (acc[l] / V(static_cast<acc_t>(nb))).store(block_mean.p + l * K);
-      for (int64_t l = 0; l < lanes; ++l) acc[l] = V(0);
-      for (int64_t r = b0; r < b1; ++r) {
-        const T* xr = x + row(r);
-        for (int64_t j = 0; j < C; j += K) {
-          const int64_t k = std::min(K, C - j);
-          const V d = load_n(xr + j, k) - V::loadu(block_shift.p + j) - V::loadu(block_mean.p + j);
-          acc[j / K] = at::vec::fmadd(d, d, acc[j / K]);
-        }
+      for (int64_t j = 0; j < C; j += K) {
+        acc[j / K].s1.store(s1.p + j);
+        acc[j / K].s2.store(s2.p + j);
       }
-      for (int64_t l = 0; l < lanes; ++l) acc[l].store(block_m2.p + l * K);
-      // Chan merge of this block into the thread's slot.
       double& count = slot_count[tid];
-      const double n = count + nb, w_b = nb / n, w_ab = count * nb / n;
-      double* mean = slot_mean.p + tid * C;
-      double* m2 = slot_m2.p + tid * C;
+      Moments m;
       for (int64_t c = 0; c < C; ++c) {
-        const double delta = static_cast<double>(block_shift[c]) + block_mean[c] - mean[c];
-        mean[c] += delta * w_b;
-        m2[c] += block_m2[c] + delta * delta * w_ab;
+        m = Moments{count, slot_mean[tid * C + c], slot_m2[tid * C + c]};
+        merge_shifted(m, static_cast<double>(nb), shift[c], s1[c], s2[c]);
+        slot_mean[tid * C + c] = m.mean;
+        slot_m2[tid * C + c] = m.m2;
       }
-      count = n;
+      count += nb;
     }
   });
 
@@ -295,19 +310,18 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
 
   if (g.layout == Layout::kRows) {
     const int64_t C = g.C, lanes = (C + K - 1) / K;
-    const int64_t block_rows = std::clamp<int64_t>(kBlockElems / std::max<int64_t>(C, 1), 4, 256);
     const RowIndex idy(g, p.sdy), ix(g, p.sx), ir(g, p.sr), igr(g, p.sgr);
     const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias};
     const int64_t threads = at::get_num_threads();
     // Block partial sums in acc_t, added into per-thread fp64 slots.
     Buffer<double> slot_g(threads * C), slot_gx(threads * C);
-    at::parallel_for(0, g.N * g.H * g.W, block_rows, [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, g.N * g.H * g.W, kBlockRows, [&](int64_t r0, int64_t r1) {
       const int64_t tid = thread_slot(threads);
       Buffer<V> acc_g(lanes), acc_gx(lanes);
       Buffer<acc_t> tmp(lanes * K);
       LaneAcc<acc_t> ag{acc_g.p}, agx{acc_gx.p};
-      for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
-        const int64_t b1 = std::min(r1, b0 + block_rows);
+      for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+        const int64_t b1 = std::min(r1, b0 + kBlockRows);
         for (int64_t l = 0; l < lanes; ++l) acc_g[l] = acc_gx[l] = V(0);
         for (int64_t row = b0; row < b1; ++row)
           backward_reduce_segment<T, kResidual, kRelu>(
