@@ -75,30 +75,4 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
   }
 }
 
-at::Tensor invstd_from_var(const at::Tensor& var, double eps) {
-  return (var + eps).rsqrt();
-}
-
-ChannelAffine channel_affine(const at::Tensor& mean, const at::Tensor& invstd,
-                             const std::optional<at::Tensor>& weight,
-                             const std::optional<at::Tensor>& bias) {
-  const auto acc = mean.scalar_type();
-  at::Tensor scale = defined(weight) ? weight->to(acc) * invstd : invstd;
-  at::Tensor shift = defined(bias) ? bias->to(acc).contiguous() : at::zeros_like(mean);
-  return {mean.contiguous(), invstd.contiguous(), scale.contiguous(), shift};
-}
-
-void update_running_stats(const std::optional<at::Tensor>& running_mean,
-                          const std::optional<at::Tensor>& running_var, const at::Tensor& mean,
-                          const at::Tensor& var, double momentum, int64_t count) {
-  if (!defined(running_mean)) return;
-  const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
-  running_mean->mul_(1 - momentum).add_(mean.to(running_mean->scalar_type()), momentum);
-  running_var->mul_(1 - momentum).add_((var * unbias).to(running_var->scalar_type()), momentum);
-}
-
-at::Tensor param_grad(const at::Tensor& grad_acc, const std::optional<at::Tensor>& param) {
-  return defined(param) ? grad_acc.to(param->scalar_type()) : grad_acc;
-}
-
 }  // namespace resnet_fast

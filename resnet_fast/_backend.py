@@ -2,7 +2,8 @@
 
 The default picks by device: CPU tensors run the C++ kernels, CUDA tensors the
 CUDA kernels when they were built. ``use_backend(name)`` (a context manager)
-and the environment variable ``RESNET_FAST_BACKEND`` override the choice.
+and the environment variable ``RESNET_FAST_BACKEND`` (read when resnet_fast is
+imported) override the choice.
 """
 
 import contextlib
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ._native import build_info
+from ._native import _BUILD_INFO
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 
@@ -48,13 +49,16 @@ def use_backend(name: str) -> Iterator[None]:
         _state.name = previous
 
 
+# Read once, at import: the environment is a process-wide default.
+_ENV_BACKEND = os.environ.get("RESNET_FAST_BACKEND", "") or None
+if _ENV_BACKEND is not None:
+    _check_name(_ENV_BACKEND, "RESNET_FAST_BACKEND")
+
+
 def current_backend() -> str | None:
     """The backend forced by use_backend() or RESNET_FAST_BACKEND, if any."""
     name = getattr(_state, "name", None)
-    if name is not None:
-        return name
-    env = os.environ.get("RESNET_FAST_BACKEND", "")
-    return _check_name(env, "RESNET_FAST_BACKEND") if env else None
+    return name if name is not None else _ENV_BACKEND
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -66,7 +70,7 @@ def _warn_once(key: str, message: str) -> None:
 def resolve(device: torch.device) -> str:
     """The backend that runs an op on tensors of ``device``."""
     forced = current_backend()
-    native = build_info()["backends"]
+    native = _BUILD_INFO["backends"]
     if forced is not None:
         if forced == "reference":
             return forced

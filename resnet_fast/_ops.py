@@ -108,12 +108,13 @@ def _add_relu_bwd_fake(grad_out, output):
 def _register_autograd_with_mutation(name: str, setup_context, backward) -> None:
     """register_autograd for an op whose schema mutates non-differentiable inputs."""
     op = getattr(ops, name).default
+    below_autograd = torch._C._after_autograd_keyset
 
     class _Function(torch.autograd.Function):
         @staticmethod
         def forward(ctx, keyset, *args):
             with torch._C._AutoDispatchBelowAutograd():
-                output = op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+                output = op.redispatch(keyset & below_autograd, *args)
             setup_context(ctx, args, output)
             return output
 
@@ -124,7 +125,13 @@ def _register_autograd_with_mutation(name: str, setup_context, backward) -> None
     _Function.__name__ = f"{name}_backward"
 
     def autograd_kernel(keyset, *args):
-        return _Function.apply(keyset, *args)
+        if torch.is_grad_enabled() and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in args
+        ):
+            return _Function.apply(keyset, *args)
+        # Nothing to differentiate: skip building a graph node.
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & below_autograd, *args)
 
     _lib.impl(name, autograd_kernel, "Autograd", with_keyset=True)
 

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "../bn_common.h"
+#include "channel_math.h"
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"
 
@@ -36,7 +37,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
   Tensor mean, var;
   if (training) {
     mean = at::zeros({C}, input.options().dtype(acc));
-    var = at::zeros({C}, input.options().dtype(acc));
+    var = at::zeros({C}, input.options().dtype(acc));  // stay zero for an empty batch
     if (count > 0) {
       StatsParams p{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
                     mean.mutable_data_ptr(), var.mutable_data_ptr()};
@@ -46,7 +47,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
   } else {
     // A copy: outputs must not alias inputs.
     mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-    var = running_var->to(acc);
+    var = running_var->to(acc).contiguous();
   }
   const Tensor invstd = invstd_from_var(var, eps);
   if (input.numel() == 0) return {out, mean, invstd};
@@ -77,12 +78,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
   Tensor residual = has(residual_) ? *residual_ : Tensor();
   const int64_t C = input.size(1), count = input.numel() / std::max<int64_t>(C, 1);
   const Layout layout = harmonize_layout(input, {&grad_out, &residual});
-  const ChannelAffine ca = channel_affine(save_mean, save_invstd, weight, bias);
+  const ChannelAffine ca =
+      channel_affine(save_mean.contiguous(), save_invstd.contiguous(), weight, bias);
   Tensor grad_input = empty_for(input, layout);
   Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
   Tensor sum_g = at::zeros_like(ca.mean), sum_gx = at::zeros_like(ca.mean);
   if (input.numel() == 0) {
-    return {grad_input, grad_residual, param_grad(sum_gx, weight), param_grad(sum_g, bias)};
+    auto [grad_weight, grad_bias] = param_grads(ca, sum_g, sum_gx, weight, bias);
+    return {grad_input, grad_residual, grad_weight, grad_bias};
   }
 
   const Geometry geom = geometry_of(input, layout);
@@ -103,14 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
                           relu};
   kernels().bn_backward_reduce(rp);
 
-  // dx = a * g + b * (x - mean) + d; in training the batch statistics depend
-  // on x, which adds the b and d terms.
-  const Tensor a = ca.scale;
-  Tensor b = at::zeros_like(a), d = at::zeros_like(a);
-  if (training) {
-    b = (-a * save_invstd * save_invstd * sum_gx / static_cast<double>(count)).contiguous();
-    d = (-a * sum_g / static_cast<double>(count)).contiguous();
-  }
+  const GradInputCoefs k = grad_input_coefs(ca, sum_g, sum_gx, training, count);
   const bool mask_from_x = relu && !residual.defined();
   const Tensor& gsrc = residual.defined() ? grad_residual : grad_out;
   BackwardApplyParams ap{geom,
@@ -121,15 +117,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
                          ca.mean.const_data_ptr(),
                          ca.scale.const_data_ptr(),
                          ca.bias.const_data_ptr(),
-                         a.const_data_ptr(),
-                         b.const_data_ptr(),
-                         d.const_data_ptr(),
+                         k.a.const_data_ptr(),
+                         k.b.const_data_ptr(),
+                         k.d.const_data_ptr(),
                          grad_input.mutable_data_ptr(),
                          strides_of(grad_input),
                          mask_from_x};
   kernels().bn_backward_apply(ap);
-  return {grad_input, grad_residual, param_grad(sum_gx * save_invstd, weight),
-          param_grad(sum_g, bias)};
+  auto [grad_weight, grad_bias] = param_grads(ca, sum_g, sum_gx, weight, bias);
+  return {grad_input, grad_residual, grad_weight, grad_bias};
 }
 
 std::tuple<Tensor, Tensor, Tensor> bn_act_fwd_cpu(const Tensor& input, const OptTensor& weight,
