@@ -201,10 +201,11 @@ void stats_rows(const StatsParams& p) {
 
 // The forward pre-activation; the backward recomputes it through this same
 // function so that its ReLU mask is bit-identical to the forward's.
+// `centered` is x - mean.
 template <typename T, bool kResidual, typename Coef>
-inline typename Io<T>::V pre_activation(const typename Io<T>::V& xv, const T* r, int64_t j, int64_t k,
-                                        const Coef& mean, const Coef& scale, const Coef& bias) {
-  auto pre = at::vec::fmadd(xv - mean.at(j, k), scale.at(j, k), bias.at(j, k));
+inline typename Io<T>::V pre_activation(const typename Io<T>::V& centered, const T* r, int64_t j,
+                                        int64_t k, const Coef& scale, const Coef& bias) {
+  auto pre = at::vec::fmadd(centered, scale.at(j, k), bias.at(j, k));
   if constexpr (kResidual) pre = pre + load_n(r + j, k);
   return pre;
 }
@@ -216,7 +217,7 @@ inline void apply_segment(const T* x, const T* r, T* out, int64_t len, const Coe
   constexpr int64_t K = Io<T>::kStep;
   for (int64_t j = 0; j < len; j += K) {
     const int64_t k = std::min(K, len - j);
-    V y = pre_activation<T, kResidual>(load_n(x + j, k), r, j, k, mean, scale, bias);
+    V y = pre_activation<T, kResidual>(load_n(x + j, k) - mean.at(j, k), r, j, k, scale, bias);
     if constexpr (kRelu) y = at::vec::maximum(y, V(0));
     store_n(out + j, y, k);
   }
@@ -262,16 +263,17 @@ void apply_impl(const ApplyParams& p) {
 // Backward reductions (and grad_residual)
 // ---------------------------------------------------------------------------
 
-// g = dy * [pre > 0], with the forward's pre-activation recomputed.
+// g = dy * [pre > 0], with the forward's pre-activation recomputed from
+// centered = x - mean.
 template <typename T, bool kResidual, bool kRelu, typename Coef>
-inline typename Io<T>::V masked_grad(const typename Io<T>::V& dy, const typename Io<T>::V& xv,
-                                     const T* r, int64_t j, int64_t k, const Coef& mean,
-                                     const Coef& scale, const Coef& bias) {
+inline typename Io<T>::V masked_grad(const typename Io<T>::V& dy, const typename Io<T>::V& centered,
+                                     const T* r, int64_t j, int64_t k, const Coef& scale,
+                                     const Coef& bias) {
   using V = typename Io<T>::V;
   if constexpr (!kRelu) {
     return dy;
   } else {
-    return V::blendv(V(0), dy, pre_activation<T, kResidual>(xv, r, j, k, mean, scale, bias) > V(0));
+    return V::blendv(V(0), dy, pre_activation<T, kResidual>(centered, r, j, k, scale, bias) > V(0));
   }
 }
 
@@ -283,12 +285,12 @@ inline void backward_reduce_segment(const T* dy, const T* x, const T* r, T* gr, 
   constexpr int64_t K = Io<T>::kStep;
   for (int64_t j = 0; j < len; j += K) {
     const int64_t k = std::min(K, len - j);
-    const V xv = load_n(x + j, k);
-    const V gv = masked_grad<T, kResidual, kRelu>(load_n(dy + j, k), xv, r, j, k, mean, scale, bias);
+    const V centered = load_n(x + j, k) - mean.at(j, k);
+    const V gv = masked_grad<T, kResidual, kRelu>(load_n(dy + j, k), centered, r, j, k, scale, bias);
     if constexpr (kResidual) store_n(gr + j, gv, k);
     // Lanes past k are zero in gv (zero-padded dy), so they add nothing.
     sum_g.at(j) += gv;
-    sum_gx.at(j) = at::vec::fmadd(gv, xv - mean.at(j, k), sum_gx.at(j));
+    sum_gx.at(j) = at::vec::fmadd(gv, centered, sum_gx.at(j));
   }
 }
 
@@ -381,10 +383,8 @@ inline void backward_apply_segment(const T* gsrc, const T* x, T* dx, int64_t len
   constexpr int64_t K = Io<T>::kStep;
   for (int64_t j = 0; j < len; j += K) {
     const int64_t k = std::min(K, len - j);
-    const V xv = load_n(x + j, k);
-    const V gv =
-        masked_grad<T, false, kMaskFromX>(load_n(gsrc + j, k), xv, nullptr, j, k, mean, scale, bias);
-    const V centered = xv - mean.at(j, k);
+    const V centered = load_n(x + j, k) - mean.at(j, k);
+    const V gv = masked_grad<T, false, kMaskFromX>(load_n(gsrc + j, k), centered, nullptr, j, k, scale, bias);
     store_n(dx + j, at::vec::fmadd(gv, a.at(j, k), at::vec::fmadd(centered, b.at(j, k), d.at(j, k))), k);
   }
 }
