@@ -5,6 +5,7 @@
 
 #include <limits>
 
+#include "../checks.h"
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"
 
@@ -12,21 +13,6 @@ namespace resnet_fast::cpu {
 namespace {
 
 using at::Tensor;
-
-bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-void check_pair(const Tensor& a, const char* a_name, const Tensor& b, const char* b_name) {
-  TORCH_CHECK(is_supported_float(a.scalar_type()), a_name,
-              " must be float32, float64, float16 or bfloat16, got ", a.scalar_type());
-  TORCH_CHECK(b.sizes() == a.sizes(), b_name, " must have the shape of ", a_name, " ", a.sizes(),
-              ", got ", b.sizes());
-  TORCH_CHECK(b.scalar_type() == a.scalar_type(), b_name, " must have the dtype of ", a_name, " (",
-              a.scalar_type(), "), got ", b.scalar_type());
-  TORCH_CHECK(b.device() == a.device(), b_name, " must be on the device of ", a_name, " (",
-              a.device(), "), got ", b.device());
-}
 
 // The operands are walked element by element: `primary` keeps its layout
 // when it is dense; the other is brought to the same strides (a copy, warned
@@ -53,7 +39,9 @@ Tensor empty_output(const Tensor& like) {
 }
 
 Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
-  check_pair(input, "input", other, "other");
+  TORCH_CHECK(is_supported_float(input.scalar_type()),
+              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+  check_same_as(other, "other", input, "input");
   const Tensor a = dense(input);
   const Tensor b = dense_like(other, a);
   Tensor out = empty_output(a);
@@ -64,7 +52,7 @@ Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
 }
 
 Tensor add_relu_bwd_cpu(const Tensor& grad_out, const Tensor& output) {
-  check_pair(output, "output", grad_out, "grad_out");
+  check_same_as(grad_out, "grad_out", output, "output");
   const Tensor out = dense(output);
   const Tensor dy = dense_like(grad_out, out);
   Tensor grad = empty_output(out);

@@ -6,7 +6,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../bn_common.h"
+#include "../checks.h"
 #include "channel_math.h"
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"

@@ -22,7 +22,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 
 #include "indexing.h"
 #include "params.h"

@@ -1,22 +1,9 @@
-#include "bn_common.h"
+#include "checks.h"
 
 #include <c10/util/Exception.h>
 
 namespace resnet_fast {
 namespace {
-
-bool is_supported_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-void check_activation(const at::Tensor& t, const char* name, const at::Tensor& input) {
-  TORCH_CHECK(t.sizes() == input.sizes(), name, " must have the shape of input ", input.sizes(),
-              ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == input.scalar_type(), name, " must have the dtype of input (",
-              input.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == input.device(), name, " must be on the device of input (",
-              input.device(), "), got ", t.device());
-}
 
 void check_channel_vector(const std::optional<at::Tensor>& t, const char* name,
                           const at::Tensor& input) {
@@ -34,6 +21,20 @@ bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->de
 
 }  // namespace
 
+bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_same_as(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                   const char* ref_name) {
+  TORCH_CHECK(t.sizes() == ref.sizes(), name, " must have the shape of ", ref_name, " ",
+              ref.sizes(), ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have the dtype of ", ref_name,
+              " (", ref.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), name, " must be on the device of ", ref_name, " (",
+              ref.device(), "), got ", t.device());
+}
+
 at::ScalarType acc_type_of(const at::Tensor& input) {
   return input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
@@ -46,7 +47,7 @@ void check_bn_forward(const at::Tensor& input, const std::optional<at::Tensor>& 
               "-D with shape ", input.sizes());
   TORCH_CHECK(is_supported_float(input.scalar_type()),
               "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
-  if (defined(residual)) check_activation(*residual, "residual", input);
+  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
   check_channel_vector(weight, "weight", input);
   check_channel_vector(bias, "bias", input);
   check_channel_vector(running_mean, "running_mean", input);
@@ -65,8 +66,8 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
                        const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
                        const at::Tensor& save_invstd) {
   TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got shape ", input.sizes());
-  check_activation(grad_out, "grad_out", input);
-  if (defined(residual)) check_activation(*residual, "residual", input);
+  check_same_as(grad_out, "grad_out", input, "input");
+  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
   const auto acc = acc_type_of(input);
   for (const auto* t : {&save_mean, &save_invstd}) {
     TORCH_CHECK(t->dim() == 1 && t->numel() == input.size(1) && t->scalar_type() == acc,

@@ -1,5 +1,5 @@
-// Device-independent argument checks of the fused BatchNorm ops. Every
-// backend's entry points share them, so errors match across backends.
+// Device-independent argument checks of the fused ops. Every backend's entry
+// points share them, so errors match across backends.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -7,6 +7,13 @@
 #include <optional>
 
 namespace resnet_fast {
+
+// float32, float64, float16 or bfloat16.
+bool is_supported_float(at::ScalarType t);
+
+// `t` has the shape, dtype and device of `ref` (messages name both).
+void check_same_as(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                   const char* ref_name);
 
 // float for half/bfloat16/float, double for double.
 at::ScalarType acc_type_of(const at::Tensor& input);
