@@ -31,35 +31,49 @@ def best_ms(fn, rounds=15):
     return min(times) * 1e3
 
 
+def measure(batch, cin, cout, h, k):
+    cl = torch.channels_last
+    x = torch.randn(batch, cin, h, h).contiguous(memory_format=cl)
+    w = torch.randn(cout, cin, k, k).contiguous(memory_format=cl)
+    b = torch.randn(cout)
+    r = torch.randn(batch, cout, h, h).contiguous(memory_format=cl)
+    pad, ones = [k // 2] * 2, [1, 1]
+    pointwise = torch.ops.mkldnn._convolution_pointwise
+
+    def conv():
+        return F.conv2d(x, w, b, 1, k // 2)
+
+    return {
+        "C_in": cin,
+        "C_out": cout,
+        "H": h,
+        "k": k,
+        "relu_separate_ms": best_ms(lambda: torch.relu_(conv())),
+        "relu_postop_ms": best_ms(lambda: pointwise(x, w, b, pad, ones, ones, 1, "relu", [], "")),
+        "add_relu_eager_ms": best_ms(lambda: torch.relu_(conv() + r)),
+        "add_relu_fused_kernel_ms": best_ms(lambda: RF.add_relu(conv(), r)),
+        "add_relu_postop_ms": best_ms(
+            lambda: pointwise.binary(x, r, w, b, pad, ones, ones, 1, "add", 1.0, "relu", [], "")
+        ),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    cl = torch.channels_last
     rows = []
-    print(f"{'conv':>18} | {'relu: sep':>9} {'post-op':>8} | {'add+relu: eager':>15} {'add_relu':>9} {'post-op':>8}")
+    print(f"{'conv':>18} | {'relu: sep':>9} {'post-op':>8} | {'add+relu: eager':>15} "
+          f"{'add_relu':>9} {'post-op':>8}")  # fmt: skip
     with torch.no_grad():
         for cin, cout, h, k in CONVS:
-            x = torch.randn(args.batch, cin, h, h).contiguous(memory_format=cl)
-            w = torch.randn(cout, cin, k, k).contiguous(memory_format=cl)
-            b, r = torch.randn(cout), torch.randn(args.batch, cout, h, h).contiguous(memory_format=cl)
-            p = k // 2
-            ops = torch.ops.mkldnn._convolution_pointwise
-            row = {
-                "C_in": cin, "C_out": cout, "H": h, "k": k,
-                "relu_separate_ms": best_ms(lambda: torch.relu_(F.conv2d(x, w, b, 1, p))),
-                "relu_postop_ms": best_ms(lambda: ops(x, w, b, [p, p], [1, 1], [1, 1], 1, "relu", [], "")),
-                "add_relu_eager_ms": best_ms(lambda: torch.relu_(F.conv2d(x, w, b, 1, p) + r)),
-                "add_relu_fused_kernel_ms": best_ms(lambda: RF.add_relu(F.conv2d(x, w, b, 1, p), r)),
-                "add_relu_postop_ms": best_ms(
-                    lambda: ops.binary(x, r, w, b, [p, p], [1, 1], [1, 1], 1, "add", 1.0, "relu", [], "")
-                ),
-            }  # fmt: skip
+            row = measure(args.batch, cin, cout, h, k)
             rows.append(row)
             print(
-                f"{cin:5d}->{cout:5d} {h:3d} k{k} | {row['relu_separate_ms']:9.2f} {row['relu_postop_ms']:8.2f} | "
-                f"{row['add_relu_eager_ms']:15.2f} {row['add_relu_fused_kernel_ms']:9.2f} {row['add_relu_postop_ms']:8.2f}"
+                f"{cin:5d}->{cout:5d} {h:3d} k{k} | {row['relu_separate_ms']:9.2f} "
+                f"{row['relu_postop_ms']:8.2f} | {row['add_relu_eager_ms']:15.2f} "
+                f"{row['add_relu_fused_kernel_ms']:9.2f} {row['add_relu_postop_ms']:8.2f}"
             )
     if args.json:
         with open(args.json, "w") as f:

@@ -48,16 +48,22 @@ def main():
     results = {}
     for cap in ("default", "avx2", "avx512"):
         env = {**os.environ, "RESNET_FAST_CPU_CAPABILITY": cap}
-        out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True
+        )
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
             raise SystemExit(out.returncode)
         results[cap] = json.loads(out.stdout)
-    print(f"{'build asked':12} {'ran':8} {'C':>5} {'H':>3} {'bn fwd ms':>10} {'bn bwd ms':>10} {'add_relu ms':>12}")
+    print(
+        f"{'build asked':12} {'ran':8} {'C':>5} {'H':>3} {'bn fwd ms':>10} {'bn bwd ms':>10} "
+        f"{'add_relu ms':>12}"
+    )
     for cap, res in results.items():
         for row in res["rows"]:
             print(
-                f"{cap:12} {res['selected']:8} {row['C']:5d} {row['H']:3d} {row['bn_act_fwd_ms']:10.3f} "
+                f"{cap:12} {res['selected']:8} {row['C']:5d} {row['H']:3d} "
+                f"{row['bn_act_fwd_ms']:10.3f} "
                 f"{row['bn_act_bwd_ms']:10.3f} {row['add_relu_fwd_ms']:12.3f}"
             )
     if args.json:

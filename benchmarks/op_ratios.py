@@ -73,22 +73,25 @@ def main():
         f"threads {torch.get_num_threads()} | batch {args.batch} {args.dtype} "
         f"{'NCHW' if args.nchw else 'channels_last'}"
     )
-    header = f"{'op':22} {'C':>5} {'H':>4} {'pass':8} {'fused ms':>9} {'eager ms':>9} {'x min':>6} {'x med':>6} {'GB/s':>6}"
-    print(header)
+    print(
+        f"{'op':22} {'C':>5} {'H':>4} {'pass':8} {'fused ms':>9} {'eager ms':>9} "
+        f"{'x min':>6} {'x med':>6} {'GB/s':>6}"
+    )
     rows = []
     for op in args.ops.split(","):
-        for backward in ([False] if args.forward_only else [False, True]):
+        for backward in [False] if args.forward_only else [False, True]:
             for channels, size in RESNET50_BN_SHAPES:
                 row = measure(op, channels, size, args, backward)
                 rows.append(row)
                 print(
                     f"{op:22} {channels:5d} {size:4d} {'fwd+bwd' if backward else 'fwd':8} "
                     f"{row['fused_min_ms']:9.3f} {row['eager_min_ms']:9.3f} "
-                    f"{row['speedup_min']:6.2f} {row['speedup_median']:6.2f} {row['fused_GBps']:6.1f}"
+                    f"{row['speedup_min']:6.2f} {row['speedup_median']:6.2f} "
+                    f"{row['fused_GBps']:6.1f}"
                 )
     summary = {}
     for op in args.ops.split(","):
-        for backward in ([False] if args.forward_only else [False, True]):
+        for backward in [False] if args.forward_only else [False, True]:
             sel = [r for r in rows if r["op"] == op and r["backward"] == backward]
             geo = statistics.geometric_mean([r["speedup_min"] for r in sel])
             total = sum(r["eager_min_ms"] for r in sel) / sum(r["fused_min_ms"] for r in sel)

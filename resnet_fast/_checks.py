@@ -15,7 +15,9 @@ def check_activation(t: Tensor, name: str) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
     if t.dim() != 4:
-        raise ValueError(f"{name} must be 4-D [N, C, H, W], got {t.dim()}-D with shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be 4-D [N, C, H, W], got {t.dim()}-D with shape {tuple(t.shape)}"
+        )
     if t.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
 
@@ -30,7 +32,9 @@ def check_like(t: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
     if t.device != ref.device:
-        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+        raise ValueError(
+            f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}"
+        )
 
 
 def check_channel_vectors(

@@ -94,7 +94,9 @@ def conv_folded_act(
         unary = "relu" if relu else "none"
         args = (_pair(padding), _pair(stride), _pair(dilation), groups)
         if residual is None:
-            return torch.ops.mkldnn._convolution_pointwise(input, weight, bias, *args, unary, [], "")
+            return torch.ops.mkldnn._convolution_pointwise(
+                input, weight, bias, *args, unary, [], ""
+            )
         return torch.ops.mkldnn._convolution_pointwise.binary(
             input, residual, weight, bias, *args, "add", 1.0, unary if relu else None, [], ""
         )

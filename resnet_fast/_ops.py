@@ -46,9 +46,9 @@ def _acc_dtype(t: Tensor) -> torch.dtype:
 
 
 def _empty_activation(input: Tensor) -> Tensor:
-    return torch.empty(
-        input.shape, dtype=input.dtype, device=input.device
-    ).contiguous(memory_format=output_memory_format(input))
+    return torch.empty(input.shape, dtype=input.dtype, device=input.device).contiguous(
+        memory_format=output_memory_format(input)
+    )
 
 
 def _empty_channels(input: Tensor, like: Tensor | None = None) -> Tensor:

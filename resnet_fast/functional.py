@@ -171,7 +171,16 @@ def conv_bn_relu(
     if training or running_mean is None:
         y = F.conv2d(input, conv_weight, conv_bias, stride, padding, dilation, groups)
         return _batch_norm_act(
-            y, residual, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps, relu
+            y,
+            residual,
+            running_mean,
+            running_var,
+            bn_weight,
+            bn_bias,
+            training,
+            momentum,
+            eps,
+            relu,
         )
     _checks.check_channel_vectors(
         conv_weight.shape[0],
@@ -183,7 +192,9 @@ def conv_bn_relu(
         bn_bias=bn_bias,
         conv_bias=conv_bias,
     )
-    weight, bias = fold_bn(conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias, eps)
+    weight, bias = fold_bn(
+        conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias, eps
+    )
     return conv_folded_act(
         input, weight, bias, stride, padding, dilation, groups, residual, relu, add_relu
     )

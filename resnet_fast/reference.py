@@ -56,8 +56,12 @@ def batch_norm_act(
         if running_mean is not None and count > 1:
             with torch.no_grad():
                 unbiased = var * (count / (count - 1))
-                running_mean.mul_(1 - momentum).add_(momentum * mean.detach().to(running_mean.dtype))
-                running_var.mul_(1 - momentum).add_(momentum * unbiased.detach().to(running_var.dtype))
+                running_mean.mul_(1 - momentum).add_(
+                    momentum * mean.detach().to(running_mean.dtype)
+                )
+                running_var.mul_(1 - momentum).add_(
+                    momentum * unbiased.detach().to(running_var.dtype)
+                )
     else:
         mean = running_mean.to(dtype)
         var = running_var.to(dtype)

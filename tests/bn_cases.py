@@ -71,7 +71,10 @@ class BnCase:
 
     def _inputs(self, convert):
         leaves = {"x": self.x, "residual": self.residual, "weight": self.weight, "bias": self.bias}
-        return {k: None if v is None else convert(v).detach().requires_grad_() for k, v in leaves.items()}
+        return {
+            k: None if v is None else convert(v).detach().requires_grad_()
+            for k, v in leaves.items()
+        }
 
     def _stats(self, convert):
         rm = None if self.running_mean is None else convert(self.running_mean).clone()

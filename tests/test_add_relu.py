@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from torch._prims_common import suggest_memory_format
 from helpers import DTYPES, LAYOUTS, assert_close, make_activation, max_abs_err, randn, run_python
+from torch._prims_common import suggest_memory_format
 
 import resnet_fast.functional as RF
 from resnet_fast import reference
@@ -43,8 +43,13 @@ def test_forward_backward(backend, shape, layout, dtype, gen):
 def test_other_shapes_and_ranks(backend, gen):
     _, device = backend
     for shape in [(7,), (3, 33), (2, 3, 4, 5, 6)]:
-        a, b = randn(shape, gen, torch.float32).to(device), randn(shape, gen, torch.float32).to(device)
-        assert_close(RF.add_relu(a, b), reference.add_relu(a.double(), b.double()), torch.float32, "out")
+        a, b = (
+            randn(shape, gen, torch.float32).to(device),
+            randn(shape, gen, torch.float32).to(device),
+        )
+        assert_close(
+            RF.add_relu(a, b), reference.add_relu(a.double(), b.double()), torch.float32, "out"
+        )
 
 
 def test_mixed_memory_formats_warn_once_and_stay_correct():

@@ -20,7 +20,9 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 def _compare(case: BnCase, ours, oracle, torch_ref, dtype):
     keep = ~case.boundary()
     pairs = [("out", ours.out, oracle.out, torch_ref.out, keep)]
-    pairs += [(f"grad {k}", ours.grads[k], oracle.grads[k], torch_ref.grads[k], None) for k in ours.grads]
+    pairs += [
+        (f"grad {k}", ours.grads[k], oracle.grads[k], torch_ref.grads[k], None) for k in ours.grads
+    ]
     for what, mine, expected, plain, mask in pairs:
         assert mine.dtype == expected.dtype if dtype == torch.float64 else True
         assert not torch.isnan(mine).any(), f"{what}: NaN (an element never written?)"
@@ -95,7 +97,11 @@ def test_large_mean_is_stable(backend, layout, gen):
     case = BnCase.make("bn_relu", (4, 32, 24, 24), layout, torch.float32, True, gen, device)
     case.x = (case.x - 0.5) / 2 + 1e4  # std 1, mean 1e4, still in `layout`
     grad_out = case.grad_out(gen)
-    ours, oracle, plain = case.run_ours(grad_out), case.run_oracle(grad_out), case.run_torch(grad_out)
+    ours, oracle, plain = (
+        case.run_ours(grad_out),
+        case.run_oracle(grad_out),
+        case.run_torch(grad_out),
+    )
     keep = ~case.boundary()
     for what in ("out",):
         err = max_abs_err(ours.out, oracle.out, keep)

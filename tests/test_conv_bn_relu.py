@@ -23,7 +23,9 @@ CONVS = {
 def _case(name, layout, gen, residual):
     cin, cout, k, stride, pad, dil, groups = CONVS[name]
     x = make_activation((2, cin, 10, 10), layout, torch.float32, gen)
-    weight = make_activation((cout, cin // groups, k, k), "contiguous", torch.float32, gen, scale=0.3)
+    weight = make_activation(
+        (cout, cin // groups, k, k), "contiguous", torch.float32, gen, scale=0.3
+    )
     bn_w, bn_b, rm, rv = channel_params(cout, gen)
     conv_bias = torch.randn(cout, generator=gen)
     hw = (10 + 2 * pad - dil * (k - 1) - 1) // stride + 1
@@ -49,10 +51,10 @@ def _reference(x, weight, rm, rv, bn_w, bn_b, r, kwargs, training, relu):
 def test_matches_reference(name, layout, training, residual, relu, gen):
     x, weight, rm, rv, bn_w, bn_b, r, kwargs = _case(name, layout, gen, residual)
     expected = _reference(x, weight, rm, rv, bn_w, bn_b, r, kwargs, training, relu)
-    out = RF.conv_bn_relu(
-        x, weight, rm, rv, bn_w, bn_b, training, residual=r, relu=relu, **kwargs
+    out = RF.conv_bn_relu(x, weight, rm, rv, bn_w, bn_b, training, residual=r, relu=relu, **kwargs)
+    assert_close(
+        out, expected, torch.float32, "out", scale=max(expected.abs().max().item(), 1.0) * 4
     )
-    assert_close(out, expected, torch.float32, "out", scale=max(expected.abs().max().item(), 1.0) * 4)
 
 
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
@@ -60,12 +62,22 @@ def test_eval_gradients_flow_through_folding(residual, gen):
     """Fine-tuning with frozen statistics: grads reach the conv and BN weights."""
     x, weight, rm, rv, bn_w, bn_b, r, kwargs = _case("3x3", "channels_last", gen, residual)
     leaves = [t.detach().requires_grad_() for t in (x, weight, bn_w, bn_b)]
-    out = RF.conv_bn_relu(leaves[0], leaves[1], rm, rv, leaves[2], leaves[3], False, residual=r, **kwargs)
+    out = RF.conv_bn_relu(
+        leaves[0], leaves[1], rm, rv, leaves[2], leaves[3], False, residual=r, **kwargs
+    )
     out.sum().backward()
     leaves64 = [t.detach().double().requires_grad_() for t in (x, weight, bn_w, bn_b)]
-    _reference(leaves64[0], leaves64[1], rm, rv, leaves64[2], leaves64[3], r, kwargs, False, True).sum().backward()
+    _reference(
+        leaves64[0], leaves64[1], rm, rv, leaves64[2], leaves64[3], r, kwargs, False, True
+    ).sum().backward()
     for mine, expected in zip(leaves, leaves64, strict=True):
-        assert_close(mine.grad, expected.grad, torch.float32, "grad", scale=expected.grad.abs().max().item() * 4)
+        assert_close(
+            mine.grad,
+            expected.grad,
+            torch.float32,
+            "grad",
+            scale=expected.grad.abs().max().item() * 4,
+        )
 
 
 def test_fold_bn_matches_definition(gen):

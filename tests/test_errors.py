@@ -66,7 +66,9 @@ def test_running_stats_come_in_pairs(backend):
 
 
 def test_add_relu_bad_input(backend):
-    with pytest.raises(ValueError, match=r"other must have the shape of input \(2, 3\), got \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"other must have the shape of input \(2, 3\), got \(3, 2\)"
+    ):
         RF.add_relu(torch.randn(2, 3), torch.randn(3, 2))
     with pytest.raises(TypeError, match=r"other must have the dtype of input"):
         RF.add_relu(torch.randn(2, 3), torch.randn(2, 3, dtype=torch.float64))
@@ -75,8 +77,13 @@ def test_add_relu_bad_input(backend):
 
 
 def test_conv_bn_relu_checks_channels_against_conv_weight():
-    with pytest.raises(ValueError, match=r"running_mean must be a 1-D tensor of 16 elements \(the output channels of conv_weight"):
-        RF.conv_bn_relu(torch.randn(1, 4, 5, 5), torch.randn(16, 4, 3, 3), torch.zeros(8), torch.ones(8))
+    with pytest.raises(
+        ValueError,
+        match=r"running_mean must be a 1-D tensor of 16 elements \(the output channels of conv_weight",
+    ):
+        RF.conv_bn_relu(
+            torch.randn(1, 4, 5, 5), torch.randn(16, 4, 3, 3), torch.zeros(8), torch.ones(8)
+        )
 
 
 # The C++ entry points check too, for callers of torch.ops.resnet_fast.
