@@ -175,9 +175,8 @@ void stats_rows(const StatsParams& p) {
         acc[j / K].s2.store(s2.p + j);
       }
       double& count = slot_count[tid];
-      Moments m;
       for (int64_t c = 0; c < C; ++c) {
-        m = Moments{count, slot_mean[tid * C + c], slot_m2[tid * C + c]};
+        Moments m{count, slot_mean[tid * C + c], slot_m2[tid * C + c]};
         merge_shifted(m, static_cast<double>(nb), shift[c], s1[c], s2[c]);
         slot_mean[tid * C + c] = m.mean;
         slot_m2[tid * C + c] = m.m2;

@@ -87,14 +87,12 @@ inline typename V::value_type hsum(const V& v) {
   return s;
 }
 
-// Per-channel coefficients along a segment: one value for a planar line (or
-// one channel vector held in a register), an array indexed by channel for a
-// channels_last row.
+// Per-channel coefficients along a segment: one value for a planar line, an
+// array indexed by channel for a channels_last row.
 template <typename acc_t>
 struct Broadcast {
   Vectorized<acc_t> v;
   explicit Broadcast(acc_t x) : v(x) {}
-  explicit Broadcast(const Vectorized<acc_t>& x) : v(x) {}
   Vectorized<acc_t> at(int64_t, int64_t) const { return v; }
 };
 
