@@ -31,6 +31,9 @@ def _batch_norm_act(
     eps: float,
     relu: bool,
 ) -> Tensor:
+    """act(batch_norm(input) [+ residual]), act = ReLU or identity: the one
+    entry that every public BN function (and the blocks' downsample BN, which
+    has no ReLU) goes through. Arguments as in batch_norm_add_relu."""
     _checks.check_batch_norm(input, residual, running_mean, running_var, weight, bias, training)
     if _backend.resolve(input.device) == "reference":
         return reference.batch_norm_act(
