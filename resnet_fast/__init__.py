@@ -4,22 +4,30 @@ and inference in PyTorch.
 Public API:
     resnet_fast.functional   batch_norm_relu, batch_norm_add_relu, add_relu,
                              conv_bn_relu, fold_bn
+    resnet_fast.nn           BasicBlock, Bottleneck, BatchNormReLU2d, BatchNormAddReLU2d
+    resnet_fast.models       resnet18..152, resnext, wide_resnet, CIFAR ResNets
+    resnet_fast.convert      swap torchvision-style blocks for fused ones (revert undoes it)
     resnet_fast.reference    the pure-PyTorch definitions (test oracle)
     resnet_fast.use_backend  context manager: "cpu", "cuda", "triton", "reference"
     resnet_fast.build_info   what this build contains
 """
 
-from . import _ops, functional, reference  # noqa: F401  (_ops registers autograd and fakes)
+from . import _ops, functional, models, nn, reference  # noqa: F401  (_ops: autograd, fakes)
 from ._backend import BACKENDS, current_backend, use_backend
 from ._native import build_info
+from .convert import convert, revert
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
     "build_info",
+    "convert",
     "current_backend",
     "functional",
+    "models",
+    "nn",
     "reference",
+    "revert",
     "use_backend",
 ]

@@ -1,0 +1,162 @@
+"""CIFAR ResNets from the literature.
+
+- cifar_resnet18/34/50: the ImageNet stages with a 3x3 stride-1 stem and no
+  max-pool, projection (1x1 conv + BN) shortcuts, 10 classes.
+- resnet20/32/44/56/110: He et al.'s 6n+2 networks (16/32/64 channels) with
+  the parameter-free "option A" shortcut: the identity subsampled and
+  zero-padded to the new width, which the block's fused tail then adds.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch._prims_common import suggest_memory_format
+
+from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
+from ..nn.blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
+from .resnet import init_resnet
+
+BlockType = type[nn.Module]
+
+
+class PadShortcut(nn.Module):
+    """Option-A shortcut: x[:, :, ::stride, ::stride] zero-padded from
+    in_planes to out_planes channels (half the new channels on each side).
+
+    Shape:
+        [N, in_planes, H, W] -> [N, out_planes, ceil(H / stride), ceil(W / stride)],
+        in the memory format of the input.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        sub = x[:, :, :: self.stride, :: self.stride]
+        n, _, h, w = sub.shape
+        out = x.new_zeros((n, self.out_planes, h, w)).contiguous(
+            memory_format=suggest_memory_format(x)
+        )
+        lo = (self.out_planes - self.in_planes) // 2
+        out[:, lo : lo + self.in_planes] = sub
+        return out
+
+
+class CifarResNet(nn.Module):
+    """A CIFAR ResNet: 3x3 stride-1 stem, no max-pool, `len(widths)` stages,
+    global average pool (the 4x4 pool at 32x32 input) and a linear classifier.
+
+    Args:
+        block: block class.
+        layers: blocks per stage.
+        widths: base channels per stage (the stem has widths[0]).
+        shortcut: "projection" (1x1 conv + BN) or "pad" (option A).
+        num_classes: classifier outputs.
+        norm_layer: as in ResNet.
+        fused_stem: fuse the stem's BN + ReLU.
+        init: "torchvision" (Kaiming fan_out on convolutions) or "he"
+            (Kaiming fan_in on convolutions and the classifier, as in the
+            6n+2 networks' common implementation).
+
+    Shape:
+        input [N, 3, 32, 32] -> logits [N, num_classes].
+    """
+
+    def __init__(
+        self,
+        block: BlockType,
+        layers: list[int],
+        widths: list[int],
+        shortcut: str,
+        num_classes: int = 10,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        fused_stem: bool = True,
+        init: str = "torchvision",
+    ) -> None:
+        super().__init__()
+        self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+        self.shortcut = shortcut
+        self.inplanes = widths[0]
+        self.conv1 = conv3x3(3, widths[0])
+        self.bn1 = self._norm_layer(widths[0])
+        self.stem_fused = fused_stem and type(self.bn1) is nn.BatchNorm2d
+        if self.stem_fused:
+            fuse_batchnorm(self.bn1, BatchNormReLU2d)
+        self.relu = nn.ReLU(inplace=True)
+        stages = []
+        for i, (planes, blocks) in enumerate(zip(widths, layers, strict=True)):
+            stages.append(self._make_layer(block, planes, blocks, 1 if i == 0 else 2))
+        self.layers = nn.Sequential(*stages)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(self.inplanes, num_classes)
+        if init == "he":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight)
+        else:
+            init_resnet(self, zero_init_residual=False)
+
+    def _make_layer(self, block: BlockType, planes: int, blocks: int, stride: int):
+        out = planes * block.expansion
+        downsample = None
+        if stride != 1 or self.inplanes != out:
+            if self.shortcut == "pad":
+                downsample = PadShortcut(self.inplanes, out, stride)
+            else:
+                downsample = nn.Sequential(
+                    conv1x1(self.inplanes, out, stride), self._norm_layer(out)
+                )
+        layers = [block(self.inplanes, planes, stride, downsample, norm_layer=self._norm_layer)]
+        self.inplanes = out
+        layers += [block(out, planes, norm_layer=self._norm_layer) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.bn1(self.conv1(x))
+        if not self.stem_fused:
+            x = self.relu(x)
+        x = torch.flatten(self.avgpool(self.layers(x)), 1)
+        return self.fc(x)
+
+
+# name: (block kind, layers, widths, shortcut, init)
+CIFAR_SPECS = {
+    "cifar_resnet18": ("basic", [2, 2, 2, 2], [64, 128, 256, 512], "projection", "torchvision"),
+    "cifar_resnet34": ("basic", [3, 4, 6, 3], [64, 128, 256, 512], "projection", "torchvision"),
+    "cifar_resnet50": ("bottleneck", [3, 4, 6, 3], [64, 128, 256, 512], "projection", "torchvision"),
+    **{
+        f"resnet{6 * n + 2}": ("basic", [n, n, n], [16, 32, 64], "pad", "he")
+        for n in (3, 5, 7, 9, 18)
+    },
+}
+
+
+def build_cifar(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwargs) -> CifarResNet:
+    kind, layers, widths, shortcut, init = CIFAR_SPECS[name]
+    return CifarResNet(
+        blocks[kind], layers, widths, shortcut, fused_stem=fused_stem, init=init, **kwargs
+    )
+
+
+_FUSED = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def _builder(name: str):
+    def make(**kwargs) -> CifarResNet:
+        return build_cifar(name, _FUSED, True, **kwargs)
+
+    make.__name__ = name
+    make.__doc__ = f"{name} for 32x32 inputs with fused blocks; kwargs: num_classes, norm_layer."
+    return make
+
+
+cifar_resnet18 = _builder("cifar_resnet18")
+cifar_resnet34 = _builder("cifar_resnet34")
+cifar_resnet50 = _builder("cifar_resnet50")
+resnet20 = _builder("resnet20")
+resnet32 = _builder("resnet32")
+resnet44 = _builder("resnet44")
+resnet56 = _builder("resnet56")
+resnet110 = _builder("resnet110")

@@ -1,0 +1,182 @@
+"""ResNet, ResNeXt and Wide ResNet with torchvision's architecture, keyword
+arguments and initialization, built from resnet_fast's fused blocks (or from
+plain blocks, for the reference models in resnet_fast.models.reference)."""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
+from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
+
+BlockType = type[nn.Module]
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet: 7x7 stride-2 stem, max-pool, four stages, average
+    pool and a linear classifier.
+
+    Args:
+        block: the block class (its `expansion` sets the stage widths).
+        layers: blocks per stage, e.g. [3, 4, 6, 3] for ResNet-50.
+        num_classes: classifier outputs.
+        zero_init_residual: zero the last BN weight of every block.
+        groups, width_per_group: ResNeXt / Wide ResNet settings.
+        replace_stride_with_dilation: three bools, one per stage 2-4.
+        norm_layer: builds a norm module from a channel count (BatchNorm2d).
+        fused_stem: run the stem's BN + ReLU as one fused op (when the norm
+            layer builds a plain nn.BatchNorm2d).
+
+    Shape:
+        input [N, 3, H, W] -> logits [N, num_classes].
+    """
+
+    def __init__(
+        self,
+        block: BlockType,
+        layers: list[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
+        replace_stride_with_dilation: list[bool] | None = None,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        fused_stem: bool = True,
+    ) -> None:
+        super().__init__()
+        self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+        self.inplanes = 64
+        self.dilation = 1
+        if replace_stride_with_dilation is None:
+            replace_stride_with_dilation = [False, False, False]
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError(
+                "replace_stride_with_dilation should be None "
+                f"or a 3-element tuple, got {replace_stride_with_dilation}"
+            )
+        self.groups = groups
+        self.base_width = width_per_group
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = self._norm_layer(self.inplanes)
+        self.stem_fused = fused_stem and type(self.bn1) is nn.BatchNorm2d
+        if self.stem_fused:
+            fuse_batchnorm(self.bn1, BatchNormReLU2d)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, replace_stride_with_dilation[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, replace_stride_with_dilation[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, replace_stride_with_dilation[2])
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        init_resnet(self, zero_init_residual)
+
+    def _make_layer(
+        self, block: BlockType, planes: int, blocks: int, stride: int = 1, dilate: bool = False
+    ) -> nn.Sequential:
+        downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride),
+                self._norm_layer(planes * block.expansion),
+            )
+        layers = [
+            block(
+                self.inplanes, planes, stride, downsample, self.groups, self.base_width,
+                previous_dilation, self._norm_layer,
+            )
+        ]  # fmt: skip
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            layers.append(
+                block(
+                    self.inplanes, planes, groups=self.groups, base_width=self.base_width,
+                    dilation=self.dilation, norm_layer=self._norm_layer,
+                )
+            )  # fmt: skip
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.bn1(self.conv1(x))
+        if not self.stem_fused:
+            x = self.relu(x)
+        x = self.maxpool(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
+    """torchvision's initialization: Kaiming-normal (fan_out, relu) convolutions,
+    unit / zero norm affine parameters, and optionally zero last-BN weights."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    if zero_init_residual:
+        for m in model.modules():
+            if hasattr(type(m), "expansion"):  # a residual block
+                last = m.bn3 if hasattr(m, "bn3") else m.bn2
+                if last.weight is not None:
+                    nn.init.constant_(last.weight, 0)
+
+
+# name: (block kind, layers, groups, width_per_group)
+SPECS = {
+    "resnet18": ("basic", [2, 2, 2, 2], 1, 64),
+    "resnet34": ("basic", [3, 4, 6, 3], 1, 64),
+    "resnet50": ("bottleneck", [3, 4, 6, 3], 1, 64),
+    "resnet101": ("bottleneck", [3, 4, 23, 3], 1, 64),
+    "resnet152": ("bottleneck", [3, 8, 36, 3], 1, 64),
+    "resnext50_32x4d": ("bottleneck", [3, 4, 6, 3], 32, 4),
+    "resnext101_32x8d": ("bottleneck", [3, 4, 23, 3], 32, 8),
+    "resnext101_64x4d": ("bottleneck", [3, 4, 23, 3], 64, 4),
+    "wide_resnet50_2": ("bottleneck", [3, 4, 6, 3], 1, 128),
+    "wide_resnet101_2": ("bottleneck", [3, 4, 23, 3], 1, 128),
+}
+
+
+def build(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwargs) -> ResNet:
+    """A SPECS model from the given block classes; kwargs as torchvision's."""
+    kind, layers, groups, width = SPECS[name]
+    if name.startswith(("resnext", "wide")):
+        for key, value in (("groups", groups), ("width_per_group", width)):
+            if key in kwargs and kwargs[key] != value:
+                raise ValueError(f"{name} fixes {key}={value}, got {kwargs[key]}")
+            kwargs[key] = value
+    return ResNet(blocks[kind], layers, fused_stem=fused_stem, **kwargs)
+
+
+FUSED_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def _builder(name: str):
+    def make(**kwargs) -> ResNet:
+        return build(name, FUSED_BLOCKS, True, **kwargs)
+
+    make.__name__ = name
+    make.__doc__ = (
+        f"{name} with fused blocks; keyword arguments as torchvision.models.{name} "
+        "(num_classes, zero_init_residual, groups, width_per_group, "
+        "replace_stride_with_dilation, norm_layer). Returns a ResNet."
+    )
+    return make
+
+
+resnet18 = _builder("resnet18")
+resnet34 = _builder("resnet34")
+resnet50 = _builder("resnet50")
+resnet101 = _builder("resnet101")
+resnet152 = _builder("resnet152")
+resnext50_32x4d = _builder("resnext50_32x4d")
+resnext101_32x8d = _builder("resnext101_32x8d")
+resnext101_64x4d = _builder("resnext101_64x4d")
+wide_resnet50_2 = _builder("wide_resnet50_2")
+wide_resnet101_2 = _builder("wide_resnet101_2")

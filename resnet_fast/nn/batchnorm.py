@@ -1,0 +1,79 @@
+"""BatchNorm2d subclasses whose forward is a fused op.
+
+They keep nn.BatchNorm2d's parameters, buffers, state_dict keys, momentum
+(including momentum=None, the cumulative average), num_batches_tracked,
+track_running_stats and eval() behaviour; only the forward changes, so
+optimizers, weight-decay filters and tools that look for BatchNorm2d (such
+as torch.nn.SyncBatchNorm.convert_sync_batchnorm) keep working.
+"""
+
+from torch import Tensor, nn
+
+from .. import functional as RF
+
+
+def _bn_arguments(bn: nn.BatchNorm2d, input: Tensor):
+    """(running_mean, running_var, training, momentum) exactly as
+    nn.BatchNorm2d.forward derives them, updating num_batches_tracked."""
+    bn._check_input_dim(input)
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    training = bn.training or (bn.running_mean is None and bn.running_var is None)
+    use_running = not bn.training or bn.track_running_stats
+    running_mean = bn.running_mean if use_running else None
+    running_var = bn.running_var if use_running else None
+    return running_mean, running_var, training, momentum
+
+
+class BatchNormReLU2d(nn.BatchNorm2d):
+    """relu(BatchNorm2d(input)) as one fused op; an nn.BatchNorm2d otherwise.
+
+    Shape:
+        input: [N, C, H, W]; output: the same, in input's memory format.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        running_mean, running_var, training, momentum = _bn_arguments(self, input)
+        return RF._batch_norm_act(
+            input, None, running_mean, running_var, self.weight, self.bias,
+            training, momentum, self.eps, True,
+        )  # fmt: skip
+
+
+class BatchNormAddReLU2d(nn.BatchNorm2d):
+    """relu(BatchNorm2d(input) + residual) as one fused op: a residual block's tail.
+
+    Shape:
+        input, residual: [N, C, H, W]; output: the same.
+    """
+
+    def forward(self, input: Tensor, residual: Tensor) -> Tensor:
+        running_mean, running_var, training, momentum = _bn_arguments(self, input)
+        return RF._batch_norm_act(
+            input, residual, running_mean, running_var, self.weight, self.bias,
+            training, momentum, self.eps, True,
+        )  # fmt: skip
+
+
+def is_plain_batchnorm2d(module: nn.Module) -> bool:
+    """A BatchNorm2d whose forward is BatchNorm2d's own (or one of ours)."""
+    fused = (BatchNormReLU2d, BatchNormAddReLU2d)
+    return type(module) in (nn.BatchNorm2d, *fused)
+
+
+def fuse_batchnorm(bn: nn.BatchNorm2d, kind: type) -> nn.BatchNorm2d:
+    """Turns `bn` into `kind` in place (same object, same tensors) and returns it."""
+    if not is_plain_batchnorm2d(bn):
+        raise TypeError(f"expected an nn.BatchNorm2d, got {type(bn).__name__}")
+    bn.__class__ = kind
+    return bn
+
+
+def unfuse_batchnorm(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
+    """Turns one of our fused BN modules back into a plain nn.BatchNorm2d, in place."""
+    bn.__class__ = nn.BatchNorm2d
+    return bn
+
+

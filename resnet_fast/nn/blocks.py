@@ -1,0 +1,167 @@
+"""Drop-in replacements for torchvision's ResNet BasicBlock and Bottleneck.
+
+Same constructor, `expansion`, submodule / parameter / buffer names and
+argument errors as torchvision's; the forward runs the inner BatchNorms as
+fused BN + ReLU and the last one as fused BN + residual add + ReLU.
+"""
+
+import warnings
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, fuse_batchnorm
+
+_warned_unfused: set[str] = set()
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1):
+    """3x3 convolution with padding, without bias (torchvision's)."""
+    return nn.Conv2d(
+        in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation,
+        groups=groups, bias=False, dilation=dilation,
+    )  # fmt: skip
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1):
+    """1x1 convolution without bias (torchvision's)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+def _norms(norm_layer: Callable[[int], nn.Module] | None, channels: list[int], owner: str):
+    """The block's norm modules and whether they are fused.
+
+    A norm_layer that builds a plain nn.BatchNorm2d (the default, or a
+    functools.partial of it) is fused: the modules become BatchNormReLU2d for
+    all but the last, BatchNormAddReLU2d for the last, keeping their settings.
+    Any other norm layer is kept as given and the block runs unfused.
+    """
+    layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+    norms = [layer(c) for c in channels]
+    if all(type(n) is nn.BatchNorm2d for n in norms):
+        for n in norms[:-1]:
+            fuse_batchnorm(n, BatchNormReLU2d)
+        fuse_batchnorm(norms[-1], BatchNormAddReLU2d)
+        return norms, True
+    kind = type(norms[0]).__name__
+    if kind not in _warned_unfused:
+        _warned_unfused.add(kind)
+        warnings.warn(
+            f"resnet_fast {owner}: norm_layer builds {kind}, not nn.BatchNorm2d; "
+            "this block runs the unfused PyTorch computation",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return norms, False
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock (two 3x3 convolutions) with fused BN epilogues.
+
+    Args:
+        inplanes: input channels.
+        planes: output channels (expansion 1).
+        stride: stride of the first convolution.
+        downsample: module applied to the input to form the shortcut, or None.
+        groups, base_width: must be 1 and 64 (as in torchvision).
+        dilation: must be 1 (as in torchvision).
+        norm_layer: callable building a norm module from a channel count;
+            nn.BatchNorm2d (default) is fused, anything else runs unfused.
+
+    Shape:
+        input [N, inplanes, H, W] -> output [N, planes, H / stride, W / stride].
+    """
+
+    expansion: int = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        if dilation > 1:
+            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
+        (bn1, bn2), self.fused = _norms(norm_layer, [planes, planes], "BasicBlock")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = bn1
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = bn2
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        if self.fused:
+            out = self.bn1(self.conv1(x))
+            return self.bn2(self.conv2(out), identity)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (1x1, 3x3, 1x1; stride on the 3x3, "v1.5")
+    with fused BN epilogues.
+
+    Args:
+        inplanes: input channels.
+        planes: base channels; the output has planes * 4.
+        stride: stride of the 3x3 convolution.
+        downsample: module applied to the input to form the shortcut, or None.
+        groups: groups of the 3x3 convolution (ResNeXt).
+        base_width: width per group; the inner width is
+            int(planes * base_width / 64) * groups.
+        dilation: dilation of the 3x3 convolution.
+        norm_layer: as in BasicBlock.
+
+    Shape:
+        input [N, inplanes, H, W] -> output [N, planes * 4, H / stride, W / stride].
+    """
+
+    expansion: int = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        out = planes * self.expansion
+        (bn1, bn2, bn3), self.fused = _norms(norm_layer, [width, width, out], "Bottleneck")
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = bn1
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = bn2
+        self.conv3 = conv1x1(width, out)
+        self.bn3 = bn3
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        if self.fused:
+            out = self.bn1(self.conv1(x))
+            out = self.bn2(self.conv2(out))
+            return self.bn3(self.conv3(out), identity)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
