@@ -68,12 +68,14 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
   TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got shape ", input.sizes());
   check_same_as(grad_out, "grad_out", input, "input");
   if (defined(residual)) check_same_as(*residual, "residual", input, "input");
+  const int64_t C = input.size(1);
+  TORCH_CHECK(save_mean.dim() == 1 && save_mean.numel() == C && save_mean.scalar_type() == at::kDouble,
+              "save_mean must be a [", C, "] float64 tensor (as returned by the forward), got ",
+              save_mean.sizes(), " ", save_mean.scalar_type());
   const auto acc = acc_type_of(input);
-  for (const auto* t : {&save_mean, &save_invstd}) {
-    TORCH_CHECK(t->dim() == 1 && t->numel() == input.size(1) && t->scalar_type() == acc,
-                "save_mean and save_invstd must be [C] tensors of ", acc,
-                " (as returned by the forward), got ", t->sizes(), " ", t->scalar_type());
-  }
+  TORCH_CHECK(save_invstd.dim() == 1 && save_invstd.numel() == C && save_invstd.scalar_type() == acc,
+              "save_invstd must be a [", C, "] ", acc, " tensor (as returned by the forward), got ",
+              save_invstd.sizes(), " ", save_invstd.scalar_type());
 }
 
 }  // namespace resnet_fast

@@ -10,9 +10,10 @@
 
 // clang-format off
 TORCH_LIBRARY(resnet_fast, m) {
-  // out = act(batch_norm(input)); returns (out, save_mean, save_invstd), [C]
-  // float (double for double input): batch statistics in training, running
-  // statistics in eval. Running stats are updated in place in training.
+  // out = act(batch_norm(input)); returns (out, save_mean, save_invstd): [C]
+  // float64 mean and float (double for double input) invstd, of the batch in
+  // training, of the running statistics in eval. Running stats are updated in
+  // place in training.
   m.def("bn_act_fwd(Tensor input, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
         "Tensor(b!)? running_var, bool training, float momentum, float eps, bool relu) "
         "-> (Tensor, Tensor, Tensor)");

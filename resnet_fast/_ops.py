@@ -59,16 +59,21 @@ def _empty_channels(input: Tensor, like: Tensor | None = None) -> Tensor:
 # --- fake kernels ------------------------------------------------------------
 
 
+def _empty_mean(input: Tensor) -> Tensor:
+    # float64 whatever the input: see csrc/cpu/kernels/params.h on centering.
+    return input.new_empty((input.shape[1],), dtype=torch.float64)
+
+
 @torch.library.register_fake("resnet_fast::bn_act_fwd")
 def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
-    return _empty_activation(input), _empty_channels(input), _empty_channels(input)
+    return _empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_add_act_fwd")
 def _bn_add_act_fwd_fake(
     input, residual, weight, bias, running_mean, running_var, training, momentum, eps, relu
 ):
-    return _empty_activation(input), _empty_channels(input), _empty_channels(input)
+    return _empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_act_bwd")

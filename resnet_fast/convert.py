@@ -50,7 +50,10 @@ def _block_kind(m: nn.Module) -> tuple[type | None, str]:
     norms = [getattr(m, f"bn{i}") for i in range(1, len(convs) + 1)]
     odd = [type(n).__name__ for n in norms if not is_plain_batchnorm2d(n)]
     if odd:
-        return None, f"norm layers {sorted(set(odd))} are not nn.BatchNorm2d (fusing them would change the math)"
+        return (
+            None,
+            f"norm layers {sorted(set(odd))} are not nn.BatchNorm2d (fusing them would change the math)",
+        )
     return kind, ""
 
 
@@ -61,7 +64,9 @@ def _fast_block(old: nn.Module, kind: type) -> nn.Module:
     for name, child in old._modules.items():
         setattr(new, name, child)
     new.downsample = getattr(old, "downsample", None)  # a plain attribute when None
-    new.stride = getattr(old, "stride", new.conv2.stride[0] if kind is Bottleneck else new.conv1.stride[0])
+    new.stride = getattr(
+        old, "stride", new.conv2.stride[0] if kind is Bottleneck else new.conv1.stride[0]
+    )
     new.fused = True
     norms = [new.bn1, new.bn2] + ([new.bn3] if kind is Bottleneck else [])
     for bn in norms[:-1]:

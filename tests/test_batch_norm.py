@@ -94,8 +94,10 @@ def test_eval_single_sample_single_pixel(backend, op, gen):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_large_mean_is_stable(backend, layout, gen):
-    """Inputs with mean 1e4 and std 1 normalize as PyTorch does (fp32)."""
-    _, device = backend
+    """Inputs with mean 1e4 and std 1 (fp32): the native kernels keep fp32
+    precision (PyTorch itself loses 1e-3 here, 1e-2 in channels_last); every
+    backend is at least as good as PyTorch."""
+    name, device = backend
     case = BnCase.make("bn_relu", (4, 32, 24, 24), layout, torch.float32, True, gen, device)
     case.x = (case.x - 0.5) / 2 + 1e4  # std 1, mean 1e4, still in `layout`
     grad_out = case.grad_out(gen)
@@ -113,6 +115,9 @@ def test_large_mean_is_stable(backend, layout, gen):
     )
     assert_close(ours.running_var, oracle.running_var, torch.float32, "running_var")
     assert_close(ours.running_mean, oracle.running_mean, torch.float32, "running_mean")
+    if name != "reference":  # the reference computes in plain fp32
+        assert_close(ours.out, oracle.out, torch.float32, "out", mask=keep)
+        assert_close(ours.grads["x"], oracle.grads["x"], torch.float32, "grad x")
 
 
 def test_empty_batch_matches_pytorch(backend, gen):

@@ -24,7 +24,9 @@ def test_converts_blocks_and_stem_without_copying():
     assert {n: b.data_ptr() for n, b in model.named_buffers()} == buffers
     assert list(model.state_dict()) == keys
     assert all(isinstance(b, Bottleneck) for layer in (model.layer1, model.layer4) for b in layer)
-    assert isinstance(model.bn1, BatchNormReLU2d) and isinstance(model.layer1[0].bn3, BatchNormAddReLU2d)
+    assert isinstance(model.bn1, BatchNormReLU2d) and isinstance(
+        model.layer1[0].bn3, BatchNormAddReLU2d
+    )
     converted = [e for e in report if e[1] == "converted"]
     assert len(converted) == 16 + 1  # 16 bottlenecks and the stem
 

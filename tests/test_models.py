@@ -29,7 +29,14 @@ def test_parameter_count_and_keys(name):
 
 
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed (no CPU build here)")
-@pytest.mark.parametrize("name", [n for n in PARAMS if not n.startswith(("cifar", "resnet20", "resnet3", "resnet4", "resnet5", "resnet110"))])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in PARAMS
+        if not n.startswith(("cifar", "resnet20", "resnet3", "resnet4", "resnet5", "resnet110"))
+    ],
+)
 def test_state_dict_round_trips_with_torchvision(name):
     import torchvision
 
@@ -42,7 +49,9 @@ def test_state_dict_round_trips_with_torchvision(name):
     torch.testing.assert_close(fast(x), tv(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d", "resnet20", "cifar_resnet18"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50", "resnext50_32x4d", "resnet20", "cifar_resnet18"]
+)
 def test_same_seed_same_weights_and_outputs(name):
     torch.manual_seed(0)
     fast = getattr(M, name)(num_classes=10)
@@ -62,9 +71,13 @@ def test_same_seed_same_weights_and_outputs(name):
 
 
 def test_torchvision_keyword_arguments():
-    m = M.resnet50(num_classes=7, zero_init_residual=True, replace_stride_with_dilation=[False, True, True])
+    m = M.resnet50(
+        num_classes=7, zero_init_residual=True, replace_stride_with_dilation=[False, True, True]
+    )
     assert m.fc.out_features == 7
-    assert all(float(b.bn3.weight.abs().sum()) == 0 for layer in (m.layer1, m.layer4) for b in layer)
+    assert all(
+        float(b.bn3.weight.abs().sum()) == 0 for layer in (m.layer1, m.layer4) for b in layer
+    )
     assert m.layer4[0].conv2.dilation == (2, 2) and m.layer4[1].conv2.dilation == (4, 4)
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 7)
     with pytest.raises(ValueError, match="replace_stride_with_dilation"):

@@ -55,13 +55,17 @@ def test_fused_batchnorm_rejects_wrong_rank():
 def test_sync_batchnorm_conversion_sees_our_batchnorms():
     block = BasicBlock(8, 8)
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(block)
-    assert isinstance(converted.bn1, nn.SyncBatchNorm) and isinstance(converted.bn2, nn.SyncBatchNorm)
+    assert isinstance(converted.bn1, nn.SyncBatchNorm) and isinstance(
+        converted.bn2, nn.SyncBatchNorm
+    )
 
 
 @pytest.mark.parametrize("kind", ["basic", "bottleneck"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_blocks_match_torchvision_structure_and_math(kind, stride):
-    fast_cls, ref_cls = (BasicBlock, plain.BasicBlock) if kind == "basic" else (Bottleneck, plain.Bottleneck)
+    fast_cls, ref_cls = (
+        (BasicBlock, plain.BasicBlock) if kind == "basic" else (Bottleneck, plain.Bottleneck)
+    )
     inplanes, planes = 16, 8
     out = planes * fast_cls.expansion
 
@@ -111,4 +115,7 @@ def test_other_norm_layer_falls_back_with_one_warning():
 
 
 def test_public_api_exposes_modules():
-    assert resnet_fast.nn.BasicBlock is BasicBlock and resnet_fast.nn.BatchNormReLU2d is BatchNormReLU2d
+    assert (
+        resnet_fast.nn.BasicBlock is BasicBlock
+        and resnet_fast.nn.BatchNormReLU2d is BatchNormReLU2d
+    )

@@ -34,7 +34,9 @@ def _train(model, data, dtype, channels_last=False, autocast=False, compile=Fals
         x, y = data[i % len(data)]
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = nn.functional.cross_entropy(step_model(x.to(dtype).contiguous(memory_format=fmt)), y)
+            loss = nn.functional.cross_entropy(
+                step_model(x.to(dtype).contiguous(memory_format=fmt)), y
+            )
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -51,7 +53,9 @@ CASES = [
     pytest.param("resnet18", 64, {"channels_last": True}, id="resnet18-channels_last"),
     pytest.param("resnet50", 64, {"channels_last": True}, id="resnet50-channels_last"),
     pytest.param("resnet20", 32, {}, id="resnet20-optionA"),
-    pytest.param("resnet20", 32, {"channels_last": True, "autocast": True}, id="resnet20-autocast_bf16"),
+    pytest.param(
+        "resnet20", 32, {"channels_last": True, "autocast": True}, id="resnet20-autocast_bf16"
+    ),
     pytest.param("resnet18", 64, {"autocast": True}, id="resnet18-autocast_bf16"),
     pytest.param("resnet20", 32, {"compile": True}, id="resnet20-compile_fullgraph"),
 ]
@@ -61,17 +65,24 @@ CASES = [
 def test_twenty_sgd_steps_match_the_reference(name, resolution, options):
     g = torch.Generator().manual_seed(1)
     data = [
-        (torch.randn(BATCH, 3, resolution, resolution, generator=g), torch.randint(0, 10, (BATCH,), generator=g))
+        (
+            torch.randn(BATCH, 3, resolution, resolution, generator=g),
+            torch.randint(0, 10, (BATCH,), generator=g),
+        )
         for _ in range(4)
     ]
     if options.get("compile"):
         torch._dynamo.reset()
-    oracle_loss, oracle_state = _train(_build(lambda: reference_model(name, num_classes=10)), data, torch.float64)
+    oracle_loss, oracle_state = _train(
+        _build(lambda: reference_model(name, num_classes=10)), data, torch.float64
+    )
     eager_options = {k: v for k, v in options.items() if k != "compile"}
     eager_loss, eager_state = _train(
         _build(lambda: reference_model(name, num_classes=10)), data, torch.float32, **eager_options
     )
-    fast_loss, fast_state = _train(_build(lambda: getattr(M, name)(num_classes=10)), data, torch.float32, **options)
+    fast_loss, fast_state = _train(
+        _build(lambda: getattr(M, name)(num_classes=10)), data, torch.float32, **options
+    )
 
     def loss_dev(losses):
         return (losses - oracle_loss).abs().max().item()
@@ -79,6 +90,14 @@ def test_twenty_sgd_steps_match_the_reference(name, resolution, options):
     def state_dev(state):
         return ((state - oracle_state).norm() / oracle_state.norm()).item()
 
-    assert loss_dev(fast_loss) <= 2 * loss_dev(eager_loss) + 1e-4, (loss_dev(fast_loss), loss_dev(eager_loss))
-    assert state_dev(fast_state) <= 2 * state_dev(eager_state) + 1e-5, (state_dev(fast_state), state_dev(eager_state))
-    assert fast_loss[-1] < fast_loss[0] or name == "resnet50"  # it trains (ResNet-50 on 16 images is noisy)
+    assert loss_dev(fast_loss) <= 2 * loss_dev(eager_loss) + 1e-4, (
+        loss_dev(fast_loss),
+        loss_dev(eager_loss),
+    )
+    assert state_dev(fast_state) <= 2 * state_dev(eager_state) + 1e-5, (
+        state_dev(fast_state),
+        state_dev(eager_state),
+    )
+    assert (
+        fast_loss[-1] < fast_loss[0] or name == "resnet50"
+    )  # it trains (ResNet-50 on 16 images is noisy)

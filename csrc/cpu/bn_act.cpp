@@ -19,8 +19,8 @@ using OptTensor = std::optional<Tensor>;
 
 bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
 
-// Returns (out, save_mean, save_invstd); save_* are [C] in acc type: the batch
-// statistics in training, the running statistics in eval.
+// Returns (out, save_mean, save_invstd): [C] float64 mean and acc-type invstd,
+// of the batch in training, of the running statistics in eval.
 std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTensor& residual_,
                                               const OptTensor& weight, const OptTensor& bias,
                                               const OptTensor& running_mean,
@@ -36,20 +36,20 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
 
   Tensor mean, var;
   if (training) {
-    mean = at::zeros({C}, input.options().dtype(acc));
-    var = at::zeros({C}, input.options().dtype(acc));  // stay zero for an empty batch
+    mean = at::zeros({C}, input.options().dtype(at::kDouble));
+    var = at::zeros({C}, input.options().dtype(at::kDouble));  // stay zero for an empty batch
     if (count > 0) {
       StatsParams p{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
-                    mean.mutable_data_ptr(), var.mutable_data_ptr()};
+                    mean.mutable_data_ptr<double>(), var.mutable_data_ptr<double>()};
       kernels().bn_stats(p);
       update_running_stats(running_mean, running_var, mean, var, momentum, count);
     }
   } else {
     // A copy: outputs must not alias inputs.
-    mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-    var = running_var->to(acc).contiguous();
+    mean = running_mean->to(at::kDouble, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    var = running_var->to(at::kDouble).contiguous();
   }
-  const Tensor invstd = invstd_from_var(var, eps);
+  const Tensor invstd = invstd_from_var(var, eps, acc);
   if (input.numel() == 0) return {out, mean, invstd};
 
   const ChannelAffine ca = channel_affine(mean, invstd, weight, bias);
@@ -58,7 +58,8 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
                 strides_of(input),
                 residual.defined() ? residual.const_data_ptr() : nullptr,
                 residual.defined() ? strides_of(residual) : Strides{},
-                ca.mean.const_data_ptr(),
+                ca.mean_hi.const_data_ptr(),
+                ca.mean_lo.const_data_ptr(),
                 ca.scale.const_data_ptr(),
                 ca.bias.const_data_ptr(),
                 out.mutable_data_ptr(),
@@ -82,7 +83,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
       channel_affine(save_mean.contiguous(), save_invstd.contiguous(), weight, bias);
   Tensor grad_input = empty_for(input, layout);
   Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
-  Tensor sum_g = at::zeros_like(ca.mean), sum_gx = at::zeros_like(ca.mean);
+  Tensor sum_g = at::zeros_like(ca.invstd), sum_gx = at::zeros_like(ca.invstd);
   if (input.numel() == 0) {
     auto [grad_weight, grad_bias] = param_grads(ca, sum_g, sum_gx, weight, bias);
     return {grad_input, grad_residual, grad_weight, grad_bias};
@@ -96,7 +97,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
                           strides_of(input),
                           residual.defined() ? residual.const_data_ptr() : nullptr,
                           residual.defined() ? strides_of(residual) : Strides{},
-                          ca.mean.const_data_ptr(),
+                          ca.mean_hi.const_data_ptr(),
+                          ca.mean_lo.const_data_ptr(),
                           ca.scale.const_data_ptr(),
                           ca.bias.const_data_ptr(),
                           sum_g.mutable_data_ptr(),
@@ -114,7 +116,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
                          strides_of(gsrc),
                          input.const_data_ptr(),
                          strides_of(input),
-                         ca.mean.const_data_ptr(),
+                         ca.mean_hi.const_data_ptr(),
+                         ca.mean_lo.const_data_ptr(),
                          ca.scale.const_data_ptr(),
                          ca.bias.const_data_ptr(),
                          k.a.const_data_ptr(),

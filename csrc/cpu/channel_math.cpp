@@ -23,13 +23,13 @@ void for_acc(at::ScalarType acc, F&& f) {
 
 }  // namespace
 
-at::Tensor invstd_from_var(const at::Tensor& var, double eps) {
-  at::Tensor invstd = at::empty_like(var);
-  for_acc(var.scalar_type(), [&](auto zero) {
+at::Tensor invstd_from_var(const at::Tensor& var, double eps, at::ScalarType acc) {
+  at::Tensor invstd = at::empty(var.sizes(), var.options().dtype(acc));
+  const double* v = var.const_data_ptr<double>();
+  for_acc(acc, [&](auto zero) {
     using acc_t = decltype(zero);
-    const acc_t* v = var.const_data_ptr<acc_t>();
     acc_t* out = invstd.mutable_data_ptr<acc_t>();
-    for (int64_t c = 0; c < var.numel(); ++c) out[c] = acc_t(1) / std::sqrt(v[c] + static_cast<acc_t>(eps));
+    for (int64_t c = 0; c < var.numel(); ++c) out[c] = static_cast<acc_t>(1.0 / std::sqrt(v[c] + eps));
   });
   return invstd;
 }
@@ -37,13 +37,21 @@ at::Tensor invstd_from_var(const at::Tensor& var, double eps) {
 ChannelAffine channel_affine(const at::Tensor& mean, const at::Tensor& invstd,
                              const std::optional<at::Tensor>& weight,
                              const std::optional<at::Tensor>& bias) {
-  const auto acc = mean.scalar_type();
+  const auto acc = invstd.scalar_type();
   const int64_t C = mean.numel();
-  at::Tensor scale = at::empty_like(mean), shift = at::empty_like(mean);
+  at::Tensor scale = at::empty_like(invstd), shift = at::empty_like(invstd);
+  at::Tensor hi = at::empty_like(invstd), lo = at::empty_like(invstd);
   const at::Tensor w = has(weight) ? as_acc(*weight, acc) : at::Tensor();
   const at::Tensor b = has(bias) ? as_acc(*bias, acc) : at::Tensor();
   for_acc(acc, [&](auto zero) {
     using acc_t = decltype(zero);
+    const double* m = mean.const_data_ptr<double>();
+    acc_t* ph = hi.mutable_data_ptr<acc_t>();
+    acc_t* pl = lo.mutable_data_ptr<acc_t>();
+    for (int64_t c = 0; c < C; ++c) {
+      ph[c] = static_cast<acc_t>(m[c]);
+      pl[c] = static_cast<acc_t>(m[c] - static_cast<double>(ph[c]));
+    }
     const acc_t* is = invstd.const_data_ptr<acc_t>();
     const acc_t* wp = w.defined() ? w.const_data_ptr<acc_t>() : nullptr;
     const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
@@ -54,7 +62,7 @@ ChannelAffine channel_affine(const at::Tensor& mean, const at::Tensor& invstd,
       sh[c] = bp ? bp[c] : acc_t(0);
     }
   });
-  return {mean, invstd, scale, shift};
+  return {hi, lo, invstd, scale, shift};
 }
 
 void update_running_stats(const std::optional<at::Tensor>& running_mean,
@@ -63,24 +71,23 @@ void update_running_stats(const std::optional<at::Tensor>& running_mean,
   if (!has(running_mean)) return;
   const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
   at::Tensor rm = *running_mean, rv = *running_var;
-  const auto acc = mean.scalar_type();
-  if (rm.scalar_type() != acc || rv.scalar_type() != acc || !rm.is_contiguous() ||
-      !rv.is_contiguous()) {
-    // Running stats in another dtype or layout: a few ATen ops.
-    rm.mul_(1 - momentum).add_(mean.to(rm.scalar_type()), momentum);
+  const auto kind = rm.scalar_type();
+  if ((kind != at::kFloat && kind != at::kDouble) || rv.scalar_type() != kind ||
+      !rm.is_contiguous() || !rv.is_contiguous()) {
+    // Running stats in a reduced dtype or another layout: a few ATen ops.
+    rm.mul_(1 - momentum).add_(mean.to(kind), momentum);
     rv.mul_(1 - momentum).add_((var * unbias).to(rv.scalar_type()), momentum);
     return;
   }
-  for_acc(acc, [&](auto zero) {
-    using acc_t = decltype(zero);
-    const acc_t* m = mean.const_data_ptr<acc_t>();
-    const acc_t* v = var.const_data_ptr<acc_t>();
-    acc_t* pm = rm.mutable_data_ptr<acc_t>();
-    acc_t* pv = rv.mutable_data_ptr<acc_t>();
-    const auto keep = static_cast<acc_t>(1 - momentum), take = static_cast<acc_t>(momentum);
+  for_acc(kind, [&](auto zero) {
+    using run_t = decltype(zero);
+    const double* m = mean.const_data_ptr<double>();
+    const double* v = var.const_data_ptr<double>();
+    run_t* pm = rm.mutable_data_ptr<run_t>();
+    run_t* pv = rv.mutable_data_ptr<run_t>();
     for (int64_t c = 0; c < mean.numel(); ++c) {
-      pm[c] = keep * pm[c] + take * m[c];
-      pv[c] = keep * pv[c] + take * static_cast<acc_t>(v[c] * unbias);
+      pm[c] = static_cast<run_t>((1 - momentum) * pm[c] + momentum * m[c]);
+      pv[c] = static_cast<run_t>((1 - momentum) * pv[c] + momentum * v[c] * unbias);
     }
   });
   // The writes above bypass ATen's in-place ops: tell autograd and caches
@@ -93,7 +100,7 @@ GradInputCoefs grad_input_coefs(const ChannelAffine& affine, const at::Tensor& s
                                 const at::Tensor& sum_gx, bool training, int64_t count) {
   at::Tensor b = at::zeros_like(sum_g), d = at::zeros_like(sum_g);
   if (training) {
-    for_acc(sum_g.scalar_type(), [&](auto zero) {
+      for_acc(sum_g.scalar_type(), [&](auto zero) {
       using acc_t = decltype(zero);
       const acc_t* sc = affine.scale.const_data_ptr<acc_t>();
       const acc_t* is = affine.invstd.const_data_ptr<acc_t>();

@@ -8,22 +8,25 @@
 
 namespace resnet_fast::cpu {
 
-// out = (x - mean) * scale + bias: mean/invstd/scale/bias are contiguous [C]
-// CPU tensors of the acc type (float, or double for double inputs).
+// out = ((x - mean_hi) - mean_lo) * scale + bias: contiguous [C] CPU tensors
+// of the acc type (float, or double for double inputs); mean_hi + mean_lo is
+// the float64 mean (see kernels/params.h).
 struct ChannelAffine {
-  at::Tensor mean, invstd, scale, bias;
+  at::Tensor mean_hi, mean_lo, invstd, scale, bias;
 };
 
-// scale = weight * invstd (invstd without weight), bias = bias or 0.
+// From the float64 mean and the acc-type invstd: scale = weight * invstd
+// (invstd without weight), bias = bias or 0.
 ChannelAffine channel_affine(const at::Tensor& mean, const at::Tensor& invstd,
                              const std::optional<at::Tensor>& weight,
                              const std::optional<at::Tensor>& bias);
 
-// invstd = 1 / sqrt(var + eps), acc type.
-at::Tensor invstd_from_var(const at::Tensor& var, double eps);
+// invstd = 1 / sqrt(var + eps) in `acc` from a float64 var.
+at::Tensor invstd_from_var(const at::Tensor& var, double eps, at::ScalarType acc);
 
 // running = (1 - momentum) * running + momentum * batch, with the unbiased
-// variance (count = N * H * W > 1), in the running tensors' own dtype.
+// variance (count = N * H * W > 1), from float64 batch statistics into the
+// running tensors' own dtype.
 void update_running_stats(const std::optional<at::Tensor>& running_mean,
                           const std::optional<at::Tensor>& running_var, const at::Tensor& mean,
                           const at::Tensor& var, double momentum, int64_t count);

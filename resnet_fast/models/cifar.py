@@ -15,6 +15,7 @@ from torch._prims_common import suggest_memory_format
 
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
+from ..nn.folding import FoldingMixin, can_fold
 from .resnet import init_resnet
 
 BlockType = type[nn.Module]
@@ -44,7 +45,7 @@ class PadShortcut(nn.Module):
         return out
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(FoldingMixin):
     """A CIFAR ResNet: 3x3 stride-1 stem, no max-pool, `len(widths)` stages,
     global average pool (the 4x4 pool at 32x32 input) and a linear classifier.
 
@@ -114,9 +115,12 @@ class CifarResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.bn1(self.conv1(x))
-        if not self.stem_fused:
-            x = self.relu(x)
+        if self.stem_fused and can_fold(self.bn1):  # eval: BN folded into the stem conv
+            x = self._conv_bn(self.conv1, self.bn1, x, "stem")
+        else:
+            x = self.bn1(self.conv1(x))
+            if not self.stem_fused:
+                x = self.relu(x)
         x = torch.flatten(self.avgpool(self.layers(x)), 1)
         return self.fc(x)
 
@@ -125,7 +129,13 @@ class CifarResNet(nn.Module):
 CIFAR_SPECS = {
     "cifar_resnet18": ("basic", [2, 2, 2, 2], [64, 128, 256, 512], "projection", "torchvision"),
     "cifar_resnet34": ("basic", [3, 4, 6, 3], [64, 128, 256, 512], "projection", "torchvision"),
-    "cifar_resnet50": ("bottleneck", [3, 4, 6, 3], [64, 128, 256, 512], "projection", "torchvision"),
+    "cifar_resnet50": (
+        "bottleneck",
+        [3, 4, 6, 3],
+        [64, 128, 256, 512],
+        "projection",
+        "torchvision",
+    ),
     **{
         f"resnet{6 * n + 2}": ("basic", [n, n, n], [16, 32, 64], "pad", "he")
         for n in (3, 5, 7, 9, 18)

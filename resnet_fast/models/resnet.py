@@ -9,11 +9,12 @@ from torch import Tensor, nn
 
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
+from ..nn.folding import FoldingMixin, can_fold
 
 BlockType = type[nn.Module]
 
 
-class ResNet(nn.Module):
+class ResNet(FoldingMixin):
     """torchvision's ResNet: 7x7 stride-2 stem, max-pool, four stages, average
     pool and a linear classifier.
 
@@ -102,9 +103,12 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.bn1(self.conv1(x))
-        if not self.stem_fused:
-            x = self.relu(x)
+        if self.stem_fused and can_fold(self.bn1):  # eval: BN folded into the stem conv
+            x = self._conv_bn(self.conv1, self.bn1, x, "stem")
+        else:
+            x = self.bn1(self.conv1(x))
+            if not self.stem_fused:
+                x = self.relu(x)
         x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)

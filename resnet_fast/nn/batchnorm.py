@@ -75,5 +75,3 @@ def unfuse_batchnorm(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
     """Turns one of our fused BN modules back into a plain nn.BatchNorm2d, in place."""
     bn.__class__ = nn.BatchNorm2d
     return bn
-
-

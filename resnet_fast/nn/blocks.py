@@ -1,8 +1,10 @@
 """Drop-in replacements for torchvision's ResNet BasicBlock and Bottleneck.
 
 Same constructor, `expansion`, submodule / parameter / buffer names and
-argument errors as torchvision's; the forward runs the inner BatchNorms as
-fused BN + ReLU and the last one as fused BN + residual add + ReLU.
+argument errors as torchvision's. In training the forward runs the inner
+BatchNorms as fused BN + ReLU and the last one as fused BN + residual add +
+ReLU; in eval every BN is folded into its convolution (cached, see
+folding.py) and the ReLU / add run as the convolution's epilogue.
 """
 
 import warnings
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, fuse_batchnorm
+from .folding import FoldingMixin, can_fold, foldable_downsample
 
 _warned_unfused: set[str] = set()
 
@@ -55,7 +58,24 @@ def _norms(norm_layer: Callable[[int], nn.Module] | None, channels: list[int], o
     return norms, False
 
 
-class BasicBlock(nn.Module):
+class _FoldingBlock(FoldingMixin):
+    """Eval-mode support shared by the blocks."""
+
+    fused: bool
+
+    def _eval_ready(self, norms) -> bool:
+        return self.fused and not self.training and all(can_fold(bn) for bn in norms)
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        if self.downsample is None:
+            return x
+        if foldable_downsample(self.downsample):
+            conv, bn = self.downsample
+            return self._conv_bn(conv, bn, x, "downsample", relu=False)
+        return self.downsample(x)
+
+
+class BasicBlock(_FoldingBlock):
     """torchvision's BasicBlock (two 3x3 convolutions) with fused BN epilogues.
 
     Args:
@@ -100,6 +120,9 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._eval_ready((self.bn1, self.bn2)):
+            out = self._conv_bn(self.conv1, self.bn1, x, "1")
+            return self._conv_bn(self.conv2, self.bn2, out, "2", residual=self._shortcut(x))
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
             out = self.bn1(self.conv1(x))
@@ -109,7 +132,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_FoldingBlock):
     """torchvision's Bottleneck (1x1, 3x3, 1x1; stride on the 3x3, "v1.5")
     with fused BN epilogues.
 
@@ -156,6 +179,10 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._eval_ready((self.bn1, self.bn2, self.bn3)):
+            out = self._conv_bn(self.conv1, self.bn1, x, "1")
+            out = self._conv_bn(self.conv2, self.bn2, out, "2")
+            return self._conv_bn(self.conv3, self.bn3, out, "3", residual=self._shortcut(x))
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
             out = self.bn1(self.conv1(x))

@@ -131,8 +131,8 @@ void stats_planar(const StatsParams& p) {
           }
         }
       }
-      static_cast<acc_t*>(p.mean)[c] = static_cast<acc_t>(m.mean);
-      static_cast<acc_t*>(p.var)[c] = static_cast<acc_t>(m.count > 0 ? m.m2 / m.count : 0);
+      p.mean[c] = m.mean;
+      p.var[c] = m.count > 0 ? m.m2 / m.count : 0;
     }
   });
 }
@@ -188,8 +188,8 @@ void stats_rows(const StatsParams& p) {
   for (int64_t c = 0; c < C; ++c) {
     Moments m;
     for (int64_t t = 0; t < threads; ++t) m.merge(slot_count[t], slot_mean[t * C + c], slot_m2[t * C + c]);
-    static_cast<acc_t*>(p.mean)[c] = static_cast<acc_t>(m.mean);
-    static_cast<acc_t*>(p.var)[c] = static_cast<acc_t>(m.count > 0 ? m.m2 / m.count : 0);
+    p.mean[c] = m.mean;
+    p.var[c] = m.count > 0 ? m.m2 / m.count : 0;
   }
 }
 
@@ -208,14 +208,21 @@ inline typename Io<T>::V pre_activation(const typename Io<T>::V& centered, const
   return pre;
 }
 
+// x - mean, with the mean split in hi and lo parts (see params.h).
+template <typename V, typename Coef>
+inline V centered_value(const V& xv, int64_t j, int64_t k, const Coef& mean, const Coef& mean_lo) {
+  return (xv - mean.at(j, k)) - mean_lo.at(j, k);
+}
+
 template <typename T, bool kResidual, bool kRelu, typename Coef>
 inline void apply_segment(const T* x, const T* r, T* out, int64_t len, const Coef& mean,
-                          const Coef& scale, const Coef& bias) {
+                          const Coef& mean_lo, const Coef& scale, const Coef& bias) {
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
   for (int64_t j = 0; j < len; j += K) {
     const int64_t k = std::min(K, len - j);
-    V y = pre_activation<T, kResidual>(load_n(x + j, k) - mean.at(j, k), r, j, k, scale, bias);
+    const V centered = centered_value(load_n(x + j, k), j, k, mean, mean_lo);
+    V y = pre_activation<T, kResidual>(centered, r, j, k, scale, bias);
     if constexpr (kRelu) y = at::vec::maximum(y, V(0));
     store_n(out + j, y, k);
   }
@@ -229,16 +236,17 @@ void apply_impl(const ApplyParams& p) {
   const T* r = static_cast<const T*>(p.residual);
   T* out = static_cast<T*>(p.out);
   const acc_t* mean = static_cast<const acc_t*>(p.mean);
+  const acc_t* mean_lo = static_cast<const acc_t*>(p.mean_lo);
   const acc_t* scale = static_cast<const acc_t*>(p.scale);
   const acc_t* bias = static_cast<const acc_t*>(p.bias);
   if (g.layout == Layout::kRows) {
     const RowIndex ix(g, p.sx), ir(g, p.sr), io(g, p.so);
-    const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias};
+    const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias};
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(g.C, 1));
     at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t row = r0; row < r1; ++row)
         apply_segment<T, kResidual, kRelu>(x + ix(row), kResidual ? r + ir(row) : nullptr,
-                                           out + io(row), g.C, mu, sc, bi);
+                                           out + io(row), g.C, mu, lo, sc, bi);
     });
     return;
   }
@@ -252,7 +260,7 @@ void apply_impl(const ApplyParams& p) {
       apply_segment<T, kResidual, kRelu>(
           x + planar_offset(p.sx, n, c, h), kResidual ? r + planar_offset(p.sr, n, c, h) : nullptr,
           out + planar_offset(p.so, n, c, h), shape.line_len, Broadcast<acc_t>(mean[c]),
-          Broadcast<acc_t>(scale[c]), Broadcast<acc_t>(bias[c]));
+          Broadcast<acc_t>(mean_lo[c]), Broadcast<acc_t>(scale[c]), Broadcast<acc_t>(bias[c]));
     }
   });
 }
@@ -277,13 +285,13 @@ inline typename Io<T>::V masked_grad(const typename Io<T>::V& dy, const typename
 
 template <typename T, bool kResidual, bool kRelu, typename Coef, typename Acc>
 inline void backward_reduce_segment(const T* dy, const T* x, const T* r, T* gr, int64_t len,
-                                    const Coef& mean, const Coef& scale, const Coef& bias,
-                                    Acc& sum_g, Acc& sum_gx) {
+                                    const Coef& mean, const Coef& mean_lo, const Coef& scale,
+                                    const Coef& bias, Acc& sum_g, Acc& sum_gx) {
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
   for (int64_t j = 0; j < len; j += K) {
     const int64_t k = std::min(K, len - j);
-    const V centered = load_n(x + j, k) - mean.at(j, k);
+    const V centered = centered_value(load_n(x + j, k), j, k, mean, mean_lo);
     const V gv = masked_grad<T, kResidual, kRelu>(load_n(dy + j, k), centered, r, j, k, scale, bias);
     if constexpr (kResidual) store_n(gr + j, gv, k);
     // Lanes past k are zero in gv (zero-padded dy), so they add nothing.
@@ -303,6 +311,7 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
   const T* r = static_cast<const T*>(p.residual);
   T* gr = static_cast<T*>(p.grad_residual);
   const acc_t* mean = static_cast<const acc_t*>(p.mean);
+  const acc_t* mean_lo = static_cast<const acc_t*>(p.mean_lo);
   const acc_t* scale = static_cast<const acc_t*>(p.scale);
   const acc_t* bias = static_cast<const acc_t*>(p.bias);
   acc_t* out_g = static_cast<acc_t*>(p.sum_g);
@@ -311,7 +320,7 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
   if (g.layout == Layout::kRows) {
     const int64_t C = g.C, lanes = (C + K - 1) / K;
     const RowIndex idy(g, p.sdy), ix(g, p.sx), ir(g, p.sr), igr(g, p.sgr);
-    const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias};
+    const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias};
     const int64_t threads = at::get_num_threads();
     // Block partial sums in acc_t, added into per-thread fp64 slots.
     Buffer<double> slot_g(threads * C), slot_gx(threads * C);
@@ -326,7 +335,7 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
         for (int64_t row = b0; row < b1; ++row)
           backward_reduce_segment<T, kResidual, kRelu>(
               dy + idy(row), x + ix(row), kResidual ? r + ir(row) : nullptr,
-              kResidual ? gr + igr(row) : nullptr, C, mu, sc, bi, ag, agx);
+              kResidual ? gr + igr(row) : nullptr, C, mu, lo, sc, bi, ag, agx);
         for (int64_t l = 0; l < lanes; ++l) acc_g[l].store(tmp.p + l * K);
         for (int64_t c = 0; c < C; ++c) slot_g[tid * C + c] += tmp[c];
         for (int64_t l = 0; l < lanes; ++l) acc_gx[l].store(tmp.p + l * K);
@@ -349,7 +358,7 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
       planar_shape(g, {&p.sdy, &p.sx, kResidual ? &p.sr : nullptr, kResidual ? &p.sgr : nullptr});
   at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      const Broadcast<acc_t> mu(mean[c]), sc(scale[c]), bi(bias[c]);
+      const Broadcast<acc_t> mu(mean[c]), lo(mean_lo[c]), sc(scale[c]), bi(bias[c]);
       double sg = 0, sgx = 0;
       for (int64_t n = 0; n < g.N; ++n) {
         for (int64_t h = 0; h < shape.lines_per_nc; ++h) {
@@ -357,8 +366,8 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
           backward_reduce_segment<T, kResidual, kRelu>(
               dy + planar_offset(p.sdy, n, c, h), x + planar_offset(p.sx, n, c, h),
               kResidual ? r + planar_offset(p.sr, n, c, h) : nullptr,
-              kResidual ? gr + planar_offset(p.sgr, n, c, h) : nullptr, shape.line_len, mu, sc,
-              bi, ag, agx);
+              kResidual ? gr + planar_offset(p.sgr, n, c, h) : nullptr, shape.line_len, mu, lo,
+              sc, bi, ag, agx);
           sg += hsum(ag.v);
           sgx += hsum(agx.v);
         }
@@ -375,13 +384,13 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
 
 template <typename T, bool kMaskFromX, typename Coef>
 inline void backward_apply_segment(const T* gsrc, const T* x, T* dx, int64_t len, const Coef& mean,
-                                   const Coef& scale, const Coef& bias, const Coef& a,
-                                   const Coef& b, const Coef& d) {
+                                   const Coef& mean_lo, const Coef& scale, const Coef& bias,
+                                   const Coef& a, const Coef& b, const Coef& d) {
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
   for (int64_t j = 0; j < len; j += K) {
     const int64_t k = std::min(K, len - j);
-    const V centered = load_n(x + j, k) - mean.at(j, k);
+    const V centered = centered_value(load_n(x + j, k), j, k, mean, mean_lo);
     const V gv = masked_grad<T, false, kMaskFromX>(load_n(gsrc + j, k), centered, nullptr, j, k, scale, bias);
     store_n(dx + j, at::vec::fmadd(gv, a.at(j, k), at::vec::fmadd(centered, b.at(j, k), d.at(j, k))), k);
   }
@@ -395,6 +404,7 @@ void backward_apply_impl(const BackwardApplyParams& p) {
   const T* x = static_cast<const T*>(p.x);
   T* dx = static_cast<T*>(p.dx);
   const auto* mean = static_cast<const acc_t*>(p.mean);
+  const auto* mean_lo = static_cast<const acc_t*>(p.mean_lo);
   const auto* scale = static_cast<const acc_t*>(p.scale);
   const auto* bias = static_cast<const acc_t*>(p.bias);
   const auto* a = static_cast<const acc_t*>(p.a);
@@ -402,12 +412,12 @@ void backward_apply_impl(const BackwardApplyParams& p) {
   const auto* d = static_cast<const acc_t*>(p.d);
   if (g.layout == Layout::kRows) {
     const RowIndex ig(g, p.sg), ix(g, p.sx), idx(g, p.sdx);
-    const PerChannel<acc_t> mu{mean}, sc{scale}, bi{bias}, ca{a}, cb{b}, cd{d};
+    const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias}, ca{a}, cb{b}, cd{d};
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(g.C, 1));
     at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t row = r0; row < r1; ++row)
         backward_apply_segment<T, kMaskFromX>(gsrc + ig(row), x + ix(row), dx + idx(row), g.C, mu,
-                                              sc, bi, ca, cb, cd);
+                                              lo, sc, bi, ca, cb, cd);
     });
     return;
   }
@@ -421,7 +431,7 @@ void backward_apply_impl(const BackwardApplyParams& p) {
       backward_apply_segment<T, kMaskFromX>(
           gsrc + planar_offset(p.sg, n, c, h), x + planar_offset(p.sx, n, c, h),
           dx + planar_offset(p.sdx, n, c, h), shape.line_len, Broadcast<acc_t>(mean[c]),
-          Broadcast<acc_t>(kMaskFromX ? scale[c] : acc_t(0)),
+          Broadcast<acc_t>(mean_lo[c]), Broadcast<acc_t>(kMaskFromX ? scale[c] : acc_t(0)),
           Broadcast<acc_t>(kMaskFromX ? bias[c] : acc_t(0)), Broadcast<acc_t>(a[c]),
           Broadcast<acc_t>(b[c]), Broadcast<acc_t>(d[c]));
     }

@@ -30,25 +30,32 @@ struct Geometry {
   Dtype dtype = Dtype::kFloat;
 };
 
-// Per-channel statistics of x: mean and biased variance (acc type: float, or
-// double for double inputs).
+// Per-channel statistics of x, in double whatever x's dtype: the mean of an
+// fp32 input with a large offset needs more than fp32 to center it exactly.
 struct StatsParams {
   Geometry g;
   const void* x;  // [N, C, H, W]
   Strides sx;
-  void* mean;     // [C] acc type
-  void* var;      // [C] acc type, biased
+  double* mean;   // [C]
+  double* var;    // [C], biased
 };
 
-// out = act((x - mean[c]) * scale[c] + bias[c] (+ residual)). Centering before
-// scaling keeps inputs with a large mean (1e4 with std 1) accurate in fp32.
+// Centering in the acc type with a mean split in two: x - mean is computed as
+// (x - mean_hi) - mean_lo, mean_hi = acc(mean), mean_lo = acc(mean - mean_hi).
+// x - mean_hi is exact for x near the mean, so an fp32 input with mean 1e4 and
+// std 1 is centered to fp32 precision (a single fp32 mean would be off by up
+// to 5e-4, half its ulp).
+
+// out = act((x - mean[c]) * scale[c] + bias[c] (+ residual)), centered as
+// described above.
 struct ApplyParams {
   Geometry g;
   const void* x;         // [N, C, H, W]
   Strides sx;
   const void* residual;  // [N, C, H, W] or nullptr
   Strides sr;
-  const void* mean;      // [C] acc type
+  const void* mean;      // [C] acc type: mean_hi
+  const void* mean_lo;   // [C] acc type
   const void* scale;     // [C] acc type: weight * invstd
   const void* bias;      // [C] acc type
   void* out;             // [N, C, H, W]
@@ -70,7 +77,8 @@ struct BackwardReduceParams {
   Strides sx;
   const void* residual;  // [N, C, H, W] or nullptr
   Strides sr;
-  const void* mean;      // [C] acc type
+  const void* mean;      // [C] acc type: mean_hi
+  const void* mean_lo;   // [C] acc type
   const void* scale;     // [C] acc type: the forward's scale
   const void* bias;      // [C] acc type: the forward's bias
   void* sum_g;           // [C] acc type
@@ -89,7 +97,8 @@ struct BackwardApplyParams {
   Strides sg;
   const void* x;      // [N, C, H, W]
   Strides sx;
-  const void* mean;   // [C] acc type
+  const void* mean;     // [C] acc type: mean_hi
+  const void* mean_lo;  // [C] acc type
   const void* scale;  // [C] acc type (only read when mask_from_x)
   const void* bias;   // [C] acc type (only read when mask_from_x)
   const void* a;      // [C] acc type
