@@ -50,7 +50,9 @@ def _block_kind(m: nn.Module) -> tuple[type | None, str]:
     norms = [getattr(m, f"bn{i}") for i in range(1, len(convs) + 1)]
     odd = [type(n).__name__ for n in norms if not is_plain_batchnorm2d(n)]
     if odd:
-        why = f"norm layers {sorted(set(odd))} are not nn.BatchNorm2d (fusing would change the math)"
+        why = (
+            f"norm layers {sorted(set(odd))} are not nn.BatchNorm2d (fusing would change the math)"
+        )
         return None, why
     return kind, ""
 
