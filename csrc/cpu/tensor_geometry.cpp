@@ -59,7 +59,8 @@ Layout harmonize_layout(at::Tensor& input, std::initializer_list<at::Tensor*> ot
     if (t->is_non_overlapping_and_dense()) {
       TORCH_WARN_ONCE("resnet_fast: a tensor with strides ", t->strides(),
                       " is copied to the memory format of the input (", input.strides(),
-                      "); keep activations and gradients in one memory format to avoid the copy");
+                      "); this happens where a gradient comes back contiguous for a channels_last "
+                      "activation (PyTorch's average-pool backward does so)");
     }
     *t = t->contiguous(format_of(layout));
   }
