@@ -94,8 +94,8 @@ def main():
     args = parser.parse_args()
     print(
         f"torch {torch.__version__} | CPU kernels {resnet_fast.build_info()['cpu_capability']} | "
-        f"threads {torch.get_num_threads()} | batch {args.batch} | {args.resolution}x{args.resolution} "
-        "| channels_last fp32 | min (median) ms"
+        f"threads {torch.get_num_threads()} | batch {args.batch} | "
+        f"{args.resolution}x{args.resolution} | channels_last fp32 | min (median) ms"
     )
     rows = []
     for name in args.models.split(","):
