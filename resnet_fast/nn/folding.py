@@ -5,13 +5,15 @@ A cached fold is keyed by the identity (data_ptr) and version counter of the
 conv weight and of every BN tensor, and by dtype and device; switching a
 block to training drops its cache (nn.BatchNorm2d's own running-stat update
 does not bump version counters). Folds that need gradients (eval-mode
-fine-tuning) or happen under torch.compile are never cached.
+fine-tuning) or happen under torch.compile are never cached. A cached fold
+that runs through oneDNN is also kept prepacked in oneDNN's weight layout,
+per input shape.
 """
 
 import torch
 from torch import Tensor, nn
 
-from .._conv_eval import conv_folded_act, fold_bn
+from .._conv_eval import conv_folded_act, fold_bn, pack_for_onednn
 from ..functional import add_relu
 
 
@@ -41,6 +43,7 @@ def folded_weights(
         conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps
     )
     cache[key] = (stamp, weight, bias)
+    cache.pop(key + "/packed", None)  # the prepacked copy belonged to the old fold
     return weight, bias
 
 
@@ -61,18 +64,24 @@ def conv_bn_eval(
     """act(bn(conv(x)) [+ residual]) in eval mode, as one convolution with the
     folded weights and a fused epilogue."""
     weight, bias = folded_weights(conv, bn, cache, key)
+    hit = cache.get(key)
+    packed = None
+    if hit is not None and hit[1] is weight:  # a cached fold: prepack it once too
+
+        def packed() -> Tensor:
+            stamp = (weight.data_ptr(), weight._version, tuple(x.shape), x.dtype)
+            entry = cache.get(key + "/packed")
+            if entry is None or entry[0] != stamp:
+                w = pack_for_onednn(
+                    weight, x, conv.stride, conv.padding, conv.dilation, conv.groups
+                )
+                entry = cache[key + "/packed"] = (stamp, w)
+            return entry[1]
+
     return conv_folded_act(
-        x,
-        weight,
-        bias,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        residual,
-        relu,
-        add_relu,
-    )
+        x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, residual, relu,
+        add_relu, packed,
+    )  # fmt: skip
 
 
 def foldable_downsample(downsample: nn.Module | None) -> bool:
@@ -92,6 +101,13 @@ class FoldingMixin(nn.Module):
     def train(self, mode: bool = True):
         self.__dict__.setdefault("_fold_cache", {}).clear()
         return super().train(mode)
+
+    def __getstate__(self):
+        # The cache is derived data (and may hold oneDNN tensors, which do not
+        # pickle): torch.save and copy.deepcopy leave it behind.
+        state = super().__getstate__()
+        state.pop("_fold_cache", None)
+        return state
 
     def _conv_bn(self, conv, bn, x, key, residual=None, relu=True):
         cache = self.__dict__.setdefault("_fold_cache", {})
