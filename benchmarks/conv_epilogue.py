@@ -8,10 +8,10 @@ the measurement behind resnet_fast.functional.conv_bn_relu's CPU eval path.
 
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import time_ms
 
 import resnet_fast.functional as RF
 
@@ -21,14 +21,7 @@ CONVS = [(64, 64, 56, 3), (256, 64, 56, 1), (64, 256, 56, 1), (128, 128, 28, 3),
 
 
 def best_ms(fn, rounds=15):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
+    return time_ms(fn, rounds, warmup=3)[0]
 
 
 def measure(batch, cin, cout, h, k):

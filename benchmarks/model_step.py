@@ -11,26 +11,14 @@ model's logits are checked against eager's before timing.
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from timing import time_ms
 from torch import nn
 
 import resnet_fast
 import resnet_fast.models as M
 from resnet_fast.models.reference import reference_model
-
-
-def _timed(fn, rounds, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3, statistics.median(times) * 1e3
 
 
 def _train_step(model, opt, x, y):
@@ -71,9 +59,9 @@ def bench_model(name, args):
     for label, model in variants.items():
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        row[f"train_{label}_ms"] = _timed(_train_step(model, opt, x, y), args.rounds, args.warmup)
+        row[f"train_{label}_ms"] = time_ms(_train_step(model, opt, x, y), args.rounds, args.warmup)
         model.eval()
-        row[f"infer_{label}_ms"] = _timed(_infer(model, x), args.rounds, args.warmup)
+        row[f"infer_{label}_ms"] = time_ms(_infer(model, x), args.rounds, args.warmup)
     for kind in ("train", "infer"):
         for other in [v for v in variants if v != "fast"]:
             row[f"{kind}_speedup_vs_{other}"] = (

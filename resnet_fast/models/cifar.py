@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from torch._prims_common import suggest_memory_format
 
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
-from ..nn.blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
+from ..nn.blocks import conv1x1, conv3x3
 from ..nn.folding import FoldingMixin, can_fold
-from .resnet import init_resnet
+from .resnet import fused_builder, init_resnet
 
 BlockType = type[nn.Module]
 
@@ -150,16 +150,9 @@ def build_cifar(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwa
     )
 
 
-_FUSED = {"basic": BasicBlock, "bottleneck": Bottleneck}
-
-
 def _builder(name: str):
-    def make(**kwargs) -> CifarResNet:
-        return build_cifar(name, _FUSED, True, **kwargs)
-
-    make.__name__ = name
-    make.__doc__ = f"{name} for 32x32 inputs with fused blocks; kwargs: num_classes, norm_layer."
-    return make
+    doc = f"{name} for 32x32 inputs with fused blocks; kwargs: num_classes, norm_layer."
+    return fused_builder(name, build_cifar, doc)
 
 
 cifar_resnet18 = _builder("cifar_resnet18")

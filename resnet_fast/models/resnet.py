@@ -161,17 +161,25 @@ def build(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwargs) -
 FUSED_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-def _builder(name: str):
-    def make(**kwargs) -> ResNet:
-        return build(name, FUSED_BLOCKS, True, **kwargs)
+def fused_builder(name: str, build_fn: Callable[..., nn.Module], doc: str):
+    """A public model function: build_fn(name, fused blocks, fused stem, **kwargs)."""
+
+    def make(**kwargs) -> nn.Module:
+        return build_fn(name, FUSED_BLOCKS, True, **kwargs)
 
     make.__name__ = name
-    make.__doc__ = (
+    make.__doc__ = doc
+    return make
+
+
+def _builder(name: str):
+    return fused_builder(
+        name,
+        build,
         f"{name} with fused blocks; keyword arguments as torchvision.models.{name} "
         "(num_classes, zero_init_residual, groups, width_per_group, "
-        "replace_stride_with_dilation, norm_layer). Returns a ResNet."
+        "replace_stride_with_dilation, norm_layer). Returns a ResNet.",
     )
-    return make
 
 
 resnet18 = _builder("resnet18")
