@@ -13,6 +13,7 @@ from .nn.batchnorm import (
     BatchNormAddReLU2d,
     BatchNormReLU2d,
     fuse_batchnorm,
+    fuse_block_norms,
     is_plain_batchnorm2d,
     unfuse_batchnorm,
 )
@@ -69,9 +70,7 @@ def _fast_block(old: nn.Module, kind: type) -> nn.Module:
     )
     new.fused = True
     norms = [new.bn1, new.bn2] + ([new.bn3] if kind is Bottleneck else [])
-    for bn in norms[:-1]:
-        fuse_batchnorm(bn, BatchNormReLU2d)
-    fuse_batchnorm(norms[-1], BatchNormAddReLU2d)
+    fuse_block_norms(norms)
     new.train(old.training)
     return new
 

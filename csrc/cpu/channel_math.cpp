@@ -98,23 +98,22 @@ void update_running_stats(const std::optional<at::Tensor>& running_mean,
 
 GradInputCoefs grad_input_coefs(const ChannelAffine& affine, const at::Tensor& sum_g,
                                 const at::Tensor& sum_gx, bool training, int64_t count) {
-  at::Tensor b = at::zeros_like(sum_g), d = at::zeros_like(sum_g);
-  if (training) {
-      for_acc(sum_g.scalar_type(), [&](auto zero) {
-      using acc_t = decltype(zero);
-      const acc_t* sc = affine.scale.const_data_ptr<acc_t>();
-      const acc_t* is = affine.invstd.const_data_ptr<acc_t>();
-      const acc_t* sg = sum_g.const_data_ptr<acc_t>();
-      const acc_t* sgx = sum_gx.const_data_ptr<acc_t>();
-      acc_t* pb = b.mutable_data_ptr<acc_t>();
-      acc_t* pd = d.mutable_data_ptr<acc_t>();
-      const acc_t inv_n = acc_t(1) / static_cast<acc_t>(count);
-      for (int64_t c = 0; c < sum_g.numel(); ++c) {
-        pb[c] = -sc[c] * is[c] * is[c] * sgx[c] * inv_n;
-        pd[c] = -sc[c] * sg[c] * inv_n;
-      }
-    });
-  }
+  if (!training) return {affine.scale, at::zeros_like(sum_g), at::zeros_like(sum_g)};
+  at::Tensor b = at::empty_like(sum_g), d = at::empty_like(sum_g);
+  for_acc(sum_g.scalar_type(), [&](auto zero) {
+    using acc_t = decltype(zero);
+    const acc_t* sc = affine.scale.const_data_ptr<acc_t>();
+    const acc_t* is = affine.invstd.const_data_ptr<acc_t>();
+    const acc_t* sg = sum_g.const_data_ptr<acc_t>();
+    const acc_t* sgx = sum_gx.const_data_ptr<acc_t>();
+    acc_t* pb = b.mutable_data_ptr<acc_t>();
+    acc_t* pd = d.mutable_data_ptr<acc_t>();
+    const acc_t inv_n = acc_t(1) / static_cast<acc_t>(count);
+    for (int64_t c = 0; c < sum_g.numel(); ++c) {
+      pb[c] = -sc[c] * is[c] * is[c] * sgx[c] * inv_n;
+      pd[c] = -sc[c] * sg[c] * inv_n;
+    }
+  });
   return {affine.scale, b, d};
 }
 

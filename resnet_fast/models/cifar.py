@@ -13,10 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch._prims_common import suggest_memory_format
 
-from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import conv1x1, conv3x3
-from ..nn.folding import FoldingMixin, can_fold
-from .resnet import fused_builder, init_resnet
+from .resnet import StemNet, fused_builder, init_resnet
 
 BlockType = type[nn.Module]
 
@@ -45,7 +43,7 @@ class PadShortcut(nn.Module):
         return out
 
 
-class CifarResNet(FoldingMixin):
+class CifarResNet(StemNet):
     """A CIFAR ResNet: 3x3 stride-1 stem, no max-pool, `len(widths)` stages,
     global average pool (the 4x4 pool at 32x32 input) and a linear classifier.
 
@@ -81,11 +79,7 @@ class CifarResNet(FoldingMixin):
         self.shortcut = shortcut
         self.inplanes = widths[0]
         self.conv1 = conv3x3(3, widths[0])
-        self.bn1 = self._norm_layer(widths[0])
-        self.stem_fused = fused_stem and type(self.bn1) is nn.BatchNorm2d
-        if self.stem_fused:
-            fuse_batchnorm(self.bn1, BatchNormReLU2d)
-        self.relu = nn.ReLU(inplace=True)
+        self._init_stem_norm(widths[0], fused_stem)
         stages = []
         for i, (planes, blocks) in enumerate(zip(widths, layers, strict=True)):
             stages.append(self._make_layer(block, planes, blocks, 1 if i == 0 else 2))
@@ -115,13 +109,7 @@ class CifarResNet(FoldingMixin):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stem_fused and can_fold(self.bn1):  # eval: BN folded into the stem conv
-            x = self._conv_bn(self.conv1, self.bn1, x, "stem")
-        else:
-            x = self.bn1(self.conv1(x))
-            if not self.stem_fused:
-                x = self.relu(x)
-        x = torch.flatten(self.avgpool(self.layers(x)), 1)
+        x = torch.flatten(self.avgpool(self.layers(self._stem(x))), 1)
         return self.fc(x)
 
 

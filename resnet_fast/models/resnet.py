@@ -14,7 +14,25 @@ from ..nn.folding import FoldingMixin, can_fold
 BlockType = type[nn.Module]
 
 
-class ResNet(FoldingMixin):
+class StemNet(FoldingMixin):
+    """A network with a conv1 -> bn1 -> relu stem, fused (BN + ReLU in one op,
+    folded into conv1 in eval) when bn1 is a plain nn.BatchNorm2d."""
+
+    def _init_stem_norm(self, channels: int, fused_stem: bool) -> None:
+        self.bn1 = self._norm_layer(channels)
+        self.stem_fused = fused_stem and type(self.bn1) is nn.BatchNorm2d
+        if self.stem_fused:
+            fuse_batchnorm(self.bn1, BatchNormReLU2d)
+        self.relu = nn.ReLU(inplace=True)
+
+    def _stem(self, x: Tensor) -> Tensor:
+        if self.stem_fused and can_fold(self.bn1):  # eval: BN folded into the stem conv
+            return self._conv_bn(self.conv1, self.bn1, x, "stem")
+        x = self.bn1(self.conv1(x))
+        return x if self.stem_fused else self.relu(x)
+
+
+class ResNet(StemNet):
     """torchvision's ResNet: 7x7 stride-2 stem, max-pool, four stages, average
     pool and a linear classifier.
 
@@ -59,11 +77,7 @@ class ResNet(FoldingMixin):
         self.groups = groups
         self.base_width = width_per_group
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = self._norm_layer(self.inplanes)
-        self.stem_fused = fused_stem and type(self.bn1) is nn.BatchNorm2d
-        if self.stem_fused:
-            fuse_batchnorm(self.bn1, BatchNormReLU2d)
-        self.relu = nn.ReLU(inplace=True)
+        self._init_stem_norm(self.inplanes, fused_stem)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, 64, layers[0])
         self.layer2 = self._make_layer(block, 128, layers[1], 2, replace_stride_with_dilation[0])
@@ -103,13 +117,7 @@ class ResNet(FoldingMixin):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stem_fused and can_fold(self.bn1):  # eval: BN folded into the stem conv
-            x = self._conv_bn(self.conv1, self.bn1, x, "stem")
-        else:
-            x = self.bn1(self.conv1(x))
-            if not self.stem_fused:
-                x = self.relu(x)
-        x = self.maxpool(x)
+        x = self.maxpool(self._stem(x))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)

@@ -71,6 +71,14 @@ def fuse_batchnorm(bn: nn.BatchNorm2d, kind: type) -> nn.BatchNorm2d:
     return bn
 
 
+def fuse_block_norms(norms: list[nn.BatchNorm2d]) -> None:
+    """A residual block's norms, in place: BN + ReLU for all but the last,
+    BN + residual add + ReLU for the last."""
+    for bn in norms[:-1]:
+        fuse_batchnorm(bn, BatchNormReLU2d)
+    fuse_batchnorm(norms[-1], BatchNormAddReLU2d)
+
+
 def unfuse_batchnorm(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
     """Turns one of our fused BN modules back into a plain nn.BatchNorm2d, in place."""
     bn.__class__ = nn.BatchNorm2d

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, fuse_batchnorm
+from .batchnorm import fuse_block_norms
 from .folding import FoldingMixin, can_fold, foldable_downsample
 
 _warned_unfused: set[str] = set()
@@ -42,9 +42,7 @@ def _norms(norm_layer: Callable[[int], nn.Module] | None, channels: list[int], o
     layer = nn.BatchNorm2d if norm_layer is None else norm_layer
     norms = [layer(c) for c in channels]
     if all(type(n) is nn.BatchNorm2d for n in norms):
-        for n in norms[:-1]:
-            fuse_batchnorm(n, BatchNormReLU2d)
-        fuse_batchnorm(norms[-1], BatchNormAddReLU2d)
+        fuse_block_norms(norms)
         return norms, True
     kind = type(norms[0]).__name__
     if kind not in _warned_unfused:
