@@ -62,12 +62,10 @@ void check_bn_forward(const at::Tensor& input, const std::optional<at::Tensor>& 
               input.sizes());
 }
 
-void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                       const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+namespace {
+
+void check_saved_stats(const at::Tensor& input, const at::Tensor& save_mean,
                        const at::Tensor& save_invstd) {
-  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got shape ", input.sizes());
-  check_same_as(grad_out, "grad_out", input, "input");
-  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
   const int64_t C = input.size(1);
   TORCH_CHECK(save_mean.dim() == 1 && save_mean.numel() == C && save_mean.scalar_type() == at::kDouble,
               "save_mean must be a [", C, "] float64 tensor (as returned by the forward), got ",
@@ -76,6 +74,32 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
   TORCH_CHECK(save_invstd.dim() == 1 && save_invstd.numel() == C && save_invstd.scalar_type() == acc,
               "save_invstd must be a [", C, "] ", acc, " tensor (as returned by the forward), got ",
               save_invstd.sizes(), " ", save_invstd.scalar_type());
+  TORCH_CHECK(save_mean.device() == input.device() && save_invstd.device() == input.device(),
+              "save_mean and save_invstd must be on the device of input (", input.device(), ")");
+}
+
+}  // namespace
+
+void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                       const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+                       const at::Tensor& save_invstd) {
+  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got shape ", input.sizes());
+  check_same_as(grad_out, "grad_out", input, "input");
+  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
+  check_saved_stats(input, save_mean, save_invstd);
+}
+
+void check_bn_apply(const at::Tensor& input, const std::optional<at::Tensor>& residual,
+                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
+              "-D with shape ", input.sizes());
+  TORCH_CHECK(is_supported_float(input.scalar_type()),
+              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
+  check_channel_vector(weight, "weight", input);
+  check_channel_vector(bias, "bias", input);
+  check_saved_stats(input, save_mean, save_invstd);
 }
 
 }  // namespace resnet_fast

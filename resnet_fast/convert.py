@@ -18,6 +18,7 @@ from .nn.batchnorm import (
     unfuse_batchnorm,
 )
 from .nn.blocks import BasicBlock, Bottleneck
+from .nn.lean import DEFAULT_MEMORY, check_memory_mode
 
 log = logging.getLogger("resnet_fast")
 
@@ -58,7 +59,7 @@ def _block_kind(m: nn.Module) -> tuple[type | None, str]:
     return kind, ""
 
 
-def _fast_block(old: nn.Module, kind: type) -> nn.Module:
+def _fast_block(old: nn.Module, kind: type, memory: str) -> nn.Module:
     """A fast block holding `old`'s very submodules (no tensor is copied)."""
     new = kind.__new__(kind)
     nn.Module.__init__(new)
@@ -69,6 +70,7 @@ def _fast_block(old: nn.Module, kind: type) -> nn.Module:
         old, "stride", new.conv2.stride[0] if kind is Bottleneck else new.conv1.stride[0]
     )
     new.fused = True
+    new.memory = memory
     norms = [new.bn1, new.bn2] + ([new.bn3] if kind is Bottleneck else [])
     fuse_block_norms(norms)
     new.train(old.training)
@@ -101,7 +103,12 @@ def _is_resnet_stem(m: nn.Module) -> bool:
     )
 
 
-def convert(model: nn.Module, inplace: bool = True, report: list | None = None) -> nn.Module:
+def convert(
+    model: nn.Module,
+    inplace: bool = True,
+    report: list | None = None,
+    memory: str = DEFAULT_MEMORY,
+) -> nn.Module:
     """Swaps in resnet_fast's fused blocks wherever `model` has torchvision's
     BasicBlock / Bottleneck structure, and fuses a torchvision-style ResNet
     stem's BN + ReLU.
@@ -116,10 +123,15 @@ def convert(model: nn.Module, inplace: bool = True, report: list | None = None) 
         report: if a list is given, one (module name, "converted" | "left
             alone", reason) tuple per candidate is appended to it. A summary
             is logged on the "resnet_fast" logger either way.
+        memory: "lean" (default) or "standard": what the converted blocks
+            keep for backward (see resnet_fast.nn.lean). The stem of a
+            converted model keeps what eager keeps; resnet_fast.models'
+            own stems are lean too.
 
     Returns:
         The converted model.
     """
+    check_memory_mode(memory)
     if not inplace:
         model = copy.deepcopy(model)
     entries = []
@@ -130,7 +142,7 @@ def convert(model: nn.Module, inplace: bool = True, report: list | None = None) 
             kind, why = _block_kind(child)
             full = f"{name}.{child_name}" if name else child_name
             if kind is not None:
-                setattr(module, child_name, _fast_block(child, kind))
+                setattr(module, child_name, _fast_block(child, kind, memory))
                 entries.append((full, "converted", kind.__name__))
             elif why:
                 entries.append((full, "left alone", why))

@@ -19,6 +19,27 @@ using OptTensor = std::optional<Tensor>;
 
 bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
 
+// out = act((input - mean) * invstd * weight + bias [+ residual]), one pass.
+void apply_affine(const Tensor& input, const Tensor& residual, Layout layout, Tensor& out,
+                  const Tensor& mean, const Tensor& invstd, const OptTensor& weight,
+                  const OptTensor& bias, bool relu) {
+  if (input.numel() == 0) return;
+  const ChannelAffine ca = channel_affine(mean, invstd, weight, bias);
+  ApplyParams p{geometry_of(input, layout),
+                input.const_data_ptr(),
+                strides_of(input),
+                residual.defined() ? residual.const_data_ptr() : nullptr,
+                residual.defined() ? strides_of(residual) : Strides{},
+                ca.mean_hi.const_data_ptr(),
+                ca.mean_lo.const_data_ptr(),
+                ca.scale.const_data_ptr(),
+                ca.bias.const_data_ptr(),
+                out.mutable_data_ptr(),
+                strides_of(out),
+                relu};
+  kernels().bn_apply(p);
+}
+
 // Returns (out, save_mean, save_invstd): [C] float64 mean and acc-type invstd,
 // of the batch in training, of the running statistics in eval.
 std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTensor& residual_,
@@ -50,22 +71,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
     var = running_var->to(at::kDouble).contiguous();
   }
   const Tensor invstd = invstd_from_var(var, eps, acc);
-  if (input.numel() == 0) return {out, mean, invstd};
-
-  const ChannelAffine ca = channel_affine(mean, invstd, weight, bias);
-  ApplyParams p{geometry_of(input, layout),
-                input.const_data_ptr(),
-                strides_of(input),
-                residual.defined() ? residual.const_data_ptr() : nullptr,
-                residual.defined() ? strides_of(residual) : Strides{},
-                ca.mean_hi.const_data_ptr(),
-                ca.mean_lo.const_data_ptr(),
-                ca.scale.const_data_ptr(),
-                ca.bias.const_data_ptr(),
-                out.mutable_data_ptr(),
-                strides_of(out),
-                relu};
-  kernels().bn_apply(p);
+  apply_affine(input, residual, layout, out, mean, invstd, weight, bias, relu);
   return {out, mean, invstd};
 }
 
@@ -166,6 +172,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_add_act_bwd_cpu(
                      relu);
 }
 
+Tensor bn_act_apply_cpu(const Tensor& input_, const OptTensor& residual_,
+                        const OptTensor& weight, const OptTensor& bias, const Tensor& save_mean,
+                        const Tensor& save_invstd, bool relu) {
+  check_bn_apply(input_, residual_, weight, bias, save_mean, save_invstd);
+  Tensor input = input_;
+  Tensor residual = has(residual_) ? *residual_ : Tensor();
+  const Layout layout = harmonize_layout(input, {&residual});
+  Tensor out = empty_for(input, layout);
+  apply_affine(input, residual, layout, out, save_mean.contiguous(), save_invstd.contiguous(),
+               weight, bias, relu);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
@@ -173,6 +192,7 @@ TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
   m.impl("bn_act_bwd", &bn_act_bwd_cpu);
   m.impl("bn_add_act_fwd", &bn_add_act_fwd_cpu);
   m.impl("bn_add_act_bwd", &bn_add_act_bwd_cpu);
+  m.impl("bn_act_apply", &bn_act_apply_cpu);
 }
 
 }  // namespace resnet_fast::cpu

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch._prims_common import suggest_memory_format
 
 from ..nn.blocks import conv1x1, conv3x3
+from ..nn.lean import DEFAULT_MEMORY, set_memory
 from .resnet import StemNet, fused_builder, init_resnet
 
 BlockType = type[nn.Module]
@@ -58,6 +59,7 @@ class CifarResNet(StemNet):
         init: "torchvision" (Kaiming fan_out on convolutions) or "he"
             (Kaiming fan_in on convolutions and the classifier, as in the
             6n+2 networks' common implementation).
+        memory: "lean" or "standard", for every block (see resnet_fast.nn.lean).
 
     Shape:
         input [N, 3, 32, 32] -> logits [N, num_classes].
@@ -73,6 +75,7 @@ class CifarResNet(StemNet):
         norm_layer: Callable[..., nn.Module] | None = None,
         fused_stem: bool = True,
         init: str = "torchvision",
+        memory: str = DEFAULT_MEMORY,
     ) -> None:
         super().__init__()
         self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
@@ -92,6 +95,7 @@ class CifarResNet(StemNet):
                     nn.init.kaiming_normal_(m.weight)
         else:
             init_resnet(self, zero_init_residual=False)
+        set_memory(self, memory)
 
     def _make_layer(self, block: BlockType, planes: int, blocks: int, stride: int):
         out = planes * block.expansion
@@ -139,7 +143,10 @@ def build_cifar(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwa
 
 
 def _builder(name: str):
-    doc = f"{name} for 32x32 inputs with fused blocks; kwargs: num_classes, norm_layer."
+    doc = (
+        f"{name} for 32x32 inputs with fused blocks; kwargs: num_classes, norm_layer, "
+        "memory ('lean' | 'standard')."
+    )
     return fused_builder(name, build_cifar, doc)
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
 from ..nn.folding import FoldingMixin, can_fold
+from ..nn.lean import DEFAULT_MEMORY, lean_backend, lean_bn_relu_maxpool, set_memory
 
 BlockType = type[nn.Module]
 
@@ -17,6 +18,8 @@ BlockType = type[nn.Module]
 class StemNet(FoldingMixin):
     """A network with a conv1 -> bn1 -> relu stem, fused (BN + ReLU in one op,
     folded into conv1 in eval) when bn1 is a plain nn.BatchNorm2d."""
+
+    memory: str = DEFAULT_MEMORY
 
     def _init_stem_norm(self, channels: int, fused_stem: bool) -> None:
         self.bn1 = self._norm_layer(channels)
@@ -46,6 +49,8 @@ class ResNet(StemNet):
         norm_layer: builds a norm module from a channel count (BatchNorm2d).
         fused_stem: run the stem's BN + ReLU as one fused op (when the norm
             layer builds a plain nn.BatchNorm2d).
+        memory: "lean" or "standard", for the stem and every block (see
+            resnet_fast.nn.lean).
 
     Shape:
         input [N, 3, H, W] -> logits [N, num_classes].
@@ -62,6 +67,7 @@ class ResNet(StemNet):
         replace_stride_with_dilation: list[bool] | None = None,
         norm_layer: Callable[..., nn.Module] | None = None,
         fused_stem: bool = True,
+        memory: str = DEFAULT_MEMORY,
     ) -> None:
         super().__init__()
         self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
@@ -86,6 +92,7 @@ class ResNet(StemNet):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         init_resnet(self, zero_init_residual)
+        set_memory(self, memory)
 
     def _make_layer(
         self, block: BlockType, planes: int, blocks: int, stride: int = 1, dilate: bool = False
@@ -116,8 +123,15 @@ class ResNet(StemNet):
             )  # fmt: skip
         return nn.Sequential(*layers)
 
+    def _stem_pooled(self, x: Tensor) -> Tensor:
+        if self.stem_fused and self.memory == "lean" and type(self.maxpool) is nn.MaxPool2d:
+            backend = lean_backend(x, [self.bn1])
+            if backend is not None:
+                return lean_bn_relu_maxpool(backend, self.conv1(x), self.bn1, self.maxpool)
+        return self.maxpool(self._stem(x))
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self._stem(x))
+        x = self._stem_pooled(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)
@@ -186,7 +200,8 @@ def _builder(name: str):
         build,
         f"{name} with fused blocks; keyword arguments as torchvision.models.{name} "
         "(num_classes, zero_init_residual, groups, width_per_group, "
-        "replace_stride_with_dilation, norm_layer). Returns a ResNet.",
+        "replace_stride_with_dilation, norm_layer), plus memory='lean' | 'standard' "
+        "(see resnet_fast.nn.lean). Returns a ResNet.",
     )
 
 

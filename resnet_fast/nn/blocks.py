@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .batchnorm import fuse_block_norms
 from .folding import FoldingMixin, can_fold, foldable_downsample
+from .lean import DEFAULT_MEMORY, check_memory_mode, lean_backend, lean_block
 
 _warned_unfused: set[str] = set()
 
@@ -60,6 +61,13 @@ class _FoldingBlock(FoldingMixin):
     """Eval-mode support shared by the blocks."""
 
     fused: bool
+    memory: str = DEFAULT_MEMORY
+
+    def _lean_ready(self, x: Tensor, norms) -> str | None:
+        """The backend for a memory-lean forward, or None (standard path)."""
+        if not self.fused or self.memory != "lean":
+            return None
+        return lean_backend(x, norms)
 
     def _eval_ready(self, norms) -> bool:
         return self.fused and not self.training and all(can_fold(bn) for bn in norms)
@@ -85,6 +93,10 @@ class BasicBlock(_FoldingBlock):
         dilation: must be 1 (as in torchvision).
         norm_layer: callable building a norm module from a channel count;
             nn.BatchNorm2d (default) is fused, anything else runs unfused.
+        memory: "lean" (default) keeps only the convolution outputs for
+            backward and recomputes the BN-ReLU outputs (see nn/lean.py);
+            "standard" keeps what eager PyTorch keeps. Keyword-only, an
+            addition to torchvision's signature.
 
     Shape:
         input [N, inplanes, H, W] -> output [N, planes, H / stride, W / stride].
@@ -102,8 +114,11 @@ class BasicBlock(_FoldingBlock):
         base_width: int = 64,
         dilation: int = 1,
         norm_layer: Callable[..., nn.Module] | None = None,
+        *,
+        memory: str = DEFAULT_MEMORY,
     ) -> None:
         super().__init__()
+        self.memory = check_memory_mode(memory)
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
         if dilation > 1:
@@ -121,6 +136,10 @@ class BasicBlock(_FoldingBlock):
         if self._eval_ready((self.bn1, self.bn2)):
             out = self._conv_bn(self.conv1, self.bn1, x, "1")
             return self._conv_bn(self.conv2, self.bn2, out, "2", residual=self._shortcut(x))
+        backend = self._lean_ready(x, (self.bn1, self.bn2))
+        if backend is not None:
+            stages = ((self.conv1, self.bn1), (self.conv2, self.bn2))
+            return lean_block(backend, x, stages, self.downsample)
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
             out = self.bn1(self.conv1(x))
@@ -143,7 +162,7 @@ class Bottleneck(_FoldingBlock):
         base_width: width per group; the inner width is
             int(planes * base_width / 64) * groups.
         dilation: dilation of the 3x3 convolution.
-        norm_layer: as in BasicBlock.
+        norm_layer, memory: as in BasicBlock.
 
     Shape:
         input [N, inplanes, H, W] -> output [N, planes * 4, H / stride, W / stride].
@@ -161,8 +180,11 @@ class Bottleneck(_FoldingBlock):
         base_width: int = 64,
         dilation: int = 1,
         norm_layer: Callable[..., nn.Module] | None = None,
+        *,
+        memory: str = DEFAULT_MEMORY,
     ) -> None:
         super().__init__()
+        self.memory = check_memory_mode(memory)
         width = int(planes * (base_width / 64.0)) * groups
         out = planes * self.expansion
         (bn1, bn2, bn3), self.fused = _norms(norm_layer, [width, width, out], "Bottleneck")
@@ -181,6 +203,10 @@ class Bottleneck(_FoldingBlock):
             out = self._conv_bn(self.conv1, self.bn1, x, "1")
             out = self._conv_bn(self.conv2, self.bn2, out, "2")
             return self._conv_bn(self.conv3, self.bn3, out, "3", residual=self._shortcut(x))
+        backend = self._lean_ready(x, (self.bn1, self.bn2, self.bn3))
+        if backend is not None:
+            stages = ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3))
+            return lean_block(backend, x, stages, self.downsample)
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
             out = self.bn1(self.conv1(x))

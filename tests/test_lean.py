@@ -1,0 +1,191 @@
+"""Memory-lean blocks (resnet_fast.nn.lean): the same numerics as the
+reference blocks, and fewer saved activation bytes, counted exactly."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import resnet_fast
+from resnet_fast.models import reference as plain
+from resnet_fast.models.cifar import PadShortcut
+from resnet_fast.models.reference import reference_model
+from resnet_fast.nn import BasicBlock, Bottleneck
+from resnet_fast.nn.blocks import conv1x1
+from resnet_fast.nn.lean import set_memory
+from resnet_fast.profiling import saved_activations
+
+# (block, inplanes, planes, stride, shortcut, groups, base_width, dilation)
+BLOCKS = {
+    "basic-identity": (BasicBlock, 8, 8, 1, None, 1, 64, 1),
+    "basic-projection-s2": (BasicBlock, 8, 12, 2, "projection", 1, 64, 1),
+    "basic-pad-s2": (BasicBlock, 8, 16, 2, "pad", 1, 64, 1),
+    "bottleneck-identity": (Bottleneck, 24, 6, 1, None, 1, 64, 1),
+    "bottleneck-projection-s2": (Bottleneck, 8, 6, 2, "projection", 1, 64, 1),
+    "resnext-groups": (Bottleneck, 16, 8, 1, "projection", 2, 16, 1),
+    "bottleneck-dilated": (Bottleneck, 24, 6, 1, None, 1, 64, 2),
+}
+
+
+def _blocks(spec, memory="lean", dtype=torch.float64):
+    """(resnet_fast block, plain reference block) with the same weights."""
+    kind, inplanes, planes, stride, shortcut, groups, width, dilation = spec
+    out = planes * kind.expansion
+    downsample = None
+    if shortcut == "projection":
+        downsample = nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
+    elif shortcut == "pad":
+        downsample = PadShortcut(inplanes, out, stride)
+    fast = kind(inplanes, planes, stride, downsample, groups, width, dilation, memory=memory).to(
+        dtype
+    )
+    plain_kind = plain.Bottleneck if kind is Bottleneck else plain.BasicBlock
+    ref = plain_kind(inplanes, planes, stride, copy.deepcopy(downsample), groups, width, dilation)
+    ref = ref.to(dtype)
+    with torch.no_grad():  # non-trivial affine parameters
+        for p in fast.parameters():
+            p.uniform_(0.5, 1.5) if p.dim() == 1 else None
+    ref.load_state_dict(fast.state_dict())
+    return fast, ref
+
+
+def _grads(module):
+    return {n: p.grad for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_lean_block_matches_the_reference_in_float64(name):
+    fast, ref = _blocks(BLOCKS[name])
+    gen = torch.Generator().manual_seed(1)
+    for step in range(2):  # two steps: running stats and num_batches_tracked evolve
+        x = torch.randn(3, BLOCKS[name][1], 9, 9, dtype=torch.float64, generator=gen) + step
+        x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_fast, out_ref = fast(x_fast), ref(x_ref)
+        grad = torch.randn(out_ref.shape, dtype=torch.float64, generator=gen)
+        out_fast.backward(grad)
+        out_ref.backward(grad)
+        torch.testing.assert_close(out_fast, out_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+        for key, g in _grads(ref).items():
+            torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-10, atol=1e-10, msg=key)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["basic-projection-s2", "bottleneck-identity", "basic-pad-s2"])
+def test_lean_block_gradcheck(name):
+    """gradcheck through the lean node: the input and every BN's affine
+    parameters (the convolution weights' gradients are compared with the
+    reference above; perturbing each of them would take minutes)."""
+    fast, _ = _blocks(BLOCKS[name])
+    for m in fast.modules():  # gradcheck runs forward many times: no running stats
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats, m.running_mean, m.running_var = False, None, None
+    for p in fast.parameters():
+        p.requires_grad_(p.dim() == 1)
+    affine = [p for p in fast.parameters() if p.dim() == 1]
+    x = torch.randn(2, BLOCKS[name][1], 5, 5, dtype=torch.float64, requires_grad=True)
+
+    assert torch.autograd.gradcheck(fast, (x,), eps=1e-6, atol=1e-6)
+    # the affine parameters are the module's own leaves: central differences
+    out = fast(x)
+    grads = torch.autograd.grad(out.sum(), affine)
+    for p, g in zip(affine, grads, strict=True):
+        numerical = torch.zeros_like(p)
+        with torch.no_grad():
+            for i in range(p.numel()):
+                p.view(-1)[i] += 1e-6
+                up = fast(x).sum()
+                p.view(-1)[i] -= 2e-6
+                down = fast(x).sum()
+                p.view(-1)[i] += 1e-6
+                numerical.view(-1)[i] = (up - down) / 2e-6
+        torch.testing.assert_close(g, numerical, rtol=1e-5, atol=1e-6)
+
+
+def _storages(module, x):
+    out, saved = saved_activations(module, x, exclude=module.parameters())
+    return out, saved
+
+
+def test_lean_block_saves_the_convolution_outputs_only():
+    """BasicBlock without downsample: eager keeps x, conv1 out, bn1-relu out,
+    conv2 out and the block output; lean keeps x and the two conv outputs."""
+    fast, ref = _blocks(BLOCKS["basic-identity"], dtype=torch.float32)
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    act = x.numel() * 4  # bytes of one activation of this block
+    _, eager = _storages(ref, x)
+    _, lean = _storages(fast, x)
+    stats = 2 * 8 * (8 + 4)  # two BNs: float64 mean + float32 invstd, 8 channels each
+    # x, c1, r1, c2, out (+ BN statistics, a few hundred bytes)
+    assert 5 * act <= eager.bytes < 5 * act + 1024
+    assert lean.bytes == 3 * act + stats  # x, c1, c2 + statistics
+    # no tensor saved twice: every pack is a distinct storage or a parameter
+    assert lean.packed == lean.storages + len(list(fast.parameters()))
+
+
+def test_standard_and_lean_agree_under_autocast_and_channels_last():
+    spec = BLOCKS["bottleneck-projection-s2"]
+    lean, _ = _blocks(spec, dtype=torch.float32)
+    standard = copy.deepcopy(lean)
+    set_memory(standard, "standard")
+    x = torch.randn(4, 8, 10, 10).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for block in (lean, standard):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(xi)
+        assert out.dtype == torch.bfloat16
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        out.float().square().sum().backward()
+        outs.append(out.float())
+        grads.append([xi.grad] + [p.grad for p in block.parameters()])
+    # the lean path runs the same ops in the same dtypes: bit-identical forward
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(grads[0], grads[1], strict=True):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def test_lean_block_compiles_fullgraph():
+    fast, ref = _blocks(BLOCKS["basic-projection-s2"], dtype=torch.float32)
+    compiled = torch.compile(fast, fullgraph=True)
+    x = torch.randn(2, 8, 8, 8)
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    compiled(x_fast).sum().backward()
+    ref(x_ref).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.bn1.running_var, ref.bn1.running_var)
+
+
+@pytest.mark.parametrize(("name", "bound"), [("resnet18", 0.75), ("resnet50", 0.82)])
+def test_lean_models_save_at_most_the_issue_bound_of_eager(name, bound):
+    """Saved activation bytes per image at 224x224, lean vs eager (the
+    reference model: torchvision's architecture in plain PyTorch)."""
+    x = torch.randn(1, 3, 224, 224)
+    eager = reference_model(name).train()
+    lean = getattr(resnet_fast.models, name)(memory="lean").train()
+    standard = getattr(resnet_fast.models, name)(memory="standard").train()
+    _, saved_eager = _storages(eager, x)
+    _, saved_lean = _storages(lean, x)
+    _, saved_standard = _storages(standard, x)
+    assert saved_lean.bytes <= bound * saved_eager.bytes
+    assert saved_lean.bytes < saved_standard.bytes
+
+
+def test_memory_argument_is_validated():
+    with pytest.raises(ValueError, match="memory must be one of"):
+        BasicBlock(8, 8, memory="tiny")
+    with pytest.raises(ValueError, match="memory must be one of"):
+        resnet_fast.models.resnet18(memory="tiny")
+
+
+def test_lean_is_skipped_where_it_cannot_apply():
+    """No gradient, eval mode and the reference backend take the standard path."""
+    fast, ref = _blocks(BLOCKS["basic-identity"], dtype=torch.float32)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    with resnet_fast.use_backend("reference"):
+        out = fast(x)
+    assert "LeanBlock" not in type(out.grad_fn).__name__
+    assert "LeanBlock" in type(fast(x).grad_fn).__name__
