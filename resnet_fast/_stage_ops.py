@@ -7,6 +7,7 @@ The stages are what a synchronized BatchNorm needs between its collectives
 Fake kernels of the stage ops are registered here too.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -135,11 +136,11 @@ class Stages(NamedTuple):
     """One backend's stage functions, with the signatures of the ops of the
     same names in csrc/registration.cpp."""
 
-    stats: object
-    apply: object
-    act_bwd_reduce: object
-    add_act_bwd_reduce: object
-    bwd_apply: object
+    stats: Callable
+    apply: Callable
+    act_bwd_reduce: Callable
+    add_act_bwd_reduce: Callable
+    bwd_apply: Callable
 
 
 NATIVE = Stages(
