@@ -40,6 +40,28 @@ TORCH_LIBRARY(resnet_fast, m) {
   m.def("add_relu_fwd(Tensor input, Tensor other) -> Tensor");
   // grad = grad_out * (output > 0): the gradient of both summands.
   m.def("add_relu_bwd(Tensor grad_out, Tensor output) -> Tensor");
+
+  // The passes of bn_act_* / bn_add_act_* as separate ops, for statistics and
+  // gradient sums combined across processes in between (synchronized BN,
+  // resnet_fast.distributed). Not differentiable themselves.
+  // Batch statistics: (mean, var), [C] float64, var biased; zeros when empty.
+  m.def("bn_stats(Tensor input) -> (Tensor, Tensor)");
+  // out = act((input - mean) * invstd * weight + bias [+ residual]) with given
+  // statistics: mean [C] float64, invstd [C] float (double for double input).
+  m.def("bn_apply(Tensor input, Tensor? residual, Tensor? weight, Tensor? bias, Tensor mean, "
+        "Tensor invstd, bool relu) -> Tensor");
+  // (sum_g, sum_gx): [C] sums over (N, H, W) of g and g * (input - mean),
+  // g = grad_out * [pre-activation > 0] under relu; float (double for double).
+  m.def("bn_act_bwd_reduce(Tensor grad_out, Tensor input, Tensor? weight, Tensor? bias, "
+        "Tensor mean, Tensor invstd, bool relu) -> (Tensor, Tensor)");
+  // (sum_g, sum_gx, grad_residual = g), g with the residual in the mask.
+  m.def("bn_add_act_bwd_reduce(Tensor grad_out, Tensor input, Tensor residual, Tensor? weight, "
+        "Tensor? bias, Tensor mean, Tensor invstd, bool relu) -> (Tensor, Tensor, Tensor)");
+  // grad_input = weight * invstd * (g - mean_g - (input - mean) * invstd^2 * mean_gx),
+  // mean_g / mean_gx: the sums over the whole (all-process) batch / its count;
+  // g = grad * [pre-activation > 0] when relu_mask, else grad.
+  m.def("bn_bwd_apply(Tensor grad, Tensor input, Tensor? weight, Tensor? bias, Tensor mean, "
+        "Tensor invstd, Tensor mean_g, Tensor mean_gx, bool relu_mask) -> Tensor");
 }
 // clang-format on
 

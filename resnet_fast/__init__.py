@@ -7,15 +7,18 @@ Public API:
     resnet_fast.nn           BasicBlock, Bottleneck, BatchNormReLU2d, BatchNormAddReLU2d
     resnet_fast.models       resnet18..152, resnext, wide_resnet, CIFAR ResNets
     resnet_fast.convert      swap torchvision-style blocks for fused ones (revert undoes it)
+    resnet_fast.convert_sync_batchnorm  synchronized BN across processes (DDP), fused kept
+    resnet_fast.distributed  sync_batch_norm: the functional synchronized BN
     resnet_fast.reference    the pure-PyTorch definitions (test oracle)
     resnet_fast.use_backend  context manager: "cpu", "cuda", "triton", "reference"
     resnet_fast.build_info   what this build contains
 """
 
-from . import _ops, functional, models, nn, reference  # noqa: F401  (_ops: autograd, fakes)
+from . import _ops, distributed, functional, models, nn, reference  # noqa: F401  (_ops: autograd, fakes)
 from ._backend import BACKENDS, current_backend, use_backend
 from ._native import build_info
 from .convert import convert, revert
+from .nn.sync_batchnorm import convert_sync_batchnorm
 
 __version__ = "0.1.0"
 
@@ -23,7 +26,9 @@ __all__ = [
     "BACKENDS",
     "build_info",
     "convert",
+    "convert_sync_batchnorm",
     "current_backend",
+    "distributed",
     "functional",
     "models",
     "nn",

@@ -1,8 +1,9 @@
-"""Modules: fused BatchNorm subclasses and drop-in ResNet blocks."""
+"""Modules: fused BatchNorm subclasses, drop-in ResNet blocks, memory modes."""
 
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .blocks import BasicBlock, Bottleneck
 from .lean import MEMORY_MODES, set_memory
+from .sync_batchnorm import SyncBatchNorm2d, SyncBatchNormAddReLU2d, SyncBatchNormReLU2d
 
 __all__ = [
     "BasicBlock",
@@ -11,4 +12,7 @@ __all__ = [
     "BatchNormAddReLU2d",
     "MEMORY_MODES",
     "set_memory",
+    "SyncBatchNorm2d",
+    "SyncBatchNormReLU2d",
+    "SyncBatchNormAddReLU2d",
 ]

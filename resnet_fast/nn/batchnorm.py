@@ -3,8 +3,10 @@
 They keep nn.BatchNorm2d's parameters, buffers, state_dict keys, momentum
 (including momentum=None, the cumulative average), num_batches_tracked,
 track_running_stats and eval() behaviour; only the forward changes, so
-optimizers, weight-decay filters and tools that look for BatchNorm2d (such
-as torch.nn.SyncBatchNorm.convert_sync_batchnorm) keep working.
+optimizers, weight-decay filters and tools that look for BatchNorm2d keep
+working. (torch.nn.SyncBatchNorm.convert_sync_batchnorm finds them too, but
+swaps in torch's SyncBatchNorm, which the fused blocks cannot call: use
+resnet_fast.convert_sync_batchnorm, nn/sync_batchnorm.py.)
 """
 
 from torch import Tensor, nn

@@ -1,0 +1,203 @@
+// CPU entry points of the BN stage ops (bn_stats, bn_apply, bn_act_bwd_reduce,
+// bn_add_act_bwd_reduce, bn_bwd_apply): the passes of bn_act_* / bn_add_act_*
+// as separate ops, so that a caller can combine statistics and gradient sums
+// across processes between them (resnet_fast.distributed). They run the same
+// kernels as the fused ops; only the [C]-sized glue differs.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <utility>
+
+#include "../checks.h"
+#include "channel_math.h"
+#include "cpu_kernels.h"
+#include "tensor_geometry.h"
+
+namespace resnet_fast::cpu {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+void check_input(const Tensor& input) {
+  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
+              "-D with shape ", input.sizes());
+  TORCH_CHECK(is_supported_float(input.scalar_type()),
+              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+}
+
+// A [C] per-channel vector of `dtype`, named in the message.
+void check_channels(const Tensor& t, const char* name, const Tensor& input, at::ScalarType dtype) {
+  const int64_t C = input.size(1);
+  TORCH_CHECK(t.dim() == 1 && t.numel() == C && t.scalar_type() == dtype, name, " must be a [", C,
+              "] ", dtype, " tensor, got ", t.sizes(), " ", t.scalar_type());
+  TORCH_CHECK(t.device() == input.device(), name, " must be on the device of input (",
+              input.device(), "), got ", t.device());
+}
+
+// weight, bias: [C] or absent, any supported float dtype; mean: [C] float64;
+// invstd: [C] acc type (float, double for double input).
+void check_affine_and_stats(const Tensor& input, const OptTensor& weight, const OptTensor& bias,
+                            const Tensor& mean, const Tensor& invstd) {
+  check_channels(mean, "mean", input, at::kDouble);
+  check_channels(invstd, "invstd", input, acc_type_of(input));
+  for (const auto& [t, name] : {std::pair{&weight, "weight"}, std::pair{&bias, "bias"}}) {
+    if (!has(*t)) continue;
+    TORCH_CHECK(is_supported_float((*t)->scalar_type()), name,
+                " must be float32, float64, float16 or bfloat16, got ", (*t)->scalar_type());
+    check_channels(**t, name, input, (*t)->scalar_type());
+  }
+}
+
+// Returns (mean, var): [C] float64, var biased; zeros for an empty batch.
+std::tuple<Tensor, Tensor> bn_stats_cpu(const Tensor& input_) {
+  check_input(input_);
+  Tensor input = input_;
+  const int64_t C = input.size(1);
+  Tensor mean = at::zeros({C}, input.options().dtype(at::kDouble));
+  Tensor var = at::zeros({C}, input.options().dtype(at::kDouble));
+  if (input.numel() == 0) return {mean, var};
+  const Layout layout = harmonize_layout(input, {});
+  StatsParams p{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
+                mean.mutable_data_ptr<double>(), var.mutable_data_ptr<double>()};
+  kernels().bn_stats(p);
+  return {mean, var};
+}
+
+// out = act((input - mean) * invstd * weight + bias [+ residual]).
+Tensor bn_apply_cpu(const Tensor& input_, const OptTensor& residual_, const OptTensor& weight,
+                    const OptTensor& bias, const Tensor& mean, const Tensor& invstd, bool relu) {
+  check_input(input_);
+  if (has(residual_)) check_same_as(*residual_, "residual", input_, "input");
+  check_affine_and_stats(input_, weight, bias, mean, invstd);
+  Tensor input = input_;
+  Tensor residual = has(residual_) ? *residual_ : Tensor();
+  const Layout layout = harmonize_layout(input, {&residual});
+  Tensor out = empty_for(input, layout);
+  if (input.numel() == 0) return out;
+  const ChannelAffine ca = channel_affine(mean.contiguous(), invstd.contiguous(), weight, bias);
+  ApplyParams p{geometry_of(input, layout),
+                input.const_data_ptr(),
+                strides_of(input),
+                residual.defined() ? residual.const_data_ptr() : nullptr,
+                residual.defined() ? strides_of(residual) : Strides{},
+                ca.mean_hi.const_data_ptr(),
+                ca.mean_lo.const_data_ptr(),
+                ca.scale.const_data_ptr(),
+                ca.bias.const_data_ptr(),
+                out.mutable_data_ptr(),
+                strides_of(out),
+                relu};
+  kernels().bn_apply(p);
+  return out;
+}
+
+// Returns (sum_g, sum_gx, grad_residual or undefined): with g = grad_out *
+// [pre > 0] under relu, sum_g = sum g and sum_gx = sum g * (input - mean) over
+// (N, H, W), [C] acc type; grad_residual = g when there is a residual.
+std::tuple<Tensor, Tensor, Tensor> bwd_reduce(const Tensor& grad_out_, const Tensor& input_,
+                                              const OptTensor& residual_, const OptTensor& weight,
+                                              const OptTensor& bias, const Tensor& mean,
+                                              const Tensor& invstd, bool relu) {
+  check_input(input_);
+  check_same_as(grad_out_, "grad_out", input_, "input");
+  if (has(residual_)) check_same_as(*residual_, "residual", input_, "input");
+  check_affine_and_stats(input_, weight, bias, mean, invstd);
+  Tensor input = input_, grad_out = grad_out_;
+  Tensor residual = has(residual_) ? *residual_ : Tensor();
+  const Layout layout = harmonize_layout(input, {&grad_out, &residual});
+  const ChannelAffine ca = channel_affine(mean.contiguous(), invstd.contiguous(), weight, bias);
+  Tensor sum_g = at::zeros_like(ca.invstd), sum_gx = at::zeros_like(ca.invstd);
+  Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
+  if (input.numel() == 0) return {sum_g, sum_gx, grad_residual};
+  BackwardReduceParams p{geometry_of(input, layout),
+                         grad_out.const_data_ptr(),
+                         strides_of(grad_out),
+                         input.const_data_ptr(),
+                         strides_of(input),
+                         residual.defined() ? residual.const_data_ptr() : nullptr,
+                         residual.defined() ? strides_of(residual) : Strides{},
+                         ca.mean_hi.const_data_ptr(),
+                         ca.mean_lo.const_data_ptr(),
+                         ca.scale.const_data_ptr(),
+                         ca.bias.const_data_ptr(),
+                         sum_g.mutable_data_ptr(),
+                         sum_gx.mutable_data_ptr(),
+                         residual.defined() ? grad_residual.mutable_data_ptr() : nullptr,
+                         residual.defined() ? strides_of(grad_residual) : Strides{},
+                         relu};
+  kernels().bn_backward_reduce(p);
+  return {sum_g, sum_gx, grad_residual};
+}
+
+std::tuple<Tensor, Tensor> bn_act_bwd_reduce_cpu(const Tensor& grad_out, const Tensor& input,
+                                                 const OptTensor& weight, const OptTensor& bias,
+                                                 const Tensor& mean, const Tensor& invstd,
+                                                 bool relu) {
+  auto [sum_g, sum_gx, unused] =
+      bwd_reduce(grad_out, input, std::nullopt, weight, bias, mean, invstd, relu);
+  return {sum_g, sum_gx};
+}
+
+std::tuple<Tensor, Tensor, Tensor> bn_add_act_bwd_reduce_cpu(
+    const Tensor& grad_out, const Tensor& input, const Tensor& residual, const OptTensor& weight,
+    const OptTensor& bias, const Tensor& mean, const Tensor& invstd, bool relu) {
+  return bwd_reduce(grad_out, input, residual, weight, bias, mean, invstd, relu);
+}
+
+// grad_input = scale * (g - mean_g - (input - mean) * invstd^2 * mean_gx),
+// scale = weight * invstd, where g = grad * [pre > 0] when relu_mask (the
+// mask recomputed from input as in the forward) and g = grad otherwise (grad
+// already masked: the grad_residual of bn_add_act_bwd_reduce). mean_g and
+// mean_gx are sum_g and sum_gx over the whole batch divided by its count.
+Tensor bn_bwd_apply_cpu(const Tensor& grad_, const Tensor& input_, const OptTensor& weight,
+                        const OptTensor& bias, const Tensor& mean, const Tensor& invstd,
+                        const Tensor& mean_g, const Tensor& mean_gx, bool relu_mask) {
+  check_input(input_);
+  check_same_as(grad_, "grad", input_, "input");
+  check_affine_and_stats(input_, weight, bias, mean, invstd);
+  const auto acc = acc_type_of(input_);
+  check_channels(mean_g, "mean_g", input_, acc);
+  check_channels(mean_gx, "mean_gx", input_, acc);
+  Tensor input = input_, grad = grad_;
+  const Layout layout = harmonize_layout(input, {&grad});
+  Tensor grad_input = empty_for(input, layout);
+  if (input.numel() == 0) return grad_input;
+  const ChannelAffine ca = channel_affine(mean.contiguous(), invstd.contiguous(), weight, bias);
+  // The coefficients divide the sums by the count; given means, the count is 1.
+  const GradInputCoefs k =
+      grad_input_coefs(ca, mean_g.contiguous(), mean_gx.contiguous(), /*training=*/true, 1);
+  BackwardApplyParams p{geometry_of(input, layout),
+                        grad.const_data_ptr(),
+                        strides_of(grad),
+                        input.const_data_ptr(),
+                        strides_of(input),
+                        ca.mean_hi.const_data_ptr(),
+                        ca.mean_lo.const_data_ptr(),
+                        ca.scale.const_data_ptr(),
+                        ca.bias.const_data_ptr(),
+                        k.a.const_data_ptr(),
+                        k.b.const_data_ptr(),
+                        k.d.const_data_ptr(),
+                        grad_input.mutable_data_ptr(),
+                        strides_of(grad_input),
+                        relu_mask};
+  kernels().bn_backward_apply(p);
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
+  m.impl("bn_stats", &bn_stats_cpu);
+  m.impl("bn_apply", &bn_apply_cpu);
+  m.impl("bn_act_bwd_reduce", &bn_act_bwd_reduce_cpu);
+  m.impl("bn_add_act_bwd_reduce", &bn_add_act_bwd_reduce_cpu);
+  m.impl("bn_bwd_apply", &bn_bwd_apply_cpu);
+}
+
+}  // namespace resnet_fast::cpu

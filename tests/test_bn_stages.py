@@ -1,0 +1,195 @@
+"""The BN stage ops (bn_stats, bn_apply, bn_*_bwd_reduce, bn_bwd_apply), in
+one process: composed as synchronized BN composes them, they must give the
+fp64 reference's output and gradients; both the native ops and the
+pure-PyTorch fallback; plus opcheck, combine_stats and the fallback warning.
+The multi-process behaviour is in test_distributed.py."""
+
+import warnings
+
+import pytest
+import torch
+from helpers import LAYOUTS, assert_close, channel_params, make_activation
+
+import resnet_fast
+from resnet_fast import _backend, _stage_ops, reference
+from resnet_fast.distributed import combine_stats
+
+ops = torch.ops.resnet_fast
+STAGES = [
+    pytest.param(_stage_ops.NATIVE, id="native"),
+    pytest.param(_stage_ops.TORCH, id="torch"),
+]
+SHAPES = [(3, 67, 5, 7), (6, 48, 1, 1), (2, 20, 9, 4)]
+
+
+def _run_stages(stages, x, residual, weight, bias, relu, grad_out, eps=1e-5):
+    """Forward and backward through the stages, with the local batch as the
+    whole batch: (out, grad_x, grad_residual, grad_weight, grad_bias)."""
+    count = x.numel() // x.shape[1]
+    mean, var = stages.stats(x)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    invstd = torch.rsqrt(var + eps).to(acc)
+    out = stages.apply(x, residual, weight, bias, mean, invstd, relu)
+    if residual is None:
+        sum_g, sum_gx = stages.act_bwd_reduce(grad_out, x, weight, bias, mean, invstd, relu)
+        grad_residual, src, mask = None, grad_out, relu
+    else:
+        sum_g, sum_gx, grad_residual = stages.add_act_bwd_reduce(
+            grad_out, x, residual, weight, bias, mean, invstd, relu
+        )
+        src, mask = grad_residual, False
+    grad_x = stages.bwd_apply(
+        src, x, weight, bias, mean, invstd, sum_g / count, sum_gx / count, mask
+    )
+    return out, grad_x, grad_residual, sum_gx * invstd, sum_g
+
+
+def _run_oracle(x, residual, weight, bias, relu, grad_out):
+    leaves = [None if t is None else t.detach().double().requires_grad_() for t in
+              (x, residual, weight, bias)]  # fmt: skip
+    xd, rd, wd, bd = leaves
+    out = reference.batch_norm_act(xd, None, None, wd, bd, True, 0.1, 1e-5, relu, rd)
+    out.backward(grad_out.double())
+    return out, xd.grad, None if rd is None else rd.grad, wd.grad, bd.grad
+
+
+@pytest.mark.parametrize("stages", STAGES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", ["relu", "add_relu", "identity"])
+def test_stages_compose_to_batch_norm(stages, dtype, layout, shape, kind, gen):
+    x = make_activation(shape, layout, dtype, gen, scale=2.0, shift=0.5)
+    residual = make_activation(shape, layout, dtype, gen) if kind == "add_relu" else None
+    weight, bias, _, _ = channel_params(shape[1], gen, dtype=dtype)
+    grad_out = make_activation(shape, layout, dtype, gen)
+    relu = kind != "identity"
+    ours = _run_stages(stages, x, residual, weight, bias, relu, grad_out)
+    oracle = _run_oracle(x, residual, weight, bias, relu, grad_out)
+    names = ["out", "grad x", "grad residual", "grad weight", "grad bias"]
+    for name, mine, expected in zip(names, ours, oracle, strict=True):
+        if expected is None:
+            assert mine is None, name
+            continue
+        assert_close(mine, expected.detach(), dtype, name)
+    assert ours[0].shape == x.shape and ours[0].dtype == dtype
+
+
+@pytest.mark.parametrize("stages", STAGES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_stats_of_a_large_mean_normalize_exactly(stages, layout, gen):
+    x = make_activation((4, 8, 6, 5), layout, torch.float32, gen, scale=1.0, shift=1e4)
+    mean, var = stages.stats(x)
+    assert mean.dtype == var.dtype == torch.float64
+    invstd = torch.rsqrt(var + 1e-5).float()
+    out = stages.apply(x, None, None, None, mean, invstd, False)
+    expected = reference.batch_norm_act(x.double(), None, None, training=True, relu=False)
+    assert_close(out, expected, torch.float32, "out", scale=1.0)
+
+
+@pytest.mark.parametrize("stages", STAGES)
+def test_empty_batch(stages):
+    x = torch.randn(0, 5, 3, 3)
+    mean, var = stages.stats(x)
+    assert torch.equal(mean, torch.zeros(5, dtype=torch.float64)) and torch.equal(var, mean)
+    invstd = torch.ones(5)
+    assert stages.apply(x, None, None, None, mean, invstd, True).shape == x.shape
+    sum_g, sum_gx = stages.act_bwd_reduce(x, x, None, None, mean, invstd, True)
+    assert torch.equal(sum_g, torch.zeros(5)) and torch.equal(sum_gx, torch.zeros(5))
+    assert stages.bwd_apply(x, x, None, None, mean, invstd, sum_g, sum_gx, True).shape == x.shape
+
+
+@pytest.mark.parametrize("stages", STAGES)
+def test_low_precision_matches_the_fused_op(stages, gen):
+    """bf16 / fp16 through the stages equals the fused op on the same batch
+    (both round once from the same fp32 arithmetic) to one unit in the last place."""
+    for dtype in (torch.bfloat16, torch.float16):
+        x = make_activation((4, 12, 5, 5), "channels_last", dtype, gen, scale=2.0)
+        r = make_activation((4, 12, 5, 5), "channels_last", dtype, gen)
+        w, b, _, _ = channel_params(12, gen)
+        mean, var = stages.stats(x)
+        out = stages.apply(x, r, w, b, mean, torch.rsqrt(var + 1e-5).float(), True)
+        fused = ops.bn_add_act_fwd(x, r, w, b, None, None, True, 0.1, 1e-5, True)[0]
+        ulp = torch.finfo(dtype).eps * fused.float().abs().clamp_min(1.0)
+        assert ((out.float() - fused.float()).abs() <= ulp).all(), dtype
+
+
+@pytest.mark.parametrize("case", ["float64", "float32", "channels_last", "no_affine"])
+def test_opcheck(case, gen):
+    dtype = torch.float32 if case == "float32" else torch.float64
+    layout = "channels_last" if case == "channels_last" else "contiguous"
+    x = make_activation((3, 5, 4, 3), layout, dtype, gen, scale=2.0, shift=0.3)
+    r = make_activation((3, 5, 4, 3), layout, dtype, gen)
+    g = make_activation((3, 5, 4, 3), layout, dtype, gen)
+    w, b, _, _ = channel_params(5, gen, dtype=dtype)
+    if case == "no_affine":
+        w = b = None
+    mean, var = ops.bn_stats(x)
+    invstd = torch.rsqrt(var + 1e-5).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    sum_g, sum_gx = ops.bn_act_bwd_reduce(g, x, w, b, mean, invstd, True)
+    torch.library.opcheck(ops.bn_stats, (x,))
+    for relu in (True, False):
+        torch.library.opcheck(ops.bn_apply, (x, None, w, b, mean, invstd, relu))
+        torch.library.opcheck(ops.bn_apply, (x, r, w, b, mean, invstd, relu))
+        torch.library.opcheck(ops.bn_act_bwd_reduce, (g, x, w, b, mean, invstd, relu))
+        torch.library.opcheck(ops.bn_add_act_bwd_reduce, (g, x, r, w, b, mean, invstd, relu))
+        torch.library.opcheck(
+            ops.bn_bwd_apply, (g, x, w, b, mean, invstd, sum_g / 36, sum_gx / 36, relu)
+        )
+
+
+def test_stage_ops_compile_fullgraph(gen):
+    torch._dynamo.reset()
+    x = make_activation((4, 6, 5, 5), "channels_last", torch.float32, gen)
+    w, b, _, _ = channel_params(6, gen)
+
+    def normalize(x, w, b):
+        mean, var = ops.bn_stats(x)
+        return ops.bn_apply(x, None, w, b, mean, torch.rsqrt(var + 1e-5).float(), True)
+
+    compiled = torch.compile(normalize, fullgraph=True, backend="aot_eager")
+    assert_close(compiled(x, w, b), normalize(x, w, b), torch.float32, "compiled")
+
+
+def test_bad_statistics_are_rejected():
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(RuntimeError, match=r"mean must be a \[3\] Double tensor"):
+        ops.bn_apply(x, None, None, None, torch.zeros(3), torch.ones(3), True)
+    with pytest.raises(RuntimeError, match=r"invstd must be a \[3\] Float tensor"):
+        ops.bn_apply(x, None, None, None, torch.zeros(3, dtype=torch.float64), torch.ones(4), True)
+    with pytest.raises(RuntimeError, match="weight must be"):
+        ops.bn_apply(
+            x, None, torch.ones(2), None, torch.zeros(3, dtype=torch.float64), torch.ones(3), True
+        )
+
+
+@pytest.mark.parametrize("sizes", [(5, 3), (1, 7, 0, 2), (0, 4)])
+def test_combine_stats_equals_the_statistics_of_the_union(sizes, gen):
+    chunks = [torch.randn(n, 6, generator=gen, dtype=torch.float64) * 3 + 1e4 for n in sizes]
+    stats = [torch.var_mean(c, dim=0, correction=0) if len(c) else (torch.zeros(6),) * 2
+             for c in chunks]  # fmt: skip
+    mean, var, total = combine_stats(
+        torch.stack([m for _, m in stats]),
+        torch.stack([v for v, _ in stats]),
+        torch.tensor(sizes, dtype=torch.float64),
+    )
+    full_var, full_mean = torch.var_mean(torch.cat(chunks), dim=0, correction=0)
+    assert total.item() == sum(sizes)
+    torch.testing.assert_close(mean, full_mean, rtol=0, atol=1e-9)
+    torch.testing.assert_close(var, full_var, rtol=1e-10, atol=1e-10)
+
+
+def test_stage_selection_and_the_fallback_warning(monkeypatch):
+    cpu = torch.device("cpu")
+    assert _stage_ops.stages_for(cpu) is _stage_ops.NATIVE
+    with resnet_fast.use_backend("reference"):
+        assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
+    # A backend without stage kernels (a CUDA or Triton build lacking them):
+    # pure PyTorch, with one warning.
+    monkeypatch.setattr(_stage_ops, "_has_native_kernels", lambda device: False)
+    monkeypatch.setattr(_backend, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="no kernels for the BN stage ops"):
+        assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
