@@ -89,17 +89,4 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
   check_saved_stats(input, save_mean, save_invstd);
 }
 
-void check_bn_apply(const at::Tensor& input, const std::optional<at::Tensor>& residual,
-                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-                    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
-  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
-              "-D with shape ", input.sizes());
-  TORCH_CHECK(is_supported_float(input.scalar_type()),
-              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
-  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
-  check_channel_vector(weight, "weight", input);
-  check_channel_vector(bias, "bias", input);
-  check_saved_stats(input, save_mean, save_invstd);
-}
-
 }  // namespace resnet_fast

@@ -31,9 +31,4 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
                        const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
                        const at::Tensor& save_invstd);
 
-// Checks the arguments of bn_act_apply (statistics as a forward returned them).
-void check_bn_apply(const at::Tensor& input, const std::optional<at::Tensor>& residual,
-                    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-                    const at::Tensor& save_mean, const at::Tensor& save_invstd);
-
 }  // namespace resnet_fast

@@ -30,12 +30,6 @@ TORCH_LIBRARY(resnet_fast, m) {
   m.def("bn_add_act_bwd(Tensor grad_out, Tensor input, Tensor residual, Tensor? weight, "
         "Tensor? bias, Tensor save_mean, Tensor save_invstd, bool training, bool relu) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  // out = act(batch_norm(input) [+ residual]) with given statistics: the
-  // apply stage of bn_act_fwd / bn_add_act_fwd alone, bit-identical to it for
-  // the (save_mean, save_invstd) that op returned. Memory-lean blocks use it
-  // to recompute a BN output in backward instead of saving it.
-  m.def("bn_act_apply(Tensor input, Tensor? residual, Tensor? weight, Tensor? bias, "
-        "Tensor save_mean, Tensor save_invstd, bool relu) -> Tensor");
   // out = relu(input + other).
   m.def("add_relu_fwd(Tensor input, Tensor other) -> Tensor");
   // grad = grad_out * (output > 0): the gradient of both summands.

@@ -97,11 +97,6 @@ def _bn_add_act_bwd_fake(
     )
 
 
-@torch.library.register_fake("resnet_fast::bn_act_apply")
-def _bn_act_apply_fake(input, residual, weight, bias, save_mean, save_invstd, relu):
-    return _empty_activation(input)
-
-
 @torch.library.register_fake("resnet_fast::add_relu_fwd")
 def _add_relu_fwd_fake(input, other):
     return torch.empty_like(input)

@@ -151,12 +151,21 @@ TORCH = Stages(
 )
 
 
-def _has_native_kernels(device: torch.device) -> bool:
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-    return key is not None and all(
+def _native_kernels_for(key: str) -> bool:
+    return all(
         torch._C._dispatch_has_kernel_for_dispatch_key(f"resnet_fast::{name}", key)
         for name in _STAGE_OPS
     )
+
+
+# Looked up once (the extension registered every kernel when it was imported):
+# torch.compile reads this dict as a constant, while the dispatcher query
+# itself would break the graph.
+_NATIVE_BY_DEVICE_TYPE = {"cpu": _native_kernels_for("CPU"), "cuda": _native_kernels_for("CUDA")}
+
+
+def _has_native_kernels(device: torch.device) -> bool:
+    return _NATIVE_BY_DEVICE_TYPE.get(device.type, False)
 
 
 def stages_for(device: torch.device) -> Stages:

@@ -172,19 +172,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_add_act_bwd_cpu(
                      relu);
 }
 
-Tensor bn_act_apply_cpu(const Tensor& input_, const OptTensor& residual_,
-                        const OptTensor& weight, const OptTensor& bias, const Tensor& save_mean,
-                        const Tensor& save_invstd, bool relu) {
-  check_bn_apply(input_, residual_, weight, bias, save_mean, save_invstd);
-  Tensor input = input_;
-  Tensor residual = has(residual_) ? *residual_ : Tensor();
-  const Layout layout = harmonize_layout(input, {&residual});
-  Tensor out = empty_for(input, layout);
-  apply_affine(input, residual, layout, out, save_mean.contiguous(), save_invstd.contiguous(),
-               weight, bias, relu);
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
@@ -192,7 +179,6 @@ TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
   m.impl("bn_act_bwd", &bn_act_bwd_cpu);
   m.impl("bn_add_act_fwd", &bn_add_act_fwd_cpu);
   m.impl("bn_add_act_bwd", &bn_add_act_bwd_cpu);
-  m.impl("bn_act_apply", &bn_act_apply_cpu);
 }
 
 }  // namespace resnet_fast::cpu

@@ -5,8 +5,8 @@ its BN) and each BN-ReLU output (for the next convolution). The BN-ReLU
 output is a per-channel affine map of the convolution output followed by a
 ReLU, so a block that knows its whole structure can keep only the
 convolution outputs and the per-channel statistics, and recompute each BN-ReLU
-output in backward with one elementwise pass (``bn_act_apply``, bit-identical
-to the forward's apply stage) right before the convolution backward that
+output in backward with one elementwise pass (the ``bn_apply`` stage op, the
+forward's own apply kernel) right before the convolution backward that
 needs it. ReLU masks are recomputed from the saved convolution outputs as in
 the op-level backward, so no mask is stored either.
 
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _backend, _ops
+from .._stage_ops import stages_for
 from .batchnorm import _bn_arguments, is_plain_batchnorm2d
 
 MEMORY_MODES = ("standard", "lean")
@@ -256,6 +257,7 @@ class _LeanBlockFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         plan: BlockPlan = ctx.plan
         ops = _ops_by_backend[plan.backend]
+        apply = stages_for(grad_out.device).apply
         n_pairs = len(plan.convs)
         saved = ctx.saved_tensors
         x, given = saved[0], saved[1]
@@ -278,9 +280,7 @@ class _LeanBlockFunction(torch.autograd.Function):
         if plan.shortcut == "identity":
             residual = x
         elif plan.shortcut == "projection":
-            residual = ops.bn_act_apply(
-                outputs[-1], None, bn_w[-1], bn_b[-1], mean[-1], invstd[-1], False
-            )
+            residual = apply(outputs[-1], None, bn_w[-1], bn_b[-1], mean[-1], invstd[-1], False)
         else:
             residual = given
         grad, grad_residual, gw, gb = ops.bn_add_act_bwd(
@@ -295,7 +295,7 @@ class _LeanBlockFunction(torch.autograd.Function):
             if i == 0:
                 input = x
             else:  # the BN-ReLU output this convolution read, recomputed
-                input = ops.bn_act_apply(
+                input = apply(
                     outputs[i - 1], None, bn_w[i - 1], bn_b[i - 1], mean[i - 1], invstd[i - 1],
                     True,
                 )  # fmt: skip
@@ -379,7 +379,8 @@ class _LeanPooledBNReLU(torch.autograd.Function):
         plan: StemPlan = ctx.plan
         ops = _ops_by_backend[plan.backend]
         x, mean, invstd, bn_w, bn_b = ctx.saved_tensors
-        h = ops.bn_act_apply(x, None, bn_w, bn_b, mean, invstd, True)
+        apply = stages_for(x.device).apply
+        h = apply(x, None, bn_w, bn_b, mean, invstd, True)
         kernel, stride, padding, dilation, ceil_mode = plan.pool
         # Recomputing the pooling indices costs one read of h, which is here
         # anyway; keeping them would cost 8 bytes per pooled element.
