@@ -17,6 +17,9 @@ import resnet_fast
 import resnet_fast.functional as RF
 
 pytestmark = pytest.mark.triton
+pytest.importorskip("triton")
+import resnet_fast.triton  # noqa: E402,F401  (registers torch.ops.resnet_fast.triton_*)
+
 ops = torch.ops.resnet_fast
 
 

@@ -20,7 +20,7 @@ _kernel = triton.autotune(configs.ELEMENTWISE, key=["numel"])(_add_relu_fwd_kern
 def _dense(t: Tensor) -> bool:
     """Whether t's elements fill a gap-free range of its storage."""
     expected = 1
-    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride()) if n != 1):
+    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride(), strict=True) if n != 1):
         if stride != expected:
             return False
         expected *= size
@@ -29,9 +29,7 @@ def _dense(t: Tensor) -> bool:
 
 def _dense_alike(*tensors: Tensor) -> bool:
     first = tensors[0]
-    return _dense(first) and all(
-        t.stride() == first.stride() for t in tensors[1:]
-    )
+    return _dense(first) and all(t.stride() == first.stride() for t in tensors[1:])
 
 
 def _as4(t: Tensor) -> tuple[list[int], list[int]]:

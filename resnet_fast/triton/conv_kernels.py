@@ -53,7 +53,7 @@ def _conv2d_fwd_kernel(
     ACC: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     STATS_ROWS: tl.constexpr,
-    EXPLICIT_RNE: tl.constexpr,
+    INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -101,7 +101,14 @@ def _conv2d_fwd_kernel(
                 mask=ci_ok[:, None] & co_ok[None, :],
                 other=0.0,
             )
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
+            if INTERPRETED and a.dtype == tl.bfloat16:
+                # Triton's CPU interpreter multiplies bf16 tiles wrongly; bf16
+                # products are exact in fp32, so this is the same GEMM.
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision="ieee", out_dtype=ACC)
+            else:
+                acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
     y = acc
     if HAS_BIAS:
@@ -112,7 +119,7 @@ def _conv2d_fwd_kernel(
         # block of STATS_ROWS rows (a size every config divides, so the
         # partial buffer does not depend on the config autotuning picks).
         SUB: tl.constexpr = BLOCK_M // STATS_ROWS
-        stored = to_dtype(y, out_ptr.dtype.element_ty, EXPLICIT_RNE).to(tl.float32)
+        stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED).to(tl.float32)
         stored = tl.where(tile_ok, stored, 0.0)
         stored = tl.reshape(stored, (SUB, STATS_ROWS, BLOCK_N))
         sub = tl.arange(0, SUB)
@@ -135,5 +142,5 @@ def _conv2d_fwd_kernel(
     if RELU:
         y = tl.maximum(y, 0.0)
     out_offsets = o_row[:, None] + (co.to(tl.int64) * soc)[None, :]
-    y_stored = to_dtype(y, out_ptr.dtype.element_ty, EXPLICIT_RNE)
+    y_stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED)
     tl.store(out_ptr + out_offsets, y_stored, mask=tile_ok)

@@ -75,7 +75,7 @@ def _launch(input, weight, bias, residual, stride, padding, dilation, groups, re
         # (Triton reads input_precision for fp32 operands only.)
         DOT_PRECISION="ieee" if input.dtype in (torch.float32, torch.float64) else "tf32",
         STATS_ROWS=rows,
-        EXPLICIT_RNE=interpreting(),
+        INTERPRETED=interpreting(),
     )  # fmt: skip
     return out, part_mean, part_m2, rows
 
