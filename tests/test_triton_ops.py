@@ -10,7 +10,7 @@ test_add_relu.py) through the ``triton`` backend parameter.
 
 import pytest
 import torch
-from helpers import assert_close, channel_params, make_activation
+from helpers import assert_close, channel_params, make_activation, run_python
 from triton_support import SMALL_ONLY, TRITON_DEVICE
 
 import resnet_fast
@@ -186,3 +186,19 @@ def test_compile_fullgraph_matches_eager(layout, gen):
         assert_close(gc, ge, torch.float32, "grad")
     for se, sc in zip(stats_e, stats_c, strict=True):
         assert_close(sc, se, torch.float32, "running stat")
+
+
+def test_cpu_tensors_without_the_interpreter_are_refused():
+    # A fresh process: TRITON_INTERPRET is read once, when triton is imported.
+    out, _ = run_python(
+        """
+import torch, resnet_fast, resnet_fast.functional as RF
+try:
+    with resnet_fast.use_backend("triton"):
+        RF.add_relu(torch.randn(4), torch.randn(4))
+except ValueError as e:
+    print("refused" if "TRITON_INTERPRET=1" in str(e) else e)
+""",
+        TRITON_INTERPRET="0",
+    )
+    assert out.split() == ["refused"]

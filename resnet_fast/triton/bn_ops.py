@@ -31,7 +31,8 @@ from .bn_kernels import (
     _bn_stats_fwd_kernel,
 )
 
-_KEY = ["NHW", "C"]
+# sxc tells the layouts apart (1 for channels_last): each gets its own tuning.
+_KEY = ["NHW", "C", "sxc"]
 _stats_kernel = triton.autotune(configs.REDUCE, key=_KEY)(_bn_stats_fwd_kernel)
 _apply_kernel = triton.autotune(configs.TILE, key=_KEY)(_bn_act_fwd_kernel)
 _bwd_reduce_kernel = triton.autotune(configs.REDUCE, key=_KEY)(_bn_act_bwd_reduce_kernel)

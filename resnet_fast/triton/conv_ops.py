@@ -25,7 +25,7 @@ from .conv_kernels import _conv2d_fwd_kernel
 
 _kernel = triton.autotune(
     configs.CONV,
-    key=["M", "C_in_g", "C_out_g", "H", "W", "stride_h"],
+    key=["M", "C_in_g", "C_out_g", "H", "W", "stride_h", "sxc"],
     prune_configs_by=configs.CONV_PRUNE,
 )(_conv2d_fwd_kernel)
 
