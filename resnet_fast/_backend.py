@@ -7,6 +7,7 @@ imported) override the choice.
 """
 
 import contextlib
+import importlib.util
 import os
 import threading
 import warnings
@@ -76,23 +77,46 @@ def resolve(device: torch.device) -> str:
             return forced
         if forced == "cpu" and device.type != "cpu":
             raise ValueError(f"backend 'cpu' cannot run tensors on {device}")
-        if forced in ("cuda", "triton") and device.type != "cuda":
-            raise ValueError(f"backend {forced!r} needs CUDA tensors, got tensors on {device}")
+        if forced == "cuda" and device.type != "cuda":
+            raise ValueError(f"backend 'cuda' needs CUDA tensors, got tensors on {device}")
         if forced == "cuda" and "cuda" not in native:
             raise RuntimeError(
                 "backend 'cuda' was asked for but this build of resnet_fast has no CUDA kernels "
                 f"(build_info()['backends'] = {native})"
             )
         if forced == "triton":
-            raise NotImplementedError("the triton backend is not available in this version")
+            _check_triton(device)
         return forced
     if device.type == "cpu":
         return "cpu"
     if device.type == "cuda" and "cuda" in native:
         return "cuda"
+    if device.type == "cuda" and _triton_installed():
+        return "triton"
     _warn_once(
         device.type,
         f"resnet_fast has no native kernels for {device.type} tensors in this build; "
         "falling back to the pure-PyTorch reference implementation (slower, unfused)",
     )
     return "reference"
+
+
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _check_triton(device: torch.device) -> None:
+    """Triton runs CUDA tensors, and CPU tensors under its interpreter
+    (TRITON_INTERPRET=1, set before triton is imported: slow, for tests)."""
+    if not _triton_installed():
+        raise RuntimeError("backend 'triton' was asked for but triton is not installed")
+    if device.type == "cuda" or (device.type == "cpu" and _triton_interpreting()):
+        return
+    raise ValueError(
+        f"backend 'triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set "
+        f"before triton is imported), got tensors on {device}"
+    )

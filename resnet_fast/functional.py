@@ -35,9 +35,16 @@ def _batch_norm_act(
     entry that every public BN function (and the blocks' downsample BN, which
     has no ReLU) goes through. Arguments as in batch_norm_add_relu."""
     _checks.check_batch_norm(input, residual, running_mean, running_var, weight, bias, training)
-    if _backend.resolve(input.device) == "reference":
+    backend = _backend.resolve(input.device)
+    if backend == "reference":
         return reference.batch_norm_act(
             input, running_mean, running_var, weight, bias, training, momentum, eps, relu, residual
+        )
+    if backend == "triton":
+        from . import triton as _triton  # imports triton: only when asked for
+
+        return _triton.batch_norm_act(
+            input, residual, running_mean, running_var, weight, bias, training, momentum, eps, relu
         )
     args = (weight, bias, running_mean, running_var, training, float(momentum), float(eps), relu)
     if residual is None:
@@ -120,8 +127,13 @@ def add_relu(input: Tensor, other: Tensor) -> Tensor:
     if input.dtype not in _checks._FLOAT_DTYPES:
         raise TypeError(f"input must be float32, float64, float16 or bfloat16, got {input.dtype}")
     _checks.check_like(other, "other", input, "input")
-    if _backend.resolve(input.device) == "reference":
+    backend = _backend.resolve(input.device)
+    if backend == "reference":
         return reference.add_relu(input, other)
+    if backend == "triton":
+        from . import triton as _triton
+
+        return _triton.add_relu(input, other)
     return _ops.ops.add_relu_fwd(input, other)
 
 
@@ -171,6 +183,13 @@ def conv_bn_relu(
             "conv_weight must be a 4-D tensor [C_out, C_in / groups, kH, kW], got "
             f"{getattr(conv_weight, 'shape', conv_weight)}"
         )
+    if _backend.resolve(input.device) == "triton" and (training or running_mean is not None):
+        from . import triton as _triton
+
+        return _triton.conv_bn_act(
+            input, conv_weight, conv_bias, stride, padding, dilation, groups, residual,
+            running_mean, running_var, bn_weight, bn_bias, training, momentum, eps, relu,
+        )  # fmt: skip
     if training or running_mean is None:
         y = F.conv2d(input, conv_weight, conv_bias, stride, padding, dilation, groups)
         return _batch_norm_act(

@@ -4,9 +4,15 @@ Every backend runs the same parametrized tests: the `backend` parameter lists
 them, and those that cannot run here (no GPU, not built) are skipped with the
 reason. Outputs are NaN-poisoned by the kernels before they are written
 (RESNET_FAST_POISON_OUTPUTS=1), so an element a kernel skips fails the test.
+
+The triton backend runs on a CUDA GPU when there is one, else on the CPU under
+Triton's interpreter: TRITON_INTERPRET=1 is set here, before anything imports
+triton (Triton reads it once, at import). Set TRITON_INTERPRET=0 to skip the
+Triton tests on a machine without a GPU.
 """
 
 import os
+import sys
 
 os.environ.setdefault("RESNET_FAST_POISON_OUTPUTS", "1")
 
@@ -15,6 +21,11 @@ import zlib  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON  # noqa: E402
+
 import resnet_fast  # noqa: E402
 
 # (backend, device): the native backends first.
@@ -22,15 +33,19 @@ BACKENDS = [
     pytest.param(("cpu", "cpu"), id="cpu"),
     pytest.param(("cuda", "cuda"), id="cuda", marks=pytest.mark.cuda),
     pytest.param(("reference", "cpu"), id="reference"),
+    pytest.param(("triton", TRITON_DEVICE), id="triton", marks=pytest.mark.triton),
 ]
 
 
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available() and "cuda" in resnet_fast.build_info()["backends"]
     skip = pytest.mark.skip(reason="needs a CUDA device and the CUDA build of resnet_fast")
+    skip_triton = pytest.mark.skip(reason=TRITON_SKIP_REASON or "")
     for item in items:
         if "cuda" in item.keywords and not has_cuda:
             item.add_marker(skip)
+        if "triton" in item.keywords and TRITON_SKIP_REASON:
+            item.add_marker(skip_triton)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,0 +1,58 @@
+"""What every Triton launcher here shares: the interpreter switch, dtype
+mapping, [N, C, H, W] strides, and a few launch-size helpers."""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1).
+
+    Triton reads the variable when it is imported, so this reflects the
+    state of the process, not a switch that can be flipped later."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype of the kernels: fp64 for fp64, else fp32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def tl_acc(dtype: torch.dtype):
+    """acc_dtype() as a Triton dtype (a constexpr argument of the kernels)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def strides4(t: Tensor) -> tuple[int, int, int, int]:
+    """(n, c, h, w) strides in elements of an [N, C, H, W] tensor.
+
+    Size-1 dimensions get stride 0: their index is always 0, and a zero lets
+    Triton's specialization see the other strides' contiguity unchanged."""
+    return tuple(s if n > 1 else 0 for n, s in zip(t.shape, t.stride(), strict=True))
+
+
+def channels_inner(*tensors: Tensor) -> bool:
+    """Whether to tile with channels as the fast axis (channels_last-like
+    operands) rather than the spatial rows (NCHW-like operands).
+
+    Only decides coalescing on a GPU; the kernels are correct for any
+    strides either way."""
+    first = tensors[0]
+    return first.stride(1) == 1 and first.shape[1] > 1 or first.shape[2] * first.shape[3] == 1
+
+
+def rows_per_program(rows: int, channel_blocks: int, quantum: int = 256) -> int:
+    """Rows one reduction program covers: enough programs to fill a GPU
+    (about 1024 in flight), each a multiple of ``quantum`` (the largest
+    BLOCK_R of any autotuning config) so partial buffers do not depend on
+    which config the autotuner picks."""
+    if interpreting():
+        # One program along the rows: the interpreter pays per program.
+        return triton.cdiv(max(rows, 1), quantum) * quantum
+    target = max(1, 1024 // max(channel_blocks, 1))
+    per = triton.cdiv(rows, target)
+    return max(quantum, triton.cdiv(per, quantum) * quantum)

@@ -1,0 +1,89 @@
+"""torch.ops.resnet_fast.triton_add_relu_fwd / _bwd on the Triton kernel.
+
+triton_add_relu_fwd(input, other) -> relu(input + other), laid out like input
+triton_add_relu_bwd(grad_out, output) -> grad_out * (output > 0)
+"""
+
+import torch
+import triton
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+from .. import _backend
+from . import configs
+from ._common import interpreting
+from .add_relu_kernels import _add_relu_fwd_kernel
+
+_kernel = triton.autotune(configs.ELEMENTWISE, key=["numel"])(_add_relu_fwd_kernel)
+
+
+def _dense(t: Tensor) -> bool:
+    """Whether t's elements fill a gap-free range of its storage."""
+    expected = 1
+    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride(), strict=True) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _dense_alike(*tensors: Tensor) -> bool:
+    first = tensors[0]
+    return _dense(first) and all(t.stride() == first.stride() for t in tensors[1:])
+
+
+def _as4(t: Tensor) -> tuple[list[int], list[int]]:
+    """Shape and strides of t padded in front to 4 dimensions."""
+    pad = 4 - t.dim()
+    return [1] * pad + list(t.shape), [0] * pad + list(t.stride())
+
+
+def _launch(a: Tensor, b: Tensor, backward: bool) -> Tensor:
+    # Laid out like the activation: input forward, output backward.
+    out = torch.empty_like(b if backward else a)
+    if out.numel() == 0:
+        return out
+    if not _dense_alike(a, b, out) and a.dim() > 4:
+        _backend._warn_once(
+            "triton_add_relu_copy",
+            "resnet_fast triton add_relu: operands of more than 4 dimensions in different "
+            "layouts are copied to one layout first (slower)",
+        )
+        a, b = a.contiguous(), b.contiguous()
+        out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    flat = _dense_alike(a, b, out)
+    if flat:
+        shape = [1, 1, 1, a.numel()]
+        sa = sb = so = [0, 0, 0, 1]
+    else:
+        shape, sa = _as4(a)
+        sb, so = _as4(b)[1], _as4(out)[1]
+    numel = a.numel()
+    wrap_triton(_kernel)[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](
+        a, b, out, numel, shape[1], shape[2], shape[3], *sa, *sb, *so,
+        BACKWARD=backward, FLAT=flat, EXPLICIT_RNE=interpreting(),
+    )  # fmt: skip
+    return out
+
+
+@triton_op("resnet_fast::triton_add_relu_fwd", mutates_args=())
+def triton_add_relu_fwd(input: Tensor, other: Tensor) -> Tensor:
+    return _launch(input, other, backward=False)
+
+
+@triton_op("resnet_fast::triton_add_relu_bwd", mutates_args=())
+def triton_add_relu_bwd(grad_out: Tensor, output: Tensor) -> Tensor:
+    return _launch(grad_out, output, backward=True)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _backward(ctx, grad_out):
+    (output,) = ctx.saved_tensors
+    grad = triton_add_relu_bwd(grad_out, output)
+    return grad, grad
+
+
+triton_add_relu_fwd.register_autograd(_backward, setup_context=_setup_context)

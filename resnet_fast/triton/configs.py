@@ -1,0 +1,98 @@
+"""Autotuning configurations: a set for H100 / A100, one fixed config for
+the CPU interpreter (where every extra config is only extra time, and large
+tiles are cheap: it pays per program, numpy does the tile).
+
+The kernels tuned here never mutate their inputs: statistics go to partial
+buffers every program overwrites, so no autotuning trial can leave state
+behind for the next one (nothing needs restore_value / reset_to_zero).
+"""
+
+import triton
+
+from ._common import interpreting
+
+
+def _configs(gpu: list[dict], interpreter: dict, warps: list[int]) -> list[triton.Config]:
+    if interpreting():
+        return [triton.Config(interpreter, num_warps=1)]
+    return [triton.Config(meta, num_warps=w) for meta, w in zip(gpu, warps, strict=True)]
+
+
+# Elementwise tiles over rows x channels (BN apply forward / backward).
+TILE = _configs(
+    [
+        {"BLOCK_R": 64, "BLOCK_C": 64},
+        {"BLOCK_R": 32, "BLOCK_C": 128},
+        {"BLOCK_R": 128, "BLOCK_C": 32},
+        {"BLOCK_R": 256, "BLOCK_C": 16},
+        {"BLOCK_R": 64, "BLOCK_C": 128},
+        {"BLOCK_R": 512, "BLOCK_C": 8},
+    ],
+    {"BLOCK_R": 256, "BLOCK_C": 128},
+    [4, 4, 4, 4, 8, 4],
+)
+
+# Per-channel reductions. BLOCK_R must divide 256 (see rows_per_program).
+REDUCE = _configs(
+    [
+        {"BLOCK_R": 64, "BLOCK_C": 64},
+        {"BLOCK_R": 32, "BLOCK_C": 128},
+        {"BLOCK_R": 128, "BLOCK_C": 32},
+        {"BLOCK_R": 256, "BLOCK_C": 16},
+        {"BLOCK_R": 256, "BLOCK_C": 8},
+    ],
+    {"BLOCK_R": 256, "BLOCK_C": 128},
+    [4, 4, 4, 4, 4],
+)
+
+ELEMENTWISE = _configs(
+    [{"BLOCK": 1024}, {"BLOCK": 2048}, {"BLOCK": 4096}],
+    {"BLOCK": 1 << 16},
+    [4, 8, 8],
+)
+
+
+def _conv_configs() -> list[triton.Config]:
+    if interpreting():
+        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=1)]
+    # (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps): bf16/fp16 tensor-core tiles
+    # for H100 / A100 (large C_out, deep K), narrower ones for the 64-channel
+    # layers and the grouped (ResNeXt) convolutions with few channels per group.
+    shapes = [
+        (128, 128, 64, 3, 8),
+        (128, 128, 64, 4, 4),
+        (128, 256, 64, 3, 8),
+        (256, 128, 64, 3, 8),
+        (128, 64, 64, 4, 4),
+        (64, 128, 64, 4, 4),
+        (128, 128, 32, 4, 4),
+        (64, 64, 64, 4, 4),
+        (128, 64, 32, 4, 4),
+        (64, 32, 32, 4, 4),
+        (64, 16, 16, 2, 2),
+    ]
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_stages=s, num_warps=w)
+        for m, n, k, s, w in shapes
+    ]
+
+
+def _prune_conv(configs, named_args, **kwargs):
+    """Drops tiles far wider than the problem: a group with 8 output
+    channels gains nothing from BLOCK_N = 256, nor a stem with 3 input
+    channels from BLOCK_K = 64."""
+    c_out, c_in = named_args["C_out_g"], named_args["C_in_g"]
+    kept = [
+        c
+        for c in configs
+        if c.kwargs["BLOCK_N"] <= max(16, triton.next_power_of_2(c_out))
+        and c.kwargs["BLOCK_K"] <= max(16, triton.next_power_of_2(c_in))
+    ]
+    return kept or configs[-1:]
+
+
+CONV = _conv_configs()
+CONV_PRUNE = {"early_config_prune": _prune_conv}
+# Rows per block of the training epilogue's partial statistics: the smallest
+# BLOCK_M of CONV, which every config's BLOCK_M is a multiple of.
+CONV_STATS_ROWS = min(c.kwargs["BLOCK_M"] for c in CONV)

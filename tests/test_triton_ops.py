@@ -1,0 +1,204 @@
+"""Dispatcher contracts of the torch.ops.resnet_fast.triton_* BN and add_relu
+ops: fp64 gradcheck (Triton's interpreter, and GPUs, run fp64 kernels),
+torch.library.opcheck (schema, fake kernel, autograd registration), the
+statistics kernel's stability, and torch.compile on a GPU.
+
+Forward values, every gradient and the running statistics of the public
+functions are covered by the shared op tests (test_batch_norm.py,
+test_add_relu.py) through the ``triton`` backend parameter.
+"""
+
+import pytest
+import torch
+from helpers import assert_close, channel_params, make_activation, run_python
+from triton_support import SMALL_ONLY, TRITON_DEVICE
+
+import resnet_fast
+import resnet_fast.functional as RF
+
+pytestmark = pytest.mark.triton
+pytest.importorskip("triton")
+import resnet_fast.triton  # noqa: E402,F401  (registers torch.ops.resnet_fast.triton_*)
+
+ops = torch.ops.resnet_fast
+
+
+@pytest.fixture(autouse=True)
+def _triton_backend():
+    with resnet_fast.use_backend("triton"):
+        yield
+
+
+def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64):
+    x = make_activation(shape, layout, dtype, gen, TRITON_DEVICE, scale=2.0, shift=0.3)
+    r = make_activation(shape, layout, dtype, gen, TRITON_DEVICE)
+    w, b, rm, rv = channel_params(shape[1], gen, TRITON_DEVICE, dtype)
+    return x, r, w, b, rm, rv
+
+
+# The interpreter pays ~0.1 s per kernel launch: gradcheck's fast mode
+# (random projections, a few evaluations) there, the full Jacobian on a GPU.
+FAST = SMALL_ONLY
+# Under the interpreter, opcheck's fake-tensor tests cannot run: the
+# interpreter reads the data pointers of its (fake) arguments. On a GPU the
+# launches go through wrap_triton's tracing and every opcheck test runs.
+OPCHECK_TESTS = (
+    ("test_schema", "test_autograd_registration")
+    if SMALL_ONLY
+    else (
+        "test_schema",
+        "test_autograd_registration",
+        "test_faketensor",
+        "test_aot_dispatch_dynamic",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "training,layout", [(True, "channels_last"), (False, "contiguous")], ids=["train", "eval"]
+)
+def test_gradcheck_fp64(training, layout, gen):
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, shape=(2, 3, 3, 2))
+    xg, rg, wg, bg = (t.detach().requires_grad_() for t in (x, r, w, b))
+
+    def bn_add_relu(x, r, w, b):
+        return RF.batch_norm_add_relu(x, r, rm.clone(), rv.clone(), w, b, training=training)
+
+    def bn_identity(x, w, b):
+        return RF._batch_norm_act(x, None, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, False)
+
+    assert torch.autograd.gradcheck(bn_add_relu, (xg, rg, wg, bg), fast_mode=FAST)
+    assert torch.autograd.gradcheck(bn_identity, (xg, wg, bg), fast_mode=FAST)
+    assert torch.autograd.gradcheck(RF.add_relu, (xg, rg), fast_mode=FAST)
+
+
+def test_gradcheck_without_affine_or_running_stats(gen):
+    x, r, *_ = _bn_inputs(gen, shape=(2, 3, 3, 2))
+    xg, rg = x.requires_grad_(), r.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, r: RF.batch_norm_add_relu(x, r, None, None, training=True),
+        (xg, rg),
+        fast_mode=FAST,
+    )
+
+
+def _opcheck(op, args):
+    torch.library.opcheck(op, args, test_utils=OPCHECK_TESTS)
+
+
+@pytest.mark.parametrize("case", ["train", "eval", "no_affine", "channels_last", "float32"])
+def test_opcheck(case, gen):
+    dtype = torch.float32 if case == "float32" else torch.float64
+    layout = "channels_last" if case == "channels_last" else "contiguous"
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype)
+    training = case != "eval"
+    if case == "no_affine":
+        w = b = None
+    mean, var = ops.triton_bn_stats(x)
+    invstd = (var + 1e-5).rsqrt().to(x.dtype if dtype == torch.float64 else torch.float32)
+    g = torch.randn(x.shape, dtype=dtype, device=x.device)
+    _opcheck(ops.triton_bn_stats, (x,))
+    for relu in (True, False):
+        _opcheck(ops.triton_bn_act_fwd, (x, w, b, mean, invstd, training, relu))
+        _opcheck(ops.triton_bn_add_act_fwd, (x, r, w, b, mean, invstd, training, relu))
+        _opcheck(ops.triton_bn_act_bwd, (g, x, w, b, mean, invstd, training, relu))
+        _opcheck(ops.triton_bn_add_act_bwd, (g, x, r, w, b, mean, invstd, training, relu))
+    _opcheck(ops.triton_add_relu_fwd, (x, r))
+    _opcheck(ops.triton_add_relu_bwd, (g, ops.triton_add_relu_fwd(x, r)))
+
+
+def test_conv_opcheck(gen):
+    x, *_ = _bn_inputs(gen, "channels_last", shape=(2, 4, 5, 5), dtype=torch.float32)
+    w = torch.randn(6, 2, 3, 3, generator=gen).to(TRITON_DEVICE)
+    bias = torch.randn(6, generator=gen).to(TRITON_DEVICE)
+    res = torch.randn(2, 6, 3, 3, generator=gen).to(TRITON_DEVICE)
+    geometry = ([2, 2], [1, 1], [1, 1], 2)
+    _opcheck(ops.triton_conv2d, (x, w, bias, res, *geometry, True))
+    _opcheck(ops.triton_conv2d_stats, (x, w, bias, *geometry))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_statistics_match_float64(layout, gen):
+    """Shifted, Chan-merged statistics: fp32 inputs with mean 1e4 and std 1
+    keep fp32 precision, over several programs' partials."""
+    x = make_activation((5, 12, 16, 17), layout, torch.float32, gen, TRITON_DEVICE) + 1e4
+    mean, var = ops.triton_bn_stats(x)
+    x64 = x.double()
+    assert mean.dtype == var.dtype == torch.float64
+    assert (mean - x64.mean((0, 2, 3))).abs().max().item() < 1e-9 * 1e4
+    assert_close(var, x64.var((0, 2, 3), unbiased=False), torch.float32, "var")
+
+
+def test_running_stats_update_in_place(gen):
+    x, _, w, b, rm, rv = _bn_inputs(gen, dtype=torch.float32)
+    rm0, rv0 = rm.clone(), rv.clone()
+    v_mean, v_var = rm._version, rv._version
+    RF.batch_norm_relu(x, rm, rv, w, b, training=True, momentum=0.3)
+    assert rm._version > v_mean and rv._version > v_var
+    x64 = x.double()
+    n = x.numel() // x.shape[1]
+    expected_var = 0.7 * rv0.double() + 0.3 * x64.var((0, 2, 3), unbiased=False) * n / (n - 1)
+    assert_close(rm, 0.7 * rm0.double() + 0.3 * x64.mean((0, 2, 3)), torch.float32, "mean")
+    assert_close(rv, expected_var, torch.float32, "var")
+
+
+def test_blocks_route_through_triton(gen):
+    """A drop-in Bottleneck trains one step on the triton backend exactly
+    like on the reference backend."""
+    from resnet_fast.nn import Bottleneck
+
+    torch.manual_seed(0)
+    block = Bottleneck(16, 4).to(TRITON_DEVICE)
+    x = make_activation((2, 16, 5, 5), "channels_last", torch.float32, gen, TRITON_DEVICE)
+    results = []
+    for backend in ("triton", "reference"):
+        b = Bottleneck(16, 4).to(TRITON_DEVICE)
+        b.load_state_dict(block.state_dict())
+        with resnet_fast.use_backend(backend):
+            out = b(x.clone().requires_grad_())
+            out.sum().backward()
+        results.append((out.detach(), b.conv1.weight.grad, b.bn3.running_var.clone()))
+    for a, e in zip(*results, strict=True):
+        assert_close(a, e.double(), torch.float32, "block")
+
+
+@pytest.mark.skipif(TRITON_DEVICE != "cuda", reason="torch.compile of Triton kernels needs a GPU")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_compile_fullgraph_matches_eager(layout, gen):
+    torch._dynamo.reset()
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, shape=(4, 6, 5, 5), dtype=torch.float32)
+
+    def block_tail(x, r, rm1, rv1, rm2, rv2, w, b):
+        y = RF.batch_norm_relu(x, rm1, rv1, w, b, training=True)
+        y = RF.batch_norm_add_relu(y, r, rm2, rv2, w, b, training=True)
+        return RF.add_relu(y, r)
+
+    results = []
+    for fn in (block_tail, torch.compile(block_tail, fullgraph=True)):
+        stats = [rm.clone(), rv.clone(), rm.clone(), rv.clone()]
+        leaves = [t.detach().requires_grad_() for t in (x, r, w, b)]
+        out = fn(leaves[0], leaves[1], *stats, leaves[2], leaves[3])
+        out.backward(torch.ones_like(out))
+        results.append((out.detach(), [t.grad for t in leaves], stats))
+    (out_e, grads_e, stats_e), (out_c, grads_c, stats_c) = results
+    assert_close(out_c, out_e, torch.float32, "out")
+    for ge, gc in zip(grads_e, grads_c, strict=True):
+        assert_close(gc, ge, torch.float32, "grad")
+    for se, sc in zip(stats_e, stats_c, strict=True):
+        assert_close(sc, se, torch.float32, "running stat")
+
+
+def test_cpu_tensors_without_the_interpreter_are_refused():
+    # A fresh process: TRITON_INTERPRET is read once, when triton is imported.
+    out, _ = run_python(
+        """
+import torch, resnet_fast, resnet_fast.functional as RF
+try:
+    with resnet_fast.use_backend("triton"):
+        RF.add_relu(torch.randn(4), torch.randn(4))
+except ValueError as e:
+    print("refused" if "TRITON_INTERPRET=1" in str(e) else e)
+""",
+        TRITON_INTERPRET="0",
+    )
+    assert out.split() == ["refused"]
