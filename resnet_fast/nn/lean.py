@@ -121,12 +121,19 @@ _PER_STAGE = 6  # conv weight, conv bias, BN weight, bias, running mean, running
 def lean_backend(x: Tensor, norms: Sequence[nn.Module]) -> str | None:
     """The backend a lean node would run on, or None when the block must run
     the standard path: eval-mode BN (folded instead), no gradient needed, a
-    backend without the split ops (the reference), or a non-BN norm."""
+    non-BN norm, the reference backend (pure PyTorch, unfused by design) or the
+    Triton backend (not implemented yet: warns once)."""
     if not torch.is_grad_enabled():
         return None
     if not all(is_plain_batchnorm2d(bn) and bn.training for bn in norms):
         return None
     backend = _backend.resolve(x.device)
+    if backend == "triton":
+        _backend._warn_once(
+            "lean-triton",
+            "resnet_fast: memory='lean' has no Triton implementation yet; blocks on the "
+            "triton backend run memory='standard' (they save what eager saves)",
+        )
     return backend if backend in _ops_by_backend else None
 
 
