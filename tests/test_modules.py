@@ -52,12 +52,15 @@ def test_fused_batchnorm_rejects_wrong_rank():
         BatchNormReLU2d(3)(torch.randn(2, 3, 4))
 
 
-def test_sync_batchnorm_conversion_sees_our_batchnorms():
+def test_sync_batchnorm_conversion_keeps_blocks_working():
+    """resnet_fast.convert_sync_batchnorm (not torch's, which swaps in a
+    SyncBatchNorm that takes no residual) keeps the block fused and runnable."""
     block = BasicBlock(8, 8)
-    converted = nn.SyncBatchNorm.convert_sync_batchnorm(block)
-    assert isinstance(converted.bn1, nn.SyncBatchNorm) and isinstance(
-        converted.bn2, nn.SyncBatchNorm
-    )
+    converted = resnet_fast.convert_sync_batchnorm(block)
+    assert isinstance(converted.bn1, nn.BatchNorm2d) and isinstance(converted.bn2, nn.BatchNorm2d)
+    assert type(converted.bn1).__name__ == "SyncBatchNormReLU2d"
+    out = converted(torch.randn(2, 8, 5, 5))  # one process: the plain fused computation
+    assert out.shape == (2, 8, 5, 5) and (out >= 0).all()
 
 
 @pytest.mark.parametrize("kind", ["basic", "bottleneck"])

@@ -85,8 +85,12 @@ def test_bn_act_matches_reference(shape, layout, residual, training, affine, see
         d = d[mask] if mask is not None else d
         return d.max().item() if d.numel() else 0.0
 
+    # Floor: 4e-6 of the output scale, about 32 fp32 ulps (the fixed-shape tests
+    # allow 2e-5): plain PyTorch can be lucky on a small example, and 2x a lucky
+    # error is no yardstick (a 1e-6 floor failed at 4.5e-6 on a (2, 20, 8, 8)
+    # channels_last example with an output scale near 4).
     scale = max(expected.abs().max().item(), 1.0)
-    assert err(out, expected, keep) <= 2 * err(plain, expected, keep) + 1e-6 * scale
+    assert err(out, expected, keep) <= 2 * err(plain, expected, keep) + 4e-6 * scale
     for mine, ref, base in zip(leaves, leaves64, plain_leaves, strict=True):
         floor = 1e-6 * max(ref.grad.abs().max().item(), 1.0)
         assert err(mine.grad, ref.grad) <= 2 * err(base.grad, ref.grad) + floor
