@@ -167,7 +167,7 @@ def torch_include_flags(workdir: Path) -> tuple[list[str], str, list[str]]:
 
 def compile_entry_point(nvcc, source: Path, arch: str, flags, std, out: Path):
     cmd = [
-        nvcc, std, "-O1", "-c", str(source), "-o", str(out),
+        nvcc, std, "-O0", "-c", str(source), "-o", str(out),
         f"-gencode=arch=compute_{arch},code=sm_{arch}",
         "-Xcompiler", "-fPIC", "-DRESNET_FAST_WITH_CUDA", "-I", str(ROOT / "csrc"),
         *flags, *TORCH_NVCC_DEFINES, *WERROR,
