@@ -86,7 +86,9 @@ LMEM_RE = re.compile(r"(\d+) bytes lmem")
 
 def _errors(log: str) -> str:
     """The compiler's diagnostics without the ptxas resource report."""
-    keep = [ln for ln in log.splitlines() if "ptxas info" not in ln and "bytes stack frame" not in ln]
+    keep = [
+        ln for ln in log.splitlines() if "ptxas info" not in ln and "bytes stack frame" not in ln
+    ]
     return "\n".join(keep)[-6000:]
 
 
@@ -206,9 +208,10 @@ def main() -> int:
 
     failures: list[str] = []
     start = time.time()
-    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(args.jobs, 1)
-    ) as pool:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        concurrent.futures.ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool,
+    ):
         work = Path(tmp)
         futures = {}
         if entry_points:
