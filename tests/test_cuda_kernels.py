@@ -54,7 +54,8 @@ def test_misaligned_operands_take_the_scalar_path(op, layout, gen):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_many_partials_per_channel(layout, dtype, gen):
-    """Enough rows for hundreds of blocks per channel, mean far from zero."""
+    """Enough rows for dozens of blocks per channel (partials merged by the
+    finalize kernel), mean far from zero."""
     case = BnCase.make("bn_add_relu", (64, 8, 48, 48), layout, dtype, True, gen, "cuda")
     case.x = case.x + 100
     _run(case, gen)
