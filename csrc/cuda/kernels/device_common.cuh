@@ -244,10 +244,6 @@ inline bool planar_vectorizable(const Geometry& g, const PlanarShape& shape, con
   return n_ok && c_ok && h_ok;
 }
 
-inline int64_t elem_size(Dtype d) {
-  return d == Dtype::kDouble ? 8 : d == Dtype::kFloat ? 4 : 2;
-}
-
 // ---------------------------------------------------------------------------
 // Launch shapes
 // ---------------------------------------------------------------------------
