@@ -49,14 +49,21 @@ def _extension():
         return CppExtension(
             "resnet_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
+    # torch's cpp_extension turns TORCH_CUDA_ARCH_LIST into -gencode flags;
+    # without it, the default covers A100 (sm_80) and H100 (sm_90) plus PTX
+    # for newer GPUs.
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    # Entry points (torch-facing) and the pure-CUDA kernels with their launchers.
     sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+    sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "kernels", "*.cu")))
     defines = ["-DRESNET_FAST_WITH_CUDA", f'-DRESNET_FAST_CUDA_ARCHS="{archs}"']
+    # -lineinfo: compute-sanitizer and profilers map back to source lines.
+    nvcc = ["-O3", "-lineinfo"] + defines
     return CUDAExtension(
         "resnet_fast._C",
         sources,
-        extra_compile_args={"cxx": cxx + defines, "nvcc": ["-O3"] + defines},
+        extra_compile_args={"cxx": cxx + defines, "nvcc": nvcc},
         extra_link_args=link,
     )
 

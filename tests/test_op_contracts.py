@@ -10,18 +10,23 @@ import resnet_fast.functional as RF
 
 ops = torch.ops.resnet_fast
 
+# The native kernels of each device: the CUDA cases skip without a GPU and
+# the CUDA build (see conftest.py).
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 
-def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64):
-    x = make_activation(shape, layout, dtype, gen, scale=2.0, shift=0.3)
-    r = make_activation(shape, layout, dtype, gen)
-    w, b, rm, rv = channel_params(shape[1], gen, dtype=dtype)
+
+def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64, device="cpu"):
+    x = make_activation(shape, layout, dtype, gen, device, scale=2.0, shift=0.3)
+    r = make_activation(shape, layout, dtype, gen, device)
+    w, b, rm, rv = channel_params(shape[1], gen, device, dtype=dtype)
     return x, r, w, b, rm, rv
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "spatial_crop"])
-def test_gradcheck_fp64(training, layout, gen):
-    x, r, w, b, rm, rv = _bn_inputs(gen, layout)
+def test_gradcheck_fp64(training, layout, device, gen):
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, device=device)
     leaves = [t.detach().requires_grad_() for t in (x, r, w, b)]
 
     def bn_relu(x, w, b):
@@ -40,8 +45,9 @@ def test_gradcheck_fp64(training, layout, gen):
     assert torch.autograd.gradcheck(RF.add_relu, (xg, rg))
 
 
-def test_gradcheck_without_affine_or_running_stats(gen):
-    x, r, *_ = _bn_inputs(gen)
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_without_affine_or_running_stats(device, gen):
+    x, r, *_ = _bn_inputs(gen, device=device)
     xg, rg = x.requires_grad_(), r.requires_grad_()
     assert torch.autograd.gradcheck(
         lambda x, r: RF.batch_norm_add_relu(x, r, None, None, training=True), (xg, rg)
@@ -51,11 +57,12 @@ def test_gradcheck_without_affine_or_running_stats(gen):
 OPCHECK_CASES = ["train", "eval", "train_no_affine_no_stats", "channels_last", "float32"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", OPCHECK_CASES)
-def test_opcheck(case, gen):
+def test_opcheck(case, device, gen):
     dtype = torch.float32 if case == "float32" else torch.float64
     layout = "channels_last" if case == "channels_last" else "contiguous"
-    x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype)
+    x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype, device=device)
     training = case != "eval"
     if case == "train_no_affine_no_stats":
         w = b = rm = rv = None
@@ -76,10 +83,13 @@ def _block_tail(x, r, rm1, rv1, rm2, rv2, w, b):
     return RF.add_relu(y, r)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_compile_fullgraph_matches_eager(layout, gen):
+def test_compile_fullgraph_matches_eager(layout, device, gen):
     torch._dynamo.reset()
-    x, r, w, b, rm, rv = _bn_inputs(gen, layout, shape=(4, 6, 5, 5), dtype=torch.float32)
+    x, r, w, b, rm, rv = _bn_inputs(
+        gen, layout, shape=(4, 6, 5, 5), dtype=torch.float32, device=device
+    )
     results = []
     for fn in (_block_tail, torch.compile(_block_tail, fullgraph=True)):
         stats = [rm.clone(), rv.clone(), rm.clone(), rv.clone()]
@@ -108,8 +118,9 @@ def test_compile_eval_conv_bn_relu(gen):
     assert_close(torch.compile(fn, fullgraph=True)(x), fn(x), torch.float32, "out")
 
 
-def test_running_stats_version_counter_bumps(gen):
-    x, _, w, b, rm, rv = _bn_inputs(gen, dtype=torch.float32)
+@pytest.mark.parametrize("device", DEVICES)
+def test_running_stats_version_counter_bumps(device, gen):
+    x, _, w, b, rm, rv = _bn_inputs(gen, dtype=torch.float32, device=device)
     v_mean, v_var = rm._version, rv._version
     RF.batch_norm_relu(x, rm, rv, w, b, training=True)
     assert rm._version > v_mean and rv._version > v_var

@@ -3,8 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <limits>
-
 #include "../checks.h"
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"
@@ -14,37 +12,13 @@ namespace {
 
 using at::Tensor;
 
-// The operands are walked element by element: `primary` keeps its layout
-// when it is dense; the other is brought to the same strides (a copy, warned
-// once when it is a dense tensor in another memory format).
-Tensor dense_like(const Tensor& t, const Tensor& primary) {
-  if (t.strides() == primary.strides()) return t;
-  // Broadcast tensors (a gradient of .sum()) are materialized without a word.
-  if (t.is_non_overlapping_and_dense())
-    TORCH_WARN_ONCE("resnet_fast: add_relu operands with different strides (", t.strides(), " vs ",
-                    primary.strides(), ") are copied to one layout first");
-  Tensor copy = at::empty_like(primary);  // dense primary: exactly its strides
-  copy.copy_(t);
-  return copy;
-}
-
-Tensor dense(const Tensor& t) {
-  return t.is_non_overlapping_and_dense() ? t : t.contiguous(t.suggest_memory_format());
-}
-
-Tensor empty_output(const Tensor& like) {
-  Tensor out = at::empty_like(like);  // dense `like`: exactly its strides
-  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  return out;
-}
-
 Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
   TORCH_CHECK(is_supported_float(input.scalar_type()),
               "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
   check_same_as(other, "other", input, "input");
-  const Tensor a = dense(input);
+  const Tensor a = dense_operand(input);
   const Tensor b = dense_like(other, a);
-  Tensor out = empty_output(a);
+  Tensor out = empty_dense_like(a);
   if (a.numel() == 0) return out;
   AddReluParams p{dtype_of(a), a.numel(), a.const_data_ptr(), b.const_data_ptr(), out.mutable_data_ptr()};
   kernels().add_relu(p);
@@ -53,9 +27,9 @@ Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
 
 Tensor add_relu_bwd_cpu(const Tensor& grad_out, const Tensor& output) {
   check_same_as(grad_out, "grad_out", output, "output");
-  const Tensor out = dense(output);
+  const Tensor out = dense_operand(output);
   const Tensor dy = dense_like(grad_out, out);
-  Tensor grad = empty_output(out);
+  Tensor grad = empty_dense_like(out);
   if (out.numel() == 0) return grad;
   ReluBackwardParams p{dtype_of(out), out.numel(), dy.const_data_ptr(), out.const_data_ptr(),
                        grad.mutable_data_ptr()};

@@ -85,4 +85,25 @@ Geometry geometry_of(const at::Tensor& input, Layout layout) {
   return {input.size(0), input.size(1), input.size(2), input.size(3), layout, dtype_of(input)};
 }
 
+at::Tensor dense_operand(const at::Tensor& t) {
+  return t.is_non_overlapping_and_dense() ? t : t.contiguous(t.suggest_memory_format());
+}
+
+at::Tensor dense_like(const at::Tensor& t, const at::Tensor& primary) {
+  if (t.strides() == primary.strides()) return t;
+  // Broadcast tensors (a gradient of .sum()) are materialized without a word.
+  if (t.is_non_overlapping_and_dense())
+    TORCH_WARN_ONCE("resnet_fast: add_relu operands with different strides (", t.strides(), " vs ",
+                    primary.strides(), ") are copied to one layout first");
+  at::Tensor copy = at::empty_like(primary);  // dense primary: exactly its strides
+  copy.copy_(t);
+  return copy;
+}
+
+at::Tensor empty_dense_like(const at::Tensor& like) {
+  at::Tensor out = at::empty_like(like);  // dense `like`: exactly its strides
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  return out;
+}
+
 }  // namespace resnet_fast::cpu

@@ -30,4 +30,16 @@ at::Tensor empty_for(const at::Tensor& like, Layout layout);
 
 Geometry geometry_of(const at::Tensor& input, Layout layout);
 
+// Elementwise ops (add_relu) walk dense storage element by element, on every
+// device. `t` itself when it is non-overlapping and dense, else a copy in its
+// suggested memory format.
+at::Tensor dense_operand(const at::Tensor& t);
+
+// `t` with the strides of the dense `primary`: itself when they match, else a
+// copy (warned once when `t` is a dense tensor in another memory format).
+at::Tensor dense_like(const at::Tensor& t, const at::Tensor& primary);
+
+// An uninitialized (or poisoned) tensor with the strides of the dense `like`.
+at::Tensor empty_dense_like(const at::Tensor& like);
+
 }  // namespace resnet_fast::cpu

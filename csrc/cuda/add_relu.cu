@@ -1,0 +1,54 @@
+// CUDA entry points of add_relu_fwd / add_relu_bwd: one launch each over
+// dense storage shared by both operands (layouts as on the CPU).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "cuda_utils.h"
+#include "kernels/launch.h"
+
+namespace resnet_fast::cuda {
+namespace {
+
+using at::Tensor;
+
+Tensor add_relu_fwd_cuda(const Tensor& input, const Tensor& other) {
+  TORCH_CHECK(is_supported_float(input.scalar_type()),
+              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+  check_same_as(other, "other", input, "input");
+  const c10::cuda::CUDAGuard guard(input.device());
+  const Tensor a = cpu::dense_operand(input);
+  const Tensor b = cpu::dense_like(other, a);
+  Tensor out = cpu::empty_dense_like(a);
+  if (a.numel() == 0) return out;
+  const AddReluParams p{dtype_of(a.scalar_type()), a.numel(), a.const_data_ptr(),
+                        b.const_data_ptr(), out.mutable_data_ptr()};
+  RESNET_FAST_LAUNCH_CHECK(launch_add_relu(p, c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+Tensor add_relu_bwd_cuda(const Tensor& grad_out, const Tensor& output) {
+  check_same_as(grad_out, "grad_out", output, "output");
+  TORCH_CHECK(is_supported_float(output.scalar_type()),
+              "output must be float32, float64, float16 or bfloat16, got ", output.scalar_type());
+  const c10::cuda::CUDAGuard guard(output.device());
+  const Tensor out = cpu::dense_operand(output);
+  const Tensor dy = cpu::dense_like(grad_out, out);
+  Tensor grad = cpu::empty_dense_like(out);
+  if (out.numel() == 0) return grad;
+  const ReluBackwardParams p{dtype_of(out.scalar_type()), out.numel(), dy.const_data_ptr(),
+                             out.const_data_ptr(), grad.mutable_data_ptr()};
+  RESNET_FAST_LAUNCH_CHECK(launch_relu_backward(p, c10::cuda::getCurrentCUDAStream()));
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(resnet_fast, CUDA, m) {
+  m.impl("add_relu_fwd", &add_relu_fwd_cuda);
+  m.impl("add_relu_bwd", &add_relu_bwd_cuda);
+}
+
+}  // namespace resnet_fast::cuda

@@ -1,0 +1,194 @@
+// Plain parameter structs of the CUDA kernels. No torch headers here or
+// anywhere under kernels/: the CI compiles these files with nvcc for several
+// architectures on a machine with no GPU and no CUDA build of torch.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace resnet_fast::cuda {
+
+enum class Dtype : int { kFloat, kDouble, kHalf, kBFloat16 };
+
+// How a [N, C, H, W] tensor is walked (every operand of one call alike):
+//   kPlanar: stride_w == 1; lines (n, c, h) of W contiguous elements, merged
+//            into one line of H*W per (n, c) when every operand is dense
+//            over H and W.
+//   kRows:   stride_c == 1 (channels_last); rows (n, h, w) of C contiguous
+//            channels.
+enum class Layout : int { kPlanar, kRows };
+
+// Strides in elements of one [N, C, H, W] operand.
+struct Strides {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+};
+
+struct Geometry {
+  int64_t N = 0, C = 0, H = 0, W = 0;
+  Layout layout = Layout::kPlanar;
+  Dtype dtype = Dtype::kFloat;
+};
+
+// A [C] vector of any supported dtype, possibly strided; data == nullptr when
+// absent.
+struct ChannelVector {
+  const void* data = nullptr;
+  Dtype dtype = Dtype::kFloat;
+  int64_t stride = 1;
+};
+
+// A [C] vector updated in place (a running statistic).
+struct MutableChannelVector {
+  void* data = nullptr;
+  Dtype dtype = Dtype::kFloat;
+  int64_t stride = 1;
+};
+
+// How a reduction over (N, H, W) is cut into blocks, chosen by the plan_*
+// function of the kernel and handed back to its launcher unchanged: each of
+// `splits` blocks per channel writes one partial result, and a finalize
+// kernel merges them.
+struct ReductionPlan {
+  int splits = 0;       // partial results per channel (0: nothing to reduce)
+  bool vectorized = false;
+  unsigned block_x = 0, block_y = 0, grid_x = 0, grid_y = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------
+
+// Per-block statistics of x. Writes `plan.splits` partial results per
+// channel into `partials`: [3][splits][C] float64 (count, mean, M2).
+struct StatsParams {
+  Geometry g;
+  const void* x;  // [N, C, H, W]
+  Strides sx;
+  double* partials;
+};
+
+// Merges the statistics (or reads the running statistics in eval), updates
+// the running statistics, and writes the per-channel outputs:
+//   training: mean/var from `partials` (splits == 0: an empty batch, mean =
+//             var = 0 and the running statistics are left alone).
+//   eval:     mean/var = running_mean/running_var.
+// Outputs, all [C]: save_mean (float64), save_invstd (acc type), and the
+// coefficients of the apply kernel (acc type, see ApplyParams).
+struct FinalizeForwardParams {
+  int64_t C;
+  bool training;
+  const double* partials;  // [3][splits][C] or nullptr
+  int splits;
+  ChannelVector weight, bias;
+  MutableChannelVector running_mean, running_var;  // updated in place in training
+  double momentum, eps;
+  int64_t count;  // N * H * W
+  bool acc_double;
+  double* save_mean;   // [C]
+  void* save_invstd;   // [C] acc type
+  void* coefs;         // [4][C] acc type: mean_hi, mean_lo, scale, shift
+};
+
+// Centering in the acc type with the float64 mean split in two:
+// x - mean = (x - mean_hi) - mean_lo, mean_hi = acc(mean), mean_lo =
+// acc(mean - mean_hi), so an fp32 input with mean 1e4 is centered to fp32
+// precision.
+//
+// out = act(((x - mean_hi) - mean_lo) * scale + shift [+ residual]).
+struct ApplyParams {
+  Geometry g;
+  const void* x;         // [N, C, H, W]
+  Strides sx;
+  const void* residual;  // [N, C, H, W] or nullptr
+  Strides sr;
+  const void* coefs;     // [4][C] acc type: mean_hi, mean_lo, scale, shift
+  void* out;             // [N, C, H, W]
+  Strides so;
+  bool relu;
+};
+
+// ---------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------
+
+// The forward's coefficients, recomputed from what the forward returned.
+struct SavedStats {
+  const double* save_mean;    // [C] float64
+  const void* save_invstd;    // [C] acc type
+  ChannelVector weight, bias;
+};
+
+// With g = dy * [pre > 0] (pre the forward's pre-activation, recomputed
+// bit-identically) partial sums per block of
+//   sum_g = sum g,   sum_gx = sum g * (x - mean)
+// into `partials`: [2][splits][C] float64; and grad_residual = g when given.
+struct BackwardReduceParams {
+  Geometry g;
+  const void* dy;        // [N, C, H, W]
+  Strides sdy;
+  const void* x;         // [N, C, H, W]
+  Strides sx;
+  const void* residual;  // [N, C, H, W] or nullptr
+  Strides sr;
+  SavedStats saved;
+  bool relu;
+  double* partials;
+  void* grad_residual;   // [N, C, H, W] or nullptr
+  Strides sgr;
+};
+
+// Sums the partials and writes grad_weight = sum_gx * invstd (in
+// grad_weight_dtype), grad_bias = sum_g (in grad_bias_dtype), and the
+// grad-input coefficients, [7][C] acc type: mean_hi, mean_lo, scale, shift,
+// a, b, d, with dx = a * g + b * (x - mean) + d (b = d = 0 in eval).
+struct FinalizeBackwardParams {
+  int64_t C;
+  bool training;
+  const double* partials;  // [2][splits][C]
+  int splits;
+  SavedStats saved;
+  int64_t count;
+  bool acc_double;
+  void* grad_weight;  // [C]
+  Dtype grad_weight_dtype;
+  void* grad_bias;    // [C]
+  Dtype grad_bias_dtype;
+  void* coefs;        // [7][C] acc type
+};
+
+// dx = a * g + b * (x - mean) + d; g = gsrc, times [pre > 0] when
+// mask_from_x (a ReLU without residual: the mask comes from x alone).
+struct BackwardApplyParams {
+  Geometry g;
+  const void* gsrc;   // [N, C, H, W]: dy, or grad_residual (already masked)
+  Strides sg;
+  const void* x;      // [N, C, H, W]
+  Strides sx;
+  const void* coefs;  // [7][C] acc type, from the backward finalize
+  void* dx;           // [N, C, H, W]
+  Strides sdx;
+  bool mask_from_x;
+};
+
+// ---------------------------------------------------------------------------
+// add + ReLU over `numel` elements of identically laid out dense storage
+// ---------------------------------------------------------------------------
+
+struct AddReluParams {
+  Dtype dtype;
+  int64_t numel;
+  const void* a;
+  const void* b;
+  void* out;
+};
+
+struct ReluBackwardParams {
+  Dtype dtype;
+  int64_t numel;
+  const void* dy;
+  const void* out;
+  void* grad;
+};
+
+}  // namespace resnet_fast::cuda

@@ -1,0 +1,91 @@
+"""Paths of the CUDA kernels that the shared op tests may not reach: the
+element-by-element fallback for misaligned operands, many partial results per
+channel, strided and reduced-precision [C] vectors. Each case is compared
+with the fp64 reference through the same checks as test_batch_norm.py."""
+
+import pytest
+import torch
+from bn_cases import BnCase
+from helpers import assert_close
+
+import resnet_fast
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(autouse=True)
+def _cuda_backend():
+    with resnet_fast.use_backend("cuda"):
+        yield
+
+
+def _misaligned(t: torch.Tensor) -> torch.Tensor:
+    """The same values one element past a 16-byte boundary, same strides."""
+    flat = torch.empty(t.untyped_storage().nbytes() // t.element_size() + 1, dtype=t.dtype,
+                       device=t.device)  # fmt: skip
+    view = flat[1:].as_strided(t.shape, t.stride())
+    view.copy_(t)
+    return view
+
+
+def _run(case: BnCase, gen):
+    grad_out = case.grad_out(gen)
+    ours, oracle = case.run_ours(grad_out), case.run_oracle(grad_out)
+    keep = ~case.boundary()
+    tol = torch.float64 if case.x.dtype == torch.float64 else torch.float32
+    assert_close(ours.out, oracle.out, tol, "out", mask=keep)
+    for k, g in ours.grads.items():
+        assert_close(g, oracle.grads[k], tol, f"grad {k}")
+    if case.running_mean is not None and case.training:
+        assert_close(ours.running_mean, oracle.running_mean, tol, "running_mean")
+        assert_close(ours.running_var, oracle.running_var, tol, "running_var")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("op", ["bn_relu", "bn_add_relu"])
+def test_misaligned_operands_take_the_scalar_path(op, layout, gen):
+    case = BnCase.make(op, (4, 64, 8, 8), layout, torch.float32, True, gen, "cuda")
+    case.x = _misaligned(case.x)
+    if case.residual is not None:
+        case.residual = _misaligned(case.residual)
+    _run(case, gen)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_many_partials_per_channel(layout, dtype, gen):
+    """Enough rows for dozens of blocks per channel (partials merged by the
+    finalize kernel), mean far from zero."""
+    case = BnCase.make("bn_add_relu", (64, 8, 48, 48), layout, dtype, True, gen, "cuda")
+    case.x = case.x + 100
+    _run(case, gen)
+
+
+def test_strided_and_low_precision_channel_vectors(gen):
+    case = BnCase.make("bn_relu", (3, 12, 5, 5), "channels_last", torch.float32, True, gen, "cuda")
+    case.weight = case.weight.repeat_interleave(2)[::2]  # strided views
+    case.bias = case.bias.repeat_interleave(2)[::2]
+    case.running_mean = case.running_mean.to(torch.bfloat16)
+    case.running_var = case.running_var.to(torch.bfloat16)
+    grad_out = case.grad_out(gen)
+    ours, oracle = case.run_ours(grad_out), case.run_oracle(grad_out)
+    assert_close(ours.out, oracle.out, torch.float32, "out", mask=~case.boundary())
+    assert ours.running_mean.dtype == torch.bfloat16
+    # bf16 running statistics: one bf16 rounding of the fp64 update.
+    torch.testing.assert_close(
+        ours.running_var.double(), oracle.running_var.double(), rtol=8e-3, atol=0
+    )
+
+
+def test_cuda_matches_cpu_backend_bitwise_in_layout_and_closely_in_value(gen):
+    case = BnCase.make("bn_add_relu", (5, 33, 7, 9), "channels_last", torch.float64, True, gen)
+    grad_out = case.grad_out(gen)
+    with resnet_fast.use_backend("cpu"):
+        cpu = case.run_ours(grad_out)
+    gpu_case = BnCase(**{k: v.cuda() if isinstance(v, torch.Tensor) else v
+                         for k, v in vars(case).items()})  # fmt: skip
+    gpu = gpu_case.run_ours(grad_out.cuda())
+    assert gpu.out.stride() == cpu.out.stride()
+    torch.testing.assert_close(gpu.out.cpu(), cpu.out, rtol=1e-12, atol=1e-12)
+    for k in cpu.grads:
+        torch.testing.assert_close(gpu.grads[k].cpu(), cpu.grads[k], rtol=1e-11, atol=1e-11)
