@@ -141,8 +141,9 @@ def test_standard_and_lean_agree_under_autocast_and_channels_last():
         out.float().square().sum().backward()
         outs.append(out.float())
         grads.append([xi.grad] + [p.grad for p in block.parameters()])
-    # the lean path runs the same ops in the same dtypes: bit-identical forward
-    assert torch.equal(outs[0], outs[1])
+    # the same ops in the same dtypes (oneDNN's bf16 convolutions may pick
+    # other kernels from call to call, so not bit-identical)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-2, atol=1e-2)
     for a, b in zip(grads[0], grads[1], strict=True):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
