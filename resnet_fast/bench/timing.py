@@ -93,3 +93,14 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
         "iqr_ms": iqr,
         "rounds": len(ordered),
     }
+
+
+def time_ms(
+    fn: Callable[[], object], rounds: int, warmup: int, device: torch.device | None = None
+) -> tuple[float, float]:
+    """(minimum, median) milliseconds of ``fn`` alone over ``rounds`` calls
+    after ``warmup``; for comparisons prefer ``interleaved_ms``."""
+    stats = summarize(
+        interleaved_ms({"fn": fn}, device or torch.device("cpu"), rounds, warmup)["fn"]
+    )
+    return stats["min_ms"], stats["median_ms"]
