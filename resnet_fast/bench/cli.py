@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 import torch
@@ -305,6 +306,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     progress.close()
     result = {
         "kind": "bench",
+        "command": args.command_line,
         "environment": environment.describe(device),
         "settings": bench_models.settings_dict(settings),
         "rows": rows,
@@ -365,6 +367,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
     progress.close()
     result = {
         "kind": "ops",
+        "command": args.command_line,
         "environment": environment.describe(device),
         "settings": bench_ops.settings_dict(settings),
         "rows": rows,
@@ -478,6 +481,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_line(argv: list[str]) -> str:
+    """How this run was started, for the JSON file: the command, and the
+    allocator variables from the environment when they are set."""
+    env = [
+        f"{key}={os.environ[key]}"
+        for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+        if key in os.environ
+    ]
+    return shlex.join([*env, "resnet-fast", *argv])
+
+
 COMMANDS = {"bench": cmd_bench, "ops": cmd_ops, "check": cmd_check, "info": cmd_info}
 
 
@@ -488,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         the exit status: 0 success, 1 a check failed, 2 bad arguments.
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = command_line(argv)
     try:
         return COMMANDS[args.command](args)
     except ArgumentError as error:
