@@ -42,4 +42,6 @@ def test_readme_resnet_fast_commands_parse():
     assert commands, "the README shows no resnet-fast command"
     for argv in commands:
         build_parser().parse_args(argv)
+
+
 # --- end resnet-fast command ---
