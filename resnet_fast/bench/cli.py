@@ -255,7 +255,7 @@ def _header(command: str, device: torch.device, details: str) -> str:
     where = (
         environment.gpu(device)["name"]
         if device.type == "cuda"
-        else f"{environment.cpu_name()}, {torch.get_num_threads()} threads"
+        else f"{environment.cpu_name()}, {report.threads_text(torch.get_num_threads())}"
     )
     return (
         f"resnet-fast {command} | {device} ({where}) | torch {torch.__version__} | "
@@ -460,7 +460,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"torch        {info['torch']}  (CUDA {info['torch_cuda'] or 'none'})  "
         f"python {info['python']}",
         f"platform     {info['platform']}",
-        f"CPU          {info['cpu']}, {info['threads']} threads; kernels "
+        f"CPU          {info['cpu']}, {report.threads_text(info['threads'])}; kernels "
         f"{build.get('cpu_capability')} (compiled: {build.get('cpu_capabilities_compiled')})",
         "GPU          "
         + (

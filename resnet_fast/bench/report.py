@@ -44,6 +44,11 @@ def render_markdown(table: Table) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+def threads_text(count: int) -> str:
+    """ "1 thread", "2 threads"."""
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -84,10 +89,10 @@ def bench_throughput_table(result: dict) -> Table:
 def bench_memory_table(result: dict) -> Table:
     """Saved activations, peak GPU memory and the accuracy check."""
     on_gpu = result["environment"]["gpu"] is not None
-    headers = ["model", "saved KiB/img fast", "eager", "saved fast/eager"]
+    headers = ["model", "saved KiB/img fast", "saved KiB/img eager", "saved fast/eager"]
     if on_gpu:
         headers += ["train peak MiB fast", "eager"]
-    headers += ["logits err fast (eager)", "grads err fast (eager)", "max |fast-eager|", "check"]
+    headers += ["logits err fast (eager)", "grads err fast (eager)", "max abs diff logits", "check"]
     rows = []
     for row in result["rows"]:
         saved = row["saved_bytes_per_image"]
@@ -117,7 +122,7 @@ def bench_memory_table(result: dict) -> Table:
 def bench_caption(result: dict) -> str:
     """One line: where and how the benchmark ran."""
     env, s = result["environment"], result["settings"]
-    where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {env['threads']} threads"
+    where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {threads_text(env['threads'])}"
     layout = "channels_last" if s["channels_last"] else "NCHW"
     return (
         f"{where} | torch {env['torch']} | {s['precision']} | {layout} | batch {s['batch_size']}"
@@ -160,7 +165,7 @@ def ops_summary_table(result: dict) -> Table:
 def ops_caption(result: dict) -> str:
     """One line: where and how the op benchmark ran."""
     env, s = result["environment"], result["settings"]
-    where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {env['threads']} threads"
+    where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {threads_text(env['threads'])}"
     layout = "channels_last" if s["channels_last"] else "NCHW"
     return (
         f"{where} | torch {env['torch']} | {s['dtype']} | {layout} | batch {s['batch_size']}"
