@@ -456,7 +456,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     build = info["build_info"]
     gpu = info["gpu"]
     lines = [
-        f"resnet_fast  {info['resnet_fast']}  ({info['package_path']}, commit {info['commit']})",
+        f"resnet_fast  {info['resnet_fast']}  ({info['package_path']}, "
+        f"commit {info['commit'] or 'unknown'})",
         f"torch        {info['torch']}  (CUDA {info['torch_cuda'] or 'none'})  "
         f"python {info['python']}",
         f"platform     {info['platform']}",
