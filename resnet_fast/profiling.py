@@ -5,7 +5,9 @@ the backward pass. ``saved_activations`` counts it exactly, on any device:
 every tensor that autograd packs (``ctx.save_for_backward``, C++ autograd
 nodes, custom ops) goes through ``torch.autograd.graph.saved_tensors_hooks``;
 tensors that share a storage are counted once, at the storage's size, and
-parameters (and anything else passed as ``exclude``) are left out.
+parameters (and anything else passed as ``exclude``) are left out, together
+with dtype copies of them made during the forward (autocast's bfloat16 copies
+of the weights): those are per step, not per image.
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ def _storage_key(tensor: torch.Tensor) -> tuple[str, int]:
     return (str(tensor.device), storage.data_ptr())
 
 
+def _copy_of(tensor: torch.Tensor, excluded: set[tuple[str, int]]) -> bool:
+    """Whether ``tensor`` is a dtype/device copy (``.to()``, as autocast makes)
+    of an excluded leaf, or a view of one, found through its autograd node."""
+    base = tensor._base if tensor._base is not None else tensor
+    node = base.grad_fn
+    if node is None or node.name() != "ToCopyBackward0":
+        return False
+    for parent, _ in node.next_functions:
+        variable = getattr(parent, "variable", None)  # AccumulateGrad of a leaf
+        if variable is not None and _storage_key(variable) in excluded:
+            return True
+    return False
+
+
 def saved_activations(
     fn: Callable[..., Any], *args: Any, exclude: Iterable[torch.Tensor] = (), **kwargs: Any
 ) -> tuple[Any, SavedTensors]:
@@ -47,7 +63,8 @@ def saved_activations(
         fn: the forward computation, e.g. a model.
         *args: its positional arguments.
         exclude: tensors not to count, typically ``model.parameters()``
-            (matched by storage).
+            (matched by storage), and the copies of them in another dtype
+            made inside ``fn`` (e.g. by autocast).
         **kwargs: its keyword arguments.
 
     Returns:
@@ -66,7 +83,11 @@ def saved_activations(
         nonlocal packed
         packed += 1
         key = _storage_key(tensor)
-        if key not in excluded and tensor.untyped_storage().nbytes() > 0:
+        if (
+            key not in excluded
+            and tensor.untyped_storage().nbytes() > 0
+            and not _copy_of(tensor, excluded)
+        ):
             sizes[key] = tensor.untyped_storage().nbytes()
         return tensor
 

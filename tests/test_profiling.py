@@ -30,3 +30,16 @@ def test_views_of_one_storage_count_the_storage():
     # the product saves both sin() outputs
     assert saved.storages == 3
     assert saved.bytes == (4 * 16 + 2 * 2 * 16) * 4
+
+
+def test_autocast_copies_of_excluded_parameters_are_left_out():
+    # Under autocast a bfloat16 copy of the weight is saved for backward: a
+    # per-step cost, not an activation, so it is not counted.
+    linear = torch.nn.Linear(32, 64)
+    x = torch.randn(8, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, saved = saved_activations(linear, x, exclude=linear.parameters())
+    assert out.dtype == torch.bfloat16
+    assert saved.bytes == x.numel() * 2  # only the input's bfloat16 copy
+    out.float().sum().backward()
+    assert linear.weight.grad is not None

@@ -1,0 +1,7 @@
+"""``python -m resnet_fast``: the ``resnet-fast`` command."""
+
+import sys
+
+from .bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,286 @@
+"""``resnet-fast bench``: resnet_fast models against the same architecture in
+eager PyTorch (and torch.compile of it), end to end.
+
+For each model: the fast and the eager model start from the same weights; the
+fast model is checked against a float64 copy of the eager one (and the eager
+model in the benchmark's precision is checked the same way, as the yardstick);
+then a training step (forward, backward, SGD with momentum) and inference are
+timed, every implementation interleaved round by round; the activations saved
+for backward are counted per image, and on a GPU the peak memory of a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .. import models as fast_models
+from ..models.reference import reference_model
+from ..profiling import saved_activations
+from .backends import fast_backend_for
+from .progress import Progress
+from .timing import interleaved_ms, summarize, synchronize
+
+# Worst relative error (vs float64) the fast model may add over eager's own in
+# the same precision: max(2 x eager's, this floor).
+ERROR_FLOOR = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+CHECK_BATCH = 8  # the accuracy check runs at most this many images (float64 is slow)
+NUM_CLASSES = 1000
+
+
+@dataclass
+class BenchSettings:
+    """What ``resnet-fast bench`` measures (validated by the CLI)."""
+
+    models: list[str]
+    device: str
+    dtype: str  # "float32", or the autocast dtype: "bfloat16" / "float16"
+    batch_size: int
+    resolution: int
+    channels_last: bool
+    compile: bool
+    rounds: int
+    warmup: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.dtype == "float32" else f"{self.dtype} autocast"
+
+
+def autocast(settings: BenchSettings) -> contextlib.AbstractContextManager:
+    """Mixed precision as a training script would use it: parameters stay
+    float32, autocast picks the op dtypes."""
+    if settings.dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(settings.torch_device.type, dtype=settings.torch_dtype)
+
+
+def build_models(name: str, settings: BenchSettings) -> dict[str, nn.Module]:
+    """The fast model, its eager twin with the same weights, and (with
+    ``--compile``) torch.compile of another copy of the eager model."""
+    torch.manual_seed(0)
+    eager = reference_model(name, num_classes=NUM_CLASSES)
+    fast = getattr(fast_models, name)(num_classes=NUM_CLASSES)
+    fast.load_state_dict(eager.state_dict())  # same keys by design
+    variants = {"fast": fast, "eager": eager}
+    if settings.compile:
+        variants["compile"] = torch.compile(copy.deepcopy(eager))
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    return {k: m.to(settings.torch_device, memory_format=fmt) for k, m in variants.items()}
+
+
+def make_batch(settings: BenchSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh random batch (never zeros) and labels, on the device."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (settings.batch_size, 3, settings.resolution, settings.resolution)
+    x = torch.randn(shape, generator=gen)
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    x = x.to(settings.torch_device).contiguous(memory_format=fmt)
+    y = torch.randint(0, NUM_CLASSES, (settings.batch_size,), generator=gen)
+    return x, y.to(settings.torch_device)
+
+
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.detach().double(), want.detach().double()
+    if not torch.isfinite(got).all():
+        return float("inf")
+    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def _normwise(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    """||got - want|| / ||want|| over all the tensors together (2-norm): the
+    gradients of a whole model, where some parameters' are tiny."""
+    diff = sum(((g.double() - w.double()) ** 2).sum() for g, w in zip(got, want, strict=True))
+    norm = sum((w.double() ** 2).sum() for w in want)
+    return (diff / norm.clamp_min(1e-300)).sqrt().item()
+
+
+def _forward_backward(model: nn.Module, x, y, precision) -> dict[str, torch.Tensor]:
+    """Training-mode logits and parameter gradients, then eval-mode logits."""
+    model.zero_grad(set_to_none=True)
+    model.train()
+    with precision:
+        logits = model(x)
+    nn.functional.cross_entropy(logits.float(), y).backward()
+    out = {"train logits": logits.detach()}
+    out.update({f"grad {k}": p.grad.detach() for k, p in model.named_parameters()})
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad(), precision:
+        out["eval logits"] = model(x).detach()
+    return out
+
+
+def check_accuracy(models: dict[str, nn.Module], x, y, settings: BenchSettings) -> dict:
+    """The fast and the eager model against a float64 copy of the eager one.
+
+    Logits in training and eval mode are compared by worst relative error
+    (max |a - oracle| / max |oracle|), the parameter gradients by norm-wise
+    relative error over the whole model. The fast model passes when its error
+    is at most twice eager's in the same precision, or under a small floor
+    (float32 kernels differ by rounding).
+
+    Returns:
+        errors per model and kind ("logits", "grads"), the max |fast - eager|
+        of the logits, the tolerance and ``ok``.
+    """
+    n = min(CHECK_BATCH, x.shape[0])
+    xs, ys = x[:n], y[:n]
+    oracle = copy.deepcopy(models["eager"]).double()
+    want = _forward_backward(oracle, xs.double(), ys, contextlib.nullcontext())
+    del oracle
+    got = {
+        label: _forward_backward(models[label], xs, ys, autocast(settings))
+        for label in ("fast", "eager")
+    }
+    result: dict = {"images": n}
+    grad_keys = [k for k in want if k.startswith("grad ")]
+    for label, outputs in got.items():
+        result[label] = {
+            "logits": max(_relative(outputs[k], want[k]) for k in ("train logits", "eval logits")),
+            "grads": _normwise([outputs[k] for k in grad_keys], [want[k] for k in grad_keys]),
+        }
+    result["max_abs_logit_diff"] = max(
+        (got["fast"][k].double() - got["eager"][k].double()).abs().max().item()
+        for k in ("train logits", "eval logits")
+    )
+    floor = ERROR_FLOOR[settings.torch_dtype]
+    result["tolerance"] = {k: max(2 * result["eager"][k], floor) for k in ("logits", "grads")}
+    result["ok"] = all(result["fast"][k] <= result["tolerance"][k] for k in ("logits", "grads"))
+    for model in models.values():
+        model.zero_grad(set_to_none=True)
+    return result
+
+
+def saved_bytes_per_image(model: nn.Module, x, settings: BenchSettings) -> float | None:
+    """Activation bytes one training forward saves for backward, per image
+    (storages counted once, parameters excluded); None when it cannot be
+    measured (torch.compile may refuse saved-tensor hooks)."""
+    model.train()
+    try:
+        with autocast(settings):
+            out, saved = saved_activations(model, x, exclude=list(model.parameters()))
+    except Exception:  # noqa: BLE001 - reported as "not measured"
+        return None
+    del out
+    return saved.bytes / x.shape[0]
+
+
+def train_step(model: nn.Module, x, y, settings: BenchSettings) -> Callable[[], None]:
+    """One training step: forward, cross-entropy, backward, SGD with momentum."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast(settings):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def infer_step(model: nn.Module, x, settings: BenchSettings) -> Callable[[], None]:
+    """One inference forward (no_grad, eval mode)."""
+
+    def run() -> None:
+        with torch.no_grad(), autocast(settings):
+            model(x)
+
+    return run
+
+
+def peak_memory_mib(fn: Callable[[], None], device: torch.device) -> float | None:
+    """Peak CUDA memory one call of ``fn`` allocates above what was resident
+    before it (activations, gradients, workspaces), in MiB; None on the CPU."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def units_per_model(settings: BenchSettings) -> int:
+    """Progress units of one model: build, check, saved bytes, then per mode
+    the warm-up and each round."""
+    return 3 + 2 * (settings.rounds + 1)
+
+
+def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
+    """Everything ``resnet-fast bench`` measures for one model.
+
+    Returns:
+        the JSON row: backend, accuracy check, saved bytes, and per mode
+        ("train", "infer") and variant the times, images/s and peak memory.
+    """
+    device = settings.torch_device
+    progress.set_label(f"{name}: building")
+    models = build_models(name, settings)
+    x, y = make_batch(settings, seed=0)
+    progress.advance()
+    progress.set_label(f"{name}: accuracy check vs float64")
+    row: dict = {"model": name, "backend": fast_backend_for(device)}
+    row["check"] = check_accuracy(models, x, y, settings)
+    progress.advance()
+    progress.set_label(f"{name}: saved activations")
+    row["saved_bytes_per_image"] = {
+        label: saved_bytes_per_image(model, x, settings) for label, model in models.items()
+    }
+    progress.advance()
+    for mode in ("train", "infer"):
+        progress.set_label(f"{name}: {'training step' if mode == 'train' else 'inference'}")
+        for model in models.values():
+            model.train(mode == "train")
+        steps = {
+            label: train_step(model, x, y, settings)
+            if mode == "train"
+            else infer_step(model, x, settings)
+            for label, model in models.items()
+        }
+        # The first call of each doubles as warm-up and as the memory probe.
+        peaks = {label: peak_memory_mib(fn, device) for label, fn in steps.items()}
+        times = interleaved_ms(
+            steps, device, settings.rounds, max(settings.warmup - 1, 0), progress.advance
+        )
+        row[mode] = {}
+        for label, samples in times.items():
+            stats = summarize(samples)
+            stats["images_per_s"] = settings.batch_size / (stats["median_ms"] * 1e-3)
+            stats["peak_memory_MiB"] = peaks[label]
+            stats["samples_ms"] = samples
+            row[mode][label] = stats
+        for other in [label for label in models if label != "fast"]:
+            row[mode][f"speedup_vs_{other}"] = (
+                row[mode][other]["median_ms"] / row[mode]["fast"]["median_ms"]
+            )
+    del models
+    return row
+
+
+def run_bench(settings: BenchSettings, progress: Progress) -> list[dict]:
+    """``bench_model`` for each model in the settings."""
+    return [bench_model(name, settings, progress) for name in settings.models]
+
+
+def settings_dict(settings: BenchSettings) -> dict:
+    """The settings as recorded in the JSON file."""
+    out = asdict(settings)
+    out["precision"] = settings.precision
+    return out

@@ -1,0 +1,242 @@
+"""Tables (plain text for the terminal, markdown for the README) and JSON
+files, built from the result dictionaries that the benchmarks return, so that
+a table printed now and one rendered later from the JSON are the same."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+MODE_NAMES = {"train": "training step", "infer": "inference"}
+
+
+@dataclass
+class Table:
+    """Headers, rows of cells (strings) and which columns align right."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+
+
+def render_text(table: Table) -> str:
+    """Aligned columns for a terminal."""
+    widths = [
+        max(len(cell) for cell in [header, *(row[i] for row in table.rows)])
+        for i, header in enumerate(table.headers)
+    ]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if numeric else cell.ljust(width)
+            for cell, width, numeric in zip(cells, widths, table.numeric, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(table.headers), rule, *(line(row) for row in table.rows)])
+
+
+def render_markdown(table: Table) -> str:
+    """A GitHub markdown table."""
+    align = ["---:" if numeric else "---" for numeric in table.numeric]
+    lines = [table.headers, align, *table.rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def threads_text(count: int) -> str:
+    """ "1 thread", "2 threads"."""
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _rate(stats: dict | None) -> str:
+    return "-" if stats is None else f"{stats['images_per_s']:.1f}"
+
+
+def _kib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 1024:.0f}"
+
+
+def bench_throughput_table(result: dict) -> Table:
+    """Images/s of every variant and the fast model's speed-ups."""
+    compiled = result["settings"]["compile"]
+    headers = ["model", "backend", "mode", "fast img/s", "eager img/s"]
+    if compiled:
+        headers.append("compile img/s")
+    headers.append("fast vs eager")
+    if compiled:
+        headers.append("fast vs compile")
+    rows = []
+    for row in result["rows"]:
+        for mode in ("train", "infer"):
+            timed = row[mode]
+            cells = [row["model"], row["backend"], MODE_NAMES[mode]]
+            cells += [_rate(timed.get("fast")), _rate(timed.get("eager"))]
+            if compiled:
+                cells.append(_rate(timed.get("compile")))
+            cells.append(_ratio(timed.get("speedup_vs_eager")))
+            if compiled:
+                cells.append(_ratio(timed.get("speedup_vs_compile")))
+            rows.append(cells)
+    numeric = [False, False, False] + [True] * (len(headers) - 3)
+    return Table(headers, rows, numeric)
+
+
+def bench_memory_table(result: dict) -> Table:
+    """Saved activations, peak GPU memory and the accuracy check."""
+    on_gpu = result["environment"]["gpu"] is not None
+    headers = ["model", "saved KiB/img fast", "saved KiB/img eager", "saved fast/eager"]
+    if on_gpu:
+        headers += ["train peak MiB fast", "eager"]
+    headers += ["logits err fast (eager)", "grads err fast (eager)", "max abs diff logits", "check"]
+    rows = []
+    for row in result["rows"]:
+        saved = row["saved_bytes_per_image"]
+        fraction = (
+            f"{saved['fast'] / saved['eager']:.2f}"
+            if saved.get("fast") and saved.get("eager")
+            else "-"
+        )
+        cells = [row["model"], _kib(saved.get("fast")), _kib(saved.get("eager")), fraction]
+        if on_gpu:
+            peak = row["train"]
+            cells += [
+                f"{peak['fast']['peak_memory_MiB']:.0f}",
+                f"{peak['eager']['peak_memory_MiB']:.0f}",
+            ]
+        check = row["check"]
+        cells += [
+            f"{check['fast']['logits']:.1e} ({check['eager']['logits']:.1e})",
+            f"{check['fast']['grads']:.1e} ({check['eager']['grads']:.1e})",
+            f"{check['max_abs_logit_diff']:.1e}",
+            "ok" if check["ok"] else "MISMATCH",
+        ]
+        rows.append(cells)
+    return Table(headers, rows, [False] + [True] * (len(headers) - 2) + [False])
+
+
+def bench_caption(result: dict) -> str:
+    """One line: where and how the benchmark ran."""
+    env, s = result["environment"], result["settings"]
+    where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {threads_text(env['threads'])}"
+    layout = "channels_last" if s["channels_last"] else "NCHW"
+    return (
+        f"{where} | torch {env['torch']} | {s['precision']} | {layout} | batch {s['batch_size']}"
+        f" | {s['resolution']}x{s['resolution']} | median of {s['rounds']} interleaved rounds"
+    )
+
+
+def ops_table(result: dict) -> Table:
+    """Median times, speed-up and effective bandwidth of each op and shape."""
+    headers = ["op", "pass", "C", "H", "fused ms", "eager ms", "speed-up", "fused GB/s"]
+    headers.append("eager GB/s")
+    rows = [
+        [
+            r["op"],
+            r["pass"],
+            str(r["C"]),
+            str(r["H"]),
+            f"{r['fused']['median_ms']:.3f}",
+            f"{r['eager']['median_ms']:.3f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['fused_GBps']:.1f}",
+            f"{r['eager_GBps']:.1f}",
+        ]
+        for r in result["rows"]
+    ]
+    return Table(headers, rows, [False, False] + [True] * 7)
+
+
+def ops_summary_table(result: dict) -> Table:
+    """Per op and pass: geometric-mean and total-time speed-up over the shapes."""
+    rows = [
+        [s["op"], s["pass"], f"{s['geomean_speedup']:.2f}x", f"{s['total_time_speedup']:.2f}x"]
+        for s in result["summary"]
+    ]
+    return Table(
+        ["op", "pass", "geomean speed-up", "total-time speed-up"], rows, [False] * 2 + [True] * 2
+    )
+
+
+def ops_caption(result: dict) -> str:
+    """One line: where and how the op benchmark ran."""
+    env, s = result["environment"], result["settings"]
+    where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {threads_text(env['threads'])}"
+    layout = "channels_last" if s["channels_last"] else "NCHW"
+    return (
+        f"{where} | torch {env['torch']} | {s['dtype']} | {layout} | batch {s['batch_size']}"
+        f" | training mode | median of {s['rounds']} interleaved rounds"
+    )
+
+
+def write_json(result: dict, path: str) -> str:
+    """Writes ``result`` to ``path`` (creating its folder) and returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    return path
+
+
+README_BEGIN = (
+    "<!-- results:begin: generated by `python benchmarks/render_readme_table.py` "
+    "from benchmarks/results/; edit there, not here -->"
+)
+README_END = "<!-- results:end -->"
+DEVICE_TITLES = {"cpu": "CPU", "cuda": "GPU"}
+
+
+def _load(results_dir: str, name: str) -> dict | None:
+    path = os.path.join(results_dir, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def readme_section(results_dir: str, link_prefix: str) -> str:
+    """The README's results section from the committed results: for each
+    device with results, the model table and plot, then the op summary.
+
+    Args:
+        results_dir: the folder holding ``bench-<device>.json`` /
+            ``ops-<device>.json`` and their PNGs.
+        link_prefix: how the README reaches that folder (e.g.
+            "benchmarks/results").
+    """
+    parts = [README_BEGIN]
+    for device, title in DEVICE_TITLES.items():
+        bench = _load(results_dir, f"bench-{device}.json")
+        if bench is not None:
+            parts += [
+                f"### Models, {title}",
+                f"{bench_caption(bench)}; commit {bench['environment']['commit']}, made by",
+                f"```bash\n{bench['command']}\n```",
+                render_markdown(bench_throughput_table(bench)),
+                render_markdown(bench_memory_table(bench)),
+                f"![resnet-fast bench, {title}]({link_prefix}/bench-{device}.png)",
+            ]
+        ops = _load(results_dir, f"ops-{device}.json")
+        if ops is not None:
+            parts += [
+                f"### Fused ops, {title}",
+                f"{ops_caption(ops)}; backend {ops['settings']['backend']}; commit "
+                f"{ops['environment']['commit']}, made by",
+                f"```bash\n{ops['command']}\n```",
+                render_markdown(ops_summary_table(ops)),
+                f"Every shape: `{link_prefix}/ops-{device}.json` and the plot:",
+                f"![resnet-fast ops, {title}]({link_prefix}/ops-{device}.png)",
+            ]
+    parts.append(README_END)
+    return "\n\n".join(parts)
+
+
+def replace_readme_section(readme: str, section: str) -> str:
+    """``readme`` with the text between the results markers replaced."""
+    start = readme.index(README_BEGIN)
+    end = readme.index(README_END) + len(README_END)
+    return readme[:start] + section + readme[end:]
