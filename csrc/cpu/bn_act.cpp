@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "../checks.h"
+#include "bn_passes.h"
 #include "channel_math.h"
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"
@@ -18,27 +19,6 @@ using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
 bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
-
-// out = act((input - mean) * invstd * weight + bias [+ residual]), one pass.
-void apply_affine(const Tensor& input, const Tensor& residual, Layout layout, Tensor& out,
-                  const Tensor& mean, const Tensor& invstd, const OptTensor& weight,
-                  const OptTensor& bias, bool relu) {
-  if (input.numel() == 0) return;
-  const ChannelAffine ca = channel_affine(mean, invstd, weight, bias);
-  ApplyParams p{geometry_of(input, layout),
-                input.const_data_ptr(),
-                strides_of(input),
-                residual.defined() ? residual.const_data_ptr() : nullptr,
-                residual.defined() ? strides_of(residual) : Strides{},
-                ca.mean_hi.const_data_ptr(),
-                ca.mean_lo.const_data_ptr(),
-                ca.scale.const_data_ptr(),
-                ca.bias.const_data_ptr(),
-                out.mutable_data_ptr(),
-                strides_of(out),
-                relu};
-  kernels().bn_apply(p);
-}
 
 // Returns (out, save_mean, save_invstd): [C] float64 mean and acc-type invstd,
 // of the batch in training, of the running statistics in eval.
@@ -60,9 +40,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
     mean = at::zeros({C}, input.options().dtype(at::kDouble));
     var = at::zeros({C}, input.options().dtype(at::kDouble));  // stay zero for an empty batch
     if (count > 0) {
-      StatsParams p{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
-                    mean.mutable_data_ptr<double>(), var.mutable_data_ptr<double>()};
-      kernels().bn_stats(p);
+      run_stats(input, layout, mean, var);
       update_running_stats(running_mean, running_var, mean, var, momentum, count);
     }
   } else {
@@ -71,7 +49,9 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
     var = running_var->to(at::kDouble).contiguous();
   }
   const Tensor invstd = invstd_from_var(var, eps, acc);
-  apply_affine(input, residual, layout, out, mean, invstd, weight, bias, relu);
+  if (input.numel() > 0) {
+    run_apply(input, residual, layout, channel_affine(mean, invstd, weight, bias), out, relu);
+  }
   return {out, mean, invstd};
 }
 
@@ -95,44 +75,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
     return {grad_input, grad_residual, grad_weight, grad_bias};
   }
 
-  const Geometry geom = geometry_of(input, layout);
-  BackwardReduceParams rp{geom,
-                          grad_out.const_data_ptr(),
-                          strides_of(grad_out),
-                          input.const_data_ptr(),
-                          strides_of(input),
-                          residual.defined() ? residual.const_data_ptr() : nullptr,
-                          residual.defined() ? strides_of(residual) : Strides{},
-                          ca.mean_hi.const_data_ptr(),
-                          ca.mean_lo.const_data_ptr(),
-                          ca.scale.const_data_ptr(),
-                          ca.bias.const_data_ptr(),
-                          sum_g.mutable_data_ptr(),
-                          sum_gx.mutable_data_ptr(),
-                          residual.defined() ? grad_residual.mutable_data_ptr() : nullptr,
-                          residual.defined() ? strides_of(grad_residual) : Strides{},
-                          relu};
-  kernels().bn_backward_reduce(rp);
+  run_backward_reduce(grad_out, input, residual, layout, ca, sum_g, sum_gx, grad_residual, relu);
 
   const GradInputCoefs k = grad_input_coefs(ca, sum_g, sum_gx, training, count);
   const bool mask_from_x = relu && !residual.defined();
   const Tensor& gsrc = residual.defined() ? grad_residual : grad_out;
-  BackwardApplyParams ap{geom,
-                         gsrc.const_data_ptr(),
-                         strides_of(gsrc),
-                         input.const_data_ptr(),
-                         strides_of(input),
-                         ca.mean_hi.const_data_ptr(),
-                         ca.mean_lo.const_data_ptr(),
-                         ca.scale.const_data_ptr(),
-                         ca.bias.const_data_ptr(),
-                         k.a.const_data_ptr(),
-                         k.b.const_data_ptr(),
-                         k.d.const_data_ptr(),
-                         grad_input.mutable_data_ptr(),
-                         strides_of(grad_input),
-                         mask_from_x};
-  kernels().bn_backward_apply(ap);
+  run_backward_apply(gsrc, input, layout, ca, k, grad_input, mask_from_x);
   auto [grad_weight, grad_bias] = param_grads(ca, sum_g, sum_gx, weight, bias);
   return {grad_input, grad_residual, grad_weight, grad_bias};
 }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "../checks.h"
+#include "bn_passes.h"
 #include "channel_math.h"
 #include "cpu_kernels.h"
 #include "tensor_geometry.h"
@@ -62,9 +63,7 @@ std::tuple<Tensor, Tensor> bn_stats_cpu(const Tensor& input_) {
   Tensor var = at::zeros({C}, input.options().dtype(at::kDouble));
   if (input.numel() == 0) return {mean, var};
   const Layout layout = harmonize_layout(input, {});
-  StatsParams p{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
-                mean.mutable_data_ptr<double>(), var.mutable_data_ptr<double>()};
-  kernels().bn_stats(p);
+  run_stats(input, layout, mean, var);
   return {mean, var};
 }
 
@@ -79,20 +78,8 @@ Tensor bn_apply_cpu(const Tensor& input_, const OptTensor& residual_, const OptT
   const Layout layout = harmonize_layout(input, {&residual});
   Tensor out = empty_for(input, layout);
   if (input.numel() == 0) return out;
-  const ChannelAffine ca = channel_affine(mean.contiguous(), invstd.contiguous(), weight, bias);
-  ApplyParams p{geometry_of(input, layout),
-                input.const_data_ptr(),
-                strides_of(input),
-                residual.defined() ? residual.const_data_ptr() : nullptr,
-                residual.defined() ? strides_of(residual) : Strides{},
-                ca.mean_hi.const_data_ptr(),
-                ca.mean_lo.const_data_ptr(),
-                ca.scale.const_data_ptr(),
-                ca.bias.const_data_ptr(),
-                out.mutable_data_ptr(),
-                strides_of(out),
-                relu};
-  kernels().bn_apply(p);
+  run_apply(input, residual, layout,
+            channel_affine(mean.contiguous(), invstd.contiguous(), weight, bias), out, relu);
   return out;
 }
 
@@ -114,23 +101,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_reduce(const Tensor& grad_out_, const Ten
   Tensor sum_g = at::zeros_like(ca.invstd), sum_gx = at::zeros_like(ca.invstd);
   Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
   if (input.numel() == 0) return {sum_g, sum_gx, grad_residual};
-  BackwardReduceParams p{geometry_of(input, layout),
-                         grad_out.const_data_ptr(),
-                         strides_of(grad_out),
-                         input.const_data_ptr(),
-                         strides_of(input),
-                         residual.defined() ? residual.const_data_ptr() : nullptr,
-                         residual.defined() ? strides_of(residual) : Strides{},
-                         ca.mean_hi.const_data_ptr(),
-                         ca.mean_lo.const_data_ptr(),
-                         ca.scale.const_data_ptr(),
-                         ca.bias.const_data_ptr(),
-                         sum_g.mutable_data_ptr(),
-                         sum_gx.mutable_data_ptr(),
-                         residual.defined() ? grad_residual.mutable_data_ptr() : nullptr,
-                         residual.defined() ? strides_of(grad_residual) : Strides{},
-                         relu};
-  kernels().bn_backward_reduce(p);
+  run_backward_reduce(grad_out, input, residual, layout, ca, sum_g, sum_gx, grad_residual, relu);
   return {sum_g, sum_gx, grad_residual};
 }
 
@@ -171,22 +142,7 @@ Tensor bn_bwd_apply_cpu(const Tensor& grad_, const Tensor& input_, const OptTens
   // The coefficients divide the sums by the count; given means, the count is 1.
   const GradInputCoefs k =
       grad_input_coefs(ca, mean_g.contiguous(), mean_gx.contiguous(), /*training=*/true, 1);
-  BackwardApplyParams p{geometry_of(input, layout),
-                        grad.const_data_ptr(),
-                        strides_of(grad),
-                        input.const_data_ptr(),
-                        strides_of(input),
-                        ca.mean_hi.const_data_ptr(),
-                        ca.mean_lo.const_data_ptr(),
-                        ca.scale.const_data_ptr(),
-                        ca.bias.const_data_ptr(),
-                        k.a.const_data_ptr(),
-                        k.b.const_data_ptr(),
-                        k.d.const_data_ptr(),
-                        grad_input.mutable_data_ptr(),
-                        strides_of(grad_input),
-                        relu_mask};
-  kernels().bn_backward_apply(p);
+  run_backward_apply(grad, input, layout, ca, k, grad_input, relu_mask);
   return grad_input;
 }
 
