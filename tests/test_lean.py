@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
 import resnet_fast
 from resnet_fast.models import reference as plain
@@ -180,6 +181,25 @@ def test_memory_argument_is_validated():
         BasicBlock(8, 8, memory="tiny")
     with pytest.raises(ValueError, match="memory must be one of"):
         resnet_fast.models.resnet18(memory="tiny")
+
+
+@pytest.mark.triton
+@pytest.mark.skipif(TRITON_SKIP_REASON is not None, reason=TRITON_SKIP_REASON or "")
+def test_lean_block_on_the_triton_backend():
+    """The lean node runs the Triton BN ops (the interpreter on the CPU)."""
+    fast, ref = _blocks(BLOCKS["basic-projection-s2"], dtype=torch.float32)
+    fast, ref = fast.to(TRITON_DEVICE), ref.to(TRITON_DEVICE)
+    x = torch.randn(2, 8, 6, 6, device=TRITON_DEVICE)
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with resnet_fast.use_backend("triton"):
+        out = fast(x_fast)
+        assert "LeanBlock" in type(out.grad_fn).__name__
+        out.sum().backward()
+    ref(x_ref).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for key, g in _grads(ref).items():
+        torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-4, atol=1e-4, msg=key)
+    torch.testing.assert_close(fast.bn1.running_var, ref.bn1.running_var)
 
 
 def test_lean_is_skipped_where_it_cannot_apply():

@@ -30,7 +30,7 @@ forward in) and memory format.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -48,7 +48,46 @@ eager does); "lean" saves each block's convolution outputs only."""
 DEFAULT_MEMORY = "lean"
 
 _aten = torch.ops.aten
-_ops_by_backend = {"cpu": _ops.ops, "cuda": _ops.ops}
+
+
+class LeanOps(NamedTuple):
+    """The BN ops a lean node calls, with the C++ ops' signatures."""
+
+    bn_act_fwd: Callable
+    bn_add_act_fwd: Callable
+    bn_act_bwd: Callable
+    bn_add_act_bwd: Callable
+    bn_apply: Callable
+
+
+def _triton_lean_ops() -> LeanOps:
+    from ..triton import functional as TF
+    from ..triton.bn_ops import triton_bn_act_bwd, triton_bn_add_act_bwd
+
+    def act_fwd(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
+        return TF.forward_with_statistics(
+            input, None, weight, bias, running_mean, running_var, training, momentum, eps, relu
+        )
+
+    def add_act_fwd(input, residual, *args):
+        return TF.forward_with_statistics(input, residual, *args)
+
+    return LeanOps(
+        act_fwd, add_act_fwd, triton_bn_act_bwd, triton_bn_add_act_bwd, TF.apply_statistics
+    )
+
+
+def _lean_ops(backend: str, device: torch.device) -> LeanOps:
+    if backend == "triton":
+        return _triton_lean_ops()
+    native = _ops.ops
+    return LeanOps(
+        native.bn_act_fwd,
+        native.bn_add_act_fwd,
+        native.bn_act_bwd,
+        native.bn_add_act_bwd,
+        stages_for(device).apply,  # pure PyTorch (warned) where a build lacks the stage ops
+    )
 
 
 def check_memory_mode(memory: str) -> str:
@@ -121,20 +160,13 @@ _PER_STAGE = 6  # conv weight, conv bias, BN weight, bias, running mean, running
 def lean_backend(x: Tensor, norms: Sequence[nn.Module]) -> str | None:
     """The backend a lean node would run on, or None when the block must run
     the standard path: eval-mode BN (folded instead), no gradient needed, a
-    non-BN norm, the reference backend (pure PyTorch, unfused by design) or the
-    Triton backend (not implemented yet: warns once)."""
+    non-BN norm, or the reference backend (pure PyTorch, unfused by design)."""
     if not torch.is_grad_enabled():
         return None
     if not all(is_plain_batchnorm2d(bn) and bn.training for bn in norms):
         return None
     backend = _backend.resolve(x.device)
-    if backend == "triton":
-        _backend._warn_once(
-            "lean-triton",
-            "resnet_fast: memory='lean' has no Triton implementation yet; blocks on the "
-            "triton backend run memory='standard' (they save what eager saves)",
-        )
-    return backend if backend in _ops_by_backend else None
+    return None if backend == "reference" else backend
 
 
 def is_projection(downsample: nn.Module | None) -> bool:
@@ -219,7 +251,7 @@ def _conv(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) ->
 class _LeanBlockFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: BlockPlan, x: Tensor, given: Tensor | None, *tensors):
-        ops = _ops_by_backend[plan.backend]
+        ops = _lean_ops(plan.backend, x.device)
         per = [tensors[i : i + _PER_STAGE] for i in range(0, len(tensors), _PER_STAGE)]
         outputs, stats = [], []
         h = x
@@ -263,8 +295,7 @@ class _LeanBlockFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         plan: BlockPlan = ctx.plan
-        ops = _ops_by_backend[plan.backend]
-        apply = stages_for(grad_out.device).apply
+        ops = _lean_ops(plan.backend, grad_out.device)
         n_pairs = len(plan.convs)
         saved = ctx.saved_tensors
         x, given = saved[0], saved[1]
@@ -287,7 +318,9 @@ class _LeanBlockFunction(torch.autograd.Function):
         if plan.shortcut == "identity":
             residual = x
         elif plan.shortcut == "projection":
-            residual = apply(outputs[-1], None, bn_w[-1], bn_b[-1], mean[-1], invstd[-1], False)
+            residual = ops.bn_apply(
+                outputs[-1], None, bn_w[-1], bn_b[-1], mean[-1], invstd[-1], False
+            )
         else:
             residual = given
         grad, grad_residual, gw, gb = ops.bn_add_act_bwd(
@@ -302,7 +335,7 @@ class _LeanBlockFunction(torch.autograd.Function):
             if i == 0:
                 input = x
             else:  # the BN-ReLU output this convolution read, recomputed
-                input = apply(
+                input = ops.bn_apply(
                     outputs[i - 1], None, bn_w[i - 1], bn_b[i - 1], mean[i - 1], invstd[i - 1],
                     True,
                 )  # fmt: skip
@@ -372,7 +405,7 @@ def lean_bn_relu_maxpool(backend: str, x: Tensor, bn: nn.BatchNorm2d, pool: nn.M
 class _LeanPooledBNReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: StemPlan, x, bn_w, bn_b, rm, rv):
-        ops = _ops_by_backend[plan.backend]
+        ops = _lean_ops(plan.backend, x.device)
         h, mean, invstd = ops.bn_act_fwd(
             x, bn_w, bn_b, rm, rv, True, plan.bn.momentum, plan.bn.eps, True
         )
@@ -384,10 +417,9 @@ class _LeanPooledBNReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         plan: StemPlan = ctx.plan
-        ops = _ops_by_backend[plan.backend]
+        ops = _lean_ops(plan.backend, grad_out.device)
         x, mean, invstd, bn_w, bn_b = ctx.saved_tensors
-        apply = stages_for(x.device).apply
-        h = apply(x, None, bn_w, bn_b, mean, invstd, True)
+        h = ops.bn_apply(x, None, bn_w, bn_b, mean, invstd, True)
         kernel, stride, padding, dilation, ceil_mode = plan.pool
         # Recomputing the pooling indices costs one read of h, which is here
         # anyway; keeping them would cost 8 bytes per pooled element.

@@ -92,6 +92,34 @@ def batch_norm_act(
     return _apply(input, residual, weight, bias, save_mean, save_invstd, training, relu)
 
 
+def forward_with_statistics(
+    input: Tensor,
+    residual: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, save_mean, save_invstd) as the C++ bn_act_fwd / bn_add_act_fwd
+    return them, running statistics updated: what the memory-lean blocks
+    (resnet_fast.nn.lean) call on the Triton backend."""
+    save_mean, save_invstd = batch_statistics(
+        input, running_mean, running_var, training, momentum, eps
+    )
+    out = _apply(input, residual, weight, bias, save_mean, save_invstd, training, relu)
+    return out, save_mean, save_invstd
+
+
+def apply_statistics(input, residual, weight, bias, save_mean, save_invstd, relu):
+    """act((input - save_mean) * save_invstd * weight + bias [+ residual]):
+    the signature of the bn_apply stage op, on Triton."""
+    return _apply(input, residual, weight, bias, save_mean, save_invstd, True, relu)
+
+
 def _apply(input, residual, weight, bias, save_mean, save_invstd, training, relu):
     if residual is None:
         return triton_bn_act_fwd(input, weight, bias, save_mean, save_invstd, training, relu)
