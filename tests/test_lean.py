@@ -147,7 +147,10 @@ def test_standard_and_lean_agree_under_autocast_and_channels_last():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-2, atol=1e-2)
     for a, b in zip(grads[0], grads[1], strict=True):
         assert a.dtype == b.dtype
-        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+        # bf16 sums in another order: within a few bf16 ulps of the largest
+        # element (an elementwise rtol fails on small entries of a sum)
+        scale = b.abs().max().item()
+        torch.testing.assert_close(a, b, rtol=0, atol=3e-2 * scale)
 
 
 def test_lean_block_compiles_fullgraph():

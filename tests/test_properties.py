@@ -92,7 +92,7 @@ def test_bn_act_matches_reference(shape, layout, residual, training, affine, see
     scale = max(expected.abs().max().item(), 1.0)
     assert err(out, expected, keep) <= 2 * err(plain, expected, keep) + 4e-6 * scale
     for mine, ref, base in zip(leaves, leaves64, plain_leaves, strict=True):
-        floor = 1e-6 * max(ref.grad.abs().max().item(), 1.0)
+        floor = 4e-6 * max(ref.grad.abs().max().item(), 1.0)  # as for the output
         assert err(mine.grad, ref.grad) <= 2 * err(base.grad, ref.grad) + floor
     assert torch.allclose(rm.double(), rm64, rtol=1e-5, atol=1e-5)
     assert torch.allclose(rv.double(), rv64, rtol=1e-5, atol=1e-5)
