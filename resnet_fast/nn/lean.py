@@ -99,10 +99,10 @@ def check_memory_mode(memory: str) -> str:
 
 def set_memory(model: nn.Module, memory: str) -> nn.Module:
     """Sets the ``memory`` mode of every resnet_fast block and stem in
-    ``model`` (modules with a ``memory`` attribute); returns ``model``."""
+    ``model`` (their classes declare a ``memory`` default); returns ``model``."""
     check_memory_mode(memory)
     for module in model.modules():
-        if isinstance(getattr(module, "memory", None), str):
+        if getattr(type(module), "memory", None) in MEMORY_MODES:
             module.memory = memory
     return model
 
