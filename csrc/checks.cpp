@@ -43,10 +43,7 @@ void check_bn_forward(const at::Tensor& input, const std::optional<at::Tensor>& 
                       const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                       const std::optional<at::Tensor>& running_mean,
                       const std::optional<at::Tensor>& running_var, bool training) {
-  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
-              "-D with shape ", input.sizes());
-  TORCH_CHECK(is_supported_float(input.scalar_type()),
-              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
+  check_bn_input(input);
   if (defined(residual)) check_same_as(*residual, "residual", input, "input");
   check_channel_vector(weight, "weight", input);
   check_channel_vector(bias, "bias", input);
@@ -62,23 +59,31 @@ void check_bn_forward(const at::Tensor& input, const std::optional<at::Tensor>& 
               input.sizes());
 }
 
-namespace {
-
-void check_saved_stats(const at::Tensor& input, const at::Tensor& save_mean,
-                       const at::Tensor& save_invstd) {
-  const int64_t C = input.size(1);
-  TORCH_CHECK(save_mean.dim() == 1 && save_mean.numel() == C && save_mean.scalar_type() == at::kDouble,
-              "save_mean must be a [", C, "] float64 tensor (as returned by the forward), got ",
-              save_mean.sizes(), " ", save_mean.scalar_type());
-  const auto acc = acc_type_of(input);
-  TORCH_CHECK(save_invstd.dim() == 1 && save_invstd.numel() == C && save_invstd.scalar_type() == acc,
-              "save_invstd must be a [", C, "] ", acc, " tensor (as returned by the forward), got ",
-              save_invstd.sizes(), " ", save_invstd.scalar_type());
-  TORCH_CHECK(save_mean.device() == input.device() && save_invstd.device() == input.device(),
-              "save_mean and save_invstd must be on the device of input (", input.device(), ")");
+void check_bn_input(const at::Tensor& input) {
+  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
+              "-D with shape ", input.sizes());
+  TORCH_CHECK(is_supported_float(input.scalar_type()),
+              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
 }
 
-}  // namespace
+void check_channel_stat(const at::Tensor& t, const char* name, const at::Tensor& input,
+                        at::ScalarType dtype) {
+  const int64_t C = input.size(1);
+  TORCH_CHECK(t.dim() == 1 && t.numel() == C && t.scalar_type() == dtype, name, " must be a [", C,
+              "] ", dtype, " tensor, got ", t.sizes(), " ", t.scalar_type());
+  TORCH_CHECK(t.device() == input.device(), name, " must be on the device of input (",
+              input.device(), "), got ", t.device());
+}
+
+void check_affine_and_stats(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                            const std::optional<at::Tensor>& bias, const at::Tensor& mean,
+                            const char* mean_name, const at::Tensor& invstd,
+                            const char* invstd_name) {
+  check_channel_vector(weight, "weight", input);
+  check_channel_vector(bias, "bias", input);
+  check_channel_stat(mean, mean_name, input, at::kDouble);
+  check_channel_stat(invstd, invstd_name, input, acc_type_of(input));
+}
 
 void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
                        const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
@@ -86,7 +91,8 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
   TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got shape ", input.sizes());
   check_same_as(grad_out, "grad_out", input, "input");
   if (defined(residual)) check_same_as(*residual, "residual", input, "input");
-  check_saved_stats(input, save_mean, save_invstd);
+  check_channel_stat(save_mean, "save_mean", input, at::kDouble);
+  check_channel_stat(save_invstd, "save_invstd", input, acc_type_of(input));
 }
 
 }  // namespace resnet_fast

@@ -24,39 +24,9 @@ using OptTensor = std::optional<Tensor>;
 
 bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
 
-void check_input(const Tensor& input) {
-  TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.dim(),
-              "-D with shape ", input.sizes());
-  TORCH_CHECK(is_supported_float(input.scalar_type()),
-              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
-}
-
-// A [C] per-channel vector of `dtype`, named in the message.
-void check_channels(const Tensor& t, const char* name, const Tensor& input, at::ScalarType dtype) {
-  const int64_t C = input.size(1);
-  TORCH_CHECK(t.dim() == 1 && t.numel() == C && t.scalar_type() == dtype, name, " must be a [", C,
-              "] ", dtype, " tensor, got ", t.sizes(), " ", t.scalar_type());
-  TORCH_CHECK(t.device() == input.device(), name, " must be on the device of input (",
-              input.device(), "), got ", t.device());
-}
-
-// weight, bias: [C] or absent, any supported float dtype; mean: [C] float64;
-// invstd: [C] acc type (float, double for double input).
-void check_affine_and_stats(const Tensor& input, const OptTensor& weight, const OptTensor& bias,
-                            const Tensor& mean, const Tensor& invstd) {
-  check_channels(mean, "mean", input, at::kDouble);
-  check_channels(invstd, "invstd", input, acc_type_of(input));
-  for (const auto& [t, name] : {std::pair{&weight, "weight"}, std::pair{&bias, "bias"}}) {
-    if (!has(*t)) continue;
-    TORCH_CHECK(is_supported_float((*t)->scalar_type()), name,
-                " must be float32, float64, float16 or bfloat16, got ", (*t)->scalar_type());
-    check_channels(**t, name, input, (*t)->scalar_type());
-  }
-}
-
 // Returns (mean, var): [C] float64, var biased; zeros for an empty batch.
 std::tuple<Tensor, Tensor> bn_stats_cpu(const Tensor& input_) {
-  check_input(input_);
+  check_bn_input(input_);
   Tensor input = input_;
   const int64_t C = input.size(1);
   Tensor mean = at::zeros({C}, input.options().dtype(at::kDouble));
@@ -70,9 +40,9 @@ std::tuple<Tensor, Tensor> bn_stats_cpu(const Tensor& input_) {
 // out = act((input - mean) * invstd * weight + bias [+ residual]).
 Tensor bn_apply_cpu(const Tensor& input_, const OptTensor& residual_, const OptTensor& weight,
                     const OptTensor& bias, const Tensor& mean, const Tensor& invstd, bool relu) {
-  check_input(input_);
+  check_bn_input(input_);
   if (has(residual_)) check_same_as(*residual_, "residual", input_, "input");
-  check_affine_and_stats(input_, weight, bias, mean, invstd);
+  check_affine_and_stats(input_, weight, bias, mean, "mean", invstd, "invstd");
   Tensor input = input_;
   Tensor residual = has(residual_) ? *residual_ : Tensor();
   const Layout layout = harmonize_layout(input, {&residual});
@@ -90,10 +60,10 @@ std::tuple<Tensor, Tensor, Tensor> bwd_reduce(const Tensor& grad_out_, const Ten
                                               const OptTensor& residual_, const OptTensor& weight,
                                               const OptTensor& bias, const Tensor& mean,
                                               const Tensor& invstd, bool relu) {
-  check_input(input_);
+  check_bn_input(input_);
   check_same_as(grad_out_, "grad_out", input_, "input");
   if (has(residual_)) check_same_as(*residual_, "residual", input_, "input");
-  check_affine_and_stats(input_, weight, bias, mean, invstd);
+  check_affine_and_stats(input_, weight, bias, mean, "mean", invstd, "invstd");
   Tensor input = input_, grad_out = grad_out_;
   Tensor residual = has(residual_) ? *residual_ : Tensor();
   const Layout layout = harmonize_layout(input, {&grad_out, &residual});
@@ -128,12 +98,12 @@ std::tuple<Tensor, Tensor, Tensor> bn_add_act_bwd_reduce_cpu(
 Tensor bn_bwd_apply_cpu(const Tensor& grad_, const Tensor& input_, const OptTensor& weight,
                         const OptTensor& bias, const Tensor& mean, const Tensor& invstd,
                         const Tensor& mean_g, const Tensor& mean_gx, bool relu_mask) {
-  check_input(input_);
+  check_bn_input(input_);
   check_same_as(grad_, "grad", input_, "input");
-  check_affine_and_stats(input_, weight, bias, mean, invstd);
+  check_affine_and_stats(input_, weight, bias, mean, "mean", invstd, "invstd");
   const auto acc = acc_type_of(input_);
-  check_channels(mean_g, "mean_g", input_, acc);
-  check_channels(mean_gx, "mean_gx", input_, acc);
+  check_channel_stat(mean_g, "mean_g", input_, acc);
+  check_channel_stat(mean_gx, "mean_gx", input_, acc);
   Tensor input = input_, grad = grad_;
   const Layout layout = harmonize_layout(input, {&grad});
   Tensor grad_input = empty_for(input, layout);
