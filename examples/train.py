@@ -20,6 +20,7 @@ Run as a plain `python examples/train.py`, it trains in one process.
 """
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -74,6 +75,22 @@ def init_distributed() -> tuple[int, int, torch.device]:
         return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local_rank)
     dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+
+
+def shutdown() -> None:
+    """Leaves the process group in step with the other processes.
+
+    The barrier keeps one process from tearing its connections down while
+    another still waits on a collective, and the DDP wrappers (whose
+    reducers hold the group) are gone before the group is destroyed: a gloo
+    group left to interpreter teardown, or destroyed under a live reducer,
+    can abort the process ("terminate called without an active exception").
+    """
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -253,8 +270,8 @@ def main() -> None:
             print(" | ".join(line), flush=True)
     if rank == 0:
         print("final test accuracy: " + ", ".join(f"{k} {v[-1]:.1f}%" for k, v in results.items()))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    del runs, model, module, opt, sched
+    shutdown()
 
 
 if __name__ == "__main__":
