@@ -12,7 +12,7 @@ import resnet_fast
 from resnet_fast.models import reference as plain
 from resnet_fast.models.cifar import PadShortcut
 from resnet_fast.models.reference import reference_model
-from resnet_fast.nn import BasicBlock, Bottleneck
+from resnet_fast.nn import BasicBlock, Bottleneck, gemm_conv
 from resnet_fast.nn.blocks import conv1x1
 from resnet_fast.nn.lean import set_memory
 from resnet_fast.profiling import saved_activations
@@ -55,12 +55,25 @@ def _grads(module):
     return {n: p.grad for n, p in module.named_parameters()}
 
 
+# How the lean node's convolutions run on the CPU: oneDNN on NCHW, oneDNN on
+# channels_last, and every eligible convolution as a matrix product (nn/gemm_conv.py).
+CONV_PATHS = {
+    "nchw": (torch.contiguous_format, "auto"),
+    "channels_last-onednn": (torch.channels_last, "never"),
+    "channels_last-gemm": (torch.channels_last, "always"),
+}
+
+
+@pytest.mark.parametrize("path", list(CONV_PATHS))
 @pytest.mark.parametrize("name", list(BLOCKS))
-def test_lean_block_matches_the_reference_in_float64(name):
+def test_lean_block_matches_the_reference_in_float64(name, path, monkeypatch):
+    fmt, gemm_mode = CONV_PATHS[path]
+    monkeypatch.setattr(gemm_conv, "MODE", gemm_mode)
     fast, ref = _blocks(BLOCKS[name])
     gen = torch.Generator().manual_seed(1)
     for step in range(2):  # two steps: running stats and num_batches_tracked evolve
         x = torch.randn(3, BLOCKS[name][1], 9, 9, dtype=torch.float64, generator=gen) + step
+        x = x.contiguous(memory_format=fmt)
         x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
         out_fast, out_ref = fast(x_fast), ref(x_ref)
         grad = torch.randn(out_ref.shape, dtype=torch.float64, generator=gen)
@@ -153,10 +166,13 @@ def test_standard_and_lean_agree_under_autocast_and_channels_last():
         torch.testing.assert_close(a, b, rtol=0, atol=3e-2 * scale)
 
 
-def test_lean_block_compiles_fullgraph():
+@pytest.mark.parametrize("path", ["nchw", "channels_last-gemm"])
+def test_lean_block_compiles_fullgraph(path, monkeypatch):
+    fmt, gemm_mode = CONV_PATHS[path]
+    monkeypatch.setattr(gemm_conv, "MODE", gemm_mode)
     fast, ref = _blocks(BLOCKS["basic-projection-s2"], dtype=torch.float32)
     compiled = torch.compile(fast, fullgraph=True)
-    x = torch.randn(2, 8, 8, 8)
+    x = torch.randn(2, 8, 8, 8).contiguous(memory_format=fmt)
     x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
     compiled(x_fast).sum().backward()
     ref(x_ref).sum().backward()

@@ -40,6 +40,9 @@ from torch import Tensor, nn
 from .. import _backend, _ops
 from .._stage_ops import stages_for
 from .batchnorm import _bn_arguments, is_plain_batchnorm2d
+from .gemm_conv import ConvSpec
+from .gemm_conv import conv2d as _conv
+from .gemm_conv import conv2d_backward as _conv_backward
 
 MEMORY_MODES = ("standard", "lean")
 """``memory=`` choices: "standard" saves what the op-level autograd saves (as
@@ -105,13 +108,6 @@ def set_memory(model: nn.Module, memory: str) -> nn.Module:
         if getattr(type(module), "memory", None) in MEMORY_MODES:
             module.memory = memory
     return model
-
-
-class ConvSpec(NamedTuple):
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    groups: int
 
 
 class BNSpec(NamedTuple):
@@ -218,34 +214,6 @@ def lean_block(
         tensors += _conv_tensors(conv) + bn_tensors
     plan = BlockPlan(backend, tuple(convs), tuple(bns), len(stages), shortcut)
     return _LeanBlockFunction.apply(plan, x, given, *tensors)
-
-
-def _conv_backward(
-    grad: Tensor, input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec, mask
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(grad_input, grad_weight, grad_bias) of F.conv2d, each in the dtype of
-    what it differentiates; the convolution runs in grad's dtype, the dtype it
-    ran forward in (autocast casts the same way)."""
-    dtype = grad.dtype
-    grad_input, grad_weight, grad_bias = _aten.convolution_backward(
-        grad,
-        input.to(dtype),
-        weight.to(dtype),
-        None if bias is None else [bias.shape[0]],
-        spec.stride, spec.padding, spec.dilation, False, [0, 0], spec.groups,
-        list(mask),
-    )  # fmt: skip
-    if grad_input is not None:
-        grad_input = grad_input.to(input.dtype)
-    if grad_weight is not None:
-        grad_weight = grad_weight.to(weight.dtype)
-    if grad_bias is not None:
-        grad_bias = grad_bias.to(bias.dtype)
-    return grad_input, grad_weight, grad_bias
-
-
-def _conv(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
-    return F.conv2d(input, weight, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
 
 
 class _LeanBlockFunction(torch.autograd.Function):
@@ -356,7 +324,8 @@ class _LeanBlockFunction(torch.autograd.Function):
 
         grad_given = None
         if plan.shortcut == "identity":
-            grad_x = grad_residual if grad_x is None else grad_x + grad_residual.to(grad_x.dtype)
+            # In place: grad_x is the convolution backward's own fresh tensor.
+            grad_x = grad_residual if grad_x is None else grad_x.add_(grad_residual)
         elif plan.shortcut == "projection":
             p = len(plan.convs) - 1
             g_short, gw, gb = ops.bn_act_bwd(
@@ -368,7 +337,7 @@ class _LeanBlockFunction(torch.autograd.Function):
                 g_short, x, conv_w[-1], conv_b[-1], plan.convs[-1], mask
             )
             if g_x_short is not None:
-                grad_x = g_x_short if grad_x is None else grad_x + g_x_short
+                grad_x = g_x_short if grad_x is None else grad_x.add_(g_x_short)
         else:
             grad_given = grad_residual
         if not needs[1]:

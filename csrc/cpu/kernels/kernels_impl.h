@@ -137,53 +137,87 @@ void stats_planar(const StatsParams& p) {
   });
 }
 
+// Whether a channels_last reduction over `rows` rows of C channels splits
+// its work by channel groups rather than by blocks of rows: when there are
+// too few rows to give every thread a block (the small feature maps of a
+// ResNet's last stages, e.g. [16, 2048, 2, 2]: 64 rows), splitting by rows
+// would leave all but one thread idle.
+inline bool split_by_channels(int64_t rows, int64_t C, int64_t K, int64_t threads) {
+  return threads > 1 && rows < threads * kBlockRows && C >= 2 * K;
+}
+
+// Channel groups of a channels_last row handed to one task: K-lane vectors,
+// at least 64 channels (a cache line of fp32 or more), so that a task's
+// slice of each row is read in full lines.
+inline int64_t channel_grain(int64_t K) { return std::max<int64_t>(1, 64 / K); }
+
+// Accumulates rows [r0, r1) of channels [j0, j1) (j0 a multiple of K) into
+// (count, mean[c], m2[c]), in blocks of kBlockRows rows.
 template <typename T>
-void stats_rows(const StatsParams& p) {
+void stats_rows_tile(const StatsParams& p, const RowIndex& row, int64_t r0, int64_t r1,
+                     int64_t j0, int64_t j1, double& count, double* mean, double* m2) {
   using acc_t = typename Io<T>::acc_t;
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
+  const int64_t width = j1 - j0, padded = (width + K - 1) / K * K;
+  const T* x = static_cast<const T*>(p.x) + j0;
+  Buffer<acc_t> shift(padded), s1(padded), s2(padded);
+  Buffer<ShiftedSums<V>> acc(padded / K);
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+    const int64_t b1 = std::min(r1, b0 + kBlockRows), nb = b1 - b0;
+    const T* first = x + row(b0);
+    for (int64_t j = 0; j < width; j += K) {
+      load_n(first + j, std::min(K, width - j)).store(shift.p + j);
+      acc[j / K] = ShiftedSums<V>{};
+    }
+    // Row by row: every lane's chain advances once per row, and rows are
+    // read front to back (long channel vectors stream well this way).
+    for (int64_t r = b0; r < b1; ++r) {
+      const T* xr = x + row(r);
+      for (int64_t j = 0; j < width; j += K)
+        acc[j / K].add(load_n(xr + j, std::min(K, width - j)) - V::loadu(shift.p + j));
+    }
+    for (int64_t j = 0; j < width; j += K) {
+      acc[j / K].s1.store(s1.p + j);
+      acc[j / K].s2.store(s2.p + j);
+    }
+    for (int64_t c = 0; c < width; ++c) {
+      Moments m{count, mean[j0 + c], m2[j0 + c]};
+      merge_shifted(m, static_cast<double>(nb), shift[c], s1[c], s2[c]);
+      mean[j0 + c] = m.mean;
+      m2[j0 + c] = m.m2;
+    }
+    count += nb;
+  }
+}
+
+template <typename T>
+void stats_rows(const StatsParams& p) {
+  constexpr int64_t K = Io<T>::kStep;
   const Geometry& g = p.g;
   const int64_t C = g.C, rows = g.N * g.H * g.W;
-  const int64_t padded = (C + K - 1) / K * K;
-  const T* x = static_cast<const T*>(p.x);
   const RowIndex row(g, p.sx);
 
   // One (count, mean[C], M2[C]) slot per thread, merged at the end.
   const int64_t threads = at::get_num_threads();
   Buffer<double> slot_count(threads), slot_mean(threads * C), slot_m2(threads * C);
 
-  at::parallel_for(0, rows, kBlockRows, [&](int64_t r0, int64_t r1) {
-    const int64_t tid = thread_slot(threads);
-    Buffer<acc_t> shift(padded), s1(padded), s2(padded);
-    Buffer<ShiftedSums<V>> acc(padded / K);
-    for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
-      const int64_t b1 = std::min(r1, b0 + kBlockRows), nb = b1 - b0;
-      const T* first = x + row(b0);
-      for (int64_t j = 0; j < C; j += K) {
-        load_n(first + j, std::min(K, C - j)).store(shift.p + j);
-        acc[j / K] = ShiftedSums<V>{};
-      }
-      // Row by row: every lane's chain advances once per row, and rows are
-      // read front to back (long channel vectors stream well this way).
-      for (int64_t r = b0; r < b1; ++r) {
-        const T* xr = x + row(r);
-        for (int64_t j = 0; j < C; j += K)
-          acc[j / K].add(load_n(xr + j, std::min(K, C - j)) - V::loadu(shift.p + j));
-      }
-      for (int64_t j = 0; j < C; j += K) {
-        acc[j / K].s1.store(s1.p + j);
-        acc[j / K].s2.store(s2.p + j);
-      }
-      double& count = slot_count[tid];
-      for (int64_t c = 0; c < C; ++c) {
-        Moments m{count, slot_mean[tid * C + c], slot_m2[tid * C + c]};
-        merge_shifted(m, static_cast<double>(nb), shift[c], s1[c], s2[c]);
-        slot_mean[tid * C + c] = m.mean;
-        slot_m2[tid * C + c] = m.m2;
-      }
-      count += nb;
-    }
-  });
+  if (split_by_channels(rows, C, K, threads)) {
+    // Every task owns whole channels: slot 0 holds them all.
+    const int64_t groups = (C + K - 1) / K;
+    at::parallel_for(0, groups, channel_grain(K), [&](int64_t g0, int64_t g1) {
+      double count = 0;
+      stats_rows_tile<T>(p, row, 0, rows, g0 * K, std::min(C, g1 * K), count, slot_mean.p,
+                         slot_m2.p);
+    });
+    slot_count[0] = static_cast<double>(rows);
+  } else {
+    at::parallel_for(0, rows, kBlockRows, [&](int64_t r0, int64_t r1) {
+      const int64_t tid = thread_slot(threads);
+      stats_rows_tile<T>(p, row, r0, r1, 0, C, slot_count[tid], slot_mean.p + tid * C,
+                         slot_m2.p + tid * C);
+    });
+  }
 
   for (int64_t c = 0; c < C; ++c) {
     Moments m;
@@ -318,14 +352,15 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
   acc_t* out_gx = static_cast<acc_t*>(p.sum_gx);
 
   if (g.layout == Layout::kRows) {
-    const int64_t C = g.C, lanes = (C + K - 1) / K;
+    const int64_t C = g.C, rows = g.N * g.H * g.W;
     const RowIndex idy(g, p.sdy), ix(g, p.sx), ir(g, p.sr), igr(g, p.sgr);
-    const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias};
     const int64_t threads = at::get_num_threads();
     // Block partial sums in acc_t, added into per-thread fp64 slots.
     Buffer<double> slot_g(threads * C), slot_gx(threads * C);
-    at::parallel_for(0, g.N * g.H * g.W, kBlockRows, [&](int64_t r0, int64_t r1) {
-      const int64_t tid = thread_slot(threads);
+    // Rows [r0, r1) of channels [j0, j1) (j0 a multiple of K) into sg / sgx.
+    auto tile = [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1, double* sg, double* sgx) {
+      const int64_t width = j1 - j0, lanes = (width + K - 1) / K;
+      const PerChannel<acc_t> mu{mean + j0}, lo{mean_lo + j0}, sc{scale + j0}, bi{bias + j0};
       Buffer<V> acc_g(lanes), acc_gx(lanes);
       Buffer<acc_t> tmp(lanes * K);
       LaneAcc<acc_t> ag{acc_g.p}, agx{acc_gx.p};
@@ -334,14 +369,24 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
         for (int64_t l = 0; l < lanes; ++l) acc_g[l] = acc_gx[l] = V(0);
         for (int64_t row = b0; row < b1; ++row)
           backward_reduce_segment<T, kResidual, kRelu>(
-              dy + idy(row), x + ix(row), kResidual ? r + ir(row) : nullptr,
-              kResidual ? gr + igr(row) : nullptr, C, mu, lo, sc, bi, ag, agx);
+              dy + idy(row) + j0, x + ix(row) + j0, kResidual ? r + ir(row) + j0 : nullptr,
+              kResidual ? gr + igr(row) + j0 : nullptr, width, mu, lo, sc, bi, ag, agx);
         for (int64_t l = 0; l < lanes; ++l) acc_g[l].store(tmp.p + l * K);
-        for (int64_t c = 0; c < C; ++c) slot_g[tid * C + c] += tmp[c];
+        for (int64_t c = 0; c < width; ++c) sg[j0 + c] += tmp[c];
         for (int64_t l = 0; l < lanes; ++l) acc_gx[l].store(tmp.p + l * K);
-        for (int64_t c = 0; c < C; ++c) slot_gx[tid * C + c] += tmp[c];
+        for (int64_t c = 0; c < width; ++c) sgx[j0 + c] += tmp[c];
       }
-    });
+    };
+    if (split_by_channels(rows, C, K, threads)) {  // whole channels per task, in slot 0
+      at::parallel_for(0, (C + K - 1) / K, channel_grain(K), [&](int64_t g0, int64_t g1) {
+        tile(0, rows, g0 * K, std::min(C, g1 * K), slot_g.p, slot_gx.p);
+      });
+    } else {
+      at::parallel_for(0, rows, kBlockRows, [&](int64_t r0, int64_t r1) {
+        const int64_t tid = thread_slot(threads);
+        tile(r0, r1, 0, C, slot_g.p + tid * C, slot_gx.p + tid * C);
+      });
+    }
     for (int64_t c = 0; c < C; ++c) {
       double sg = 0, sgx = 0;
       for (int64_t t = 0; t < threads; ++t) {

@@ -1,0 +1,126 @@
+"""Training convolutions on the CPU: oneDNN (what F.conv2d and eager's
+backward run) vs the matrix-product path of resnet_fast/nn/gemm_conv.py, for
+every distinct convolution of ResNet-50 at the given batch sizes and
+resolutions, forward and backward (grad_input + grad_weight), fp32,
+channels_last. This is the measurement behind gemm_conv.use_gemm's rule: the
+table shows what the rule picks next to which one was faster.
+
+    python benchmarks/gemm_conv.py [--batch 16,32] [--resolution 64,224] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch import nn
+
+from resnet_fast.bench.environment import describe, set_threads, steady_allocator
+from resnet_fast.bench.timing import interleaved_ms, summarize
+from resnet_fast.models.reference import reference_model
+from resnet_fast.nn import gemm_conv
+
+_aten = torch.ops.aten
+CPU = torch.device("cpu")
+
+
+def resnet50_convs(batch: int, resolution: int) -> list[tuple[tuple, nn.Conv2d]]:
+    """(input shape, conv) of each distinct convolution of ResNet-50."""
+    model = reference_model("resnet50")
+    seen: dict[tuple, nn.Conv2d] = {}
+
+    def hook(conv, args, _output):
+        key = (tuple(args[0].shape), tuple(conv.weight.shape), conv.stride, conv.padding)
+        seen.setdefault(key, conv)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.randn(batch, 3, resolution, resolution))
+    for h in handles:
+        h.remove()
+    return [(key[0], conv) for key, conv in seen.items()]
+
+
+def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
+    cl = torch.channels_last
+    x = torch.randn(shape).contiguous(memory_format=cl)
+    w = torch.randn_like(conv.weight).contiguous(memory_format=cl)
+    spec = gemm_conv.ConvSpec(conv.stride, conv.padding, conv.dilation, conv.groups)
+    out = torch.nn.functional.conv2d(x, w, None, *spec)
+    g = torch.randn_like(out)
+    mask = [True, True, False]
+
+    def onednn_backward():
+        return _aten.convolution_backward(
+            g, x, w, None, spec.stride, spec.padding, spec.dilation, False, [0, 0], 1, mask
+        )
+
+    fns = {
+        "onednn_fwd": lambda: torch.nn.functional.conv2d(x, w, None, *spec),
+        "gemm_fwd": lambda: gemm_conv._gemm_forward(x, w, None, spec),
+        "onednn_bwd": onednn_backward,
+        "gemm_bwd": lambda: gemm_conv._gemm_backward(g, x, w, spec, mask),
+    }
+    times = {k: summarize(v)["median_ms"] for k, v in interleaved_ms(fns, CPU, rounds, 3).items()}
+    onednn = times["onednn_fwd"] + times["onednn_bwd"]
+    gemm = times["gemm_fwd"] + times["gemm_bwd"]
+    return {
+        "input": list(shape),
+        "weight": list(w.shape),
+        "stride": list(spec.stride),
+        "pixels": out.shape[0] * out.shape[2] * out.shape[3],
+        **{f"{k}_ms": v for k, v in times.items()},
+        "rule_picks": "gemm" if gemm_conv.use_gemm(x, w, spec) else "onednn",
+        "faster": "gemm" if gemm < onednn else "onednn",
+        "fwd_bwd_speedup_of_gemm": onednn / gemm,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", default="16", help="comma-separated batch sizes")
+    parser.add_argument("--resolution", default="64", help="comma-separated input sizes")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    threads = set_threads(args.threads)
+    allocator = steady_allocator()
+    print(f"{threads} threads, allocator: {allocator}")
+    rows = []
+    header = (
+        f"{'input':>20} {'weight':>20} s | {'oneDNN fwd':>10} {'GEMM fwd':>9} | "
+        f"{'oneDNN bwd':>10} {'GEMM bwd':>9} | rule    faster"
+    )
+    for batch in map(int, args.batch.split(",")):
+        for resolution in map(int, args.resolution.split(",")):
+            print(f"\nbatch {batch}, {resolution}x{resolution}\n{header}")
+            for shape, conv in resnet50_convs(batch, resolution):
+                row = measure(shape, conv, args.rounds)
+                row.update(batch=batch, resolution=resolution)
+                rows.append(row)
+                mark = "" if row["rule_picks"] == row["faster"] else "  <- rule misses"
+                print(
+                    f"{str(tuple(shape)):>20} {str(tuple(row['weight'])):>20} {conv.stride[0]} | "
+                    f"{row['onednn_fwd_ms']:10.3f} {row['gemm_fwd_ms']:9.3f} | "
+                    f"{row['onednn_bwd_ms']:10.3f} {row['gemm_bwd_ms']:9.3f} | "
+                    f"{row['rule_picks']:7} {row['faster']}{mark}"
+                )
+    misses = [r for r in rows if r["rule_picks"] != r["faster"]]
+    print(f"\nthe rule picks the faster path for {len(rows) - len(misses)} of {len(rows)} convolutions")
+    if args.json:
+        result = {
+            "benchmark": "gemm_conv",
+            "command": "python benchmarks/gemm_conv.py "
+            f"--batch {args.batch} --resolution {args.resolution} --rounds {args.rounds}",
+            "environment": describe(CPU),
+            "rows": rows,
+        }
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

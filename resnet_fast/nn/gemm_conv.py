@@ -1,0 +1,237 @@
+"""Convolutions as matrix products, for small feature maps on the CPU.
+
+On channels_last data a convolution is a matrix product over the input's
+patches: with ``cols`` the [N*H_out*W_out, kH*kW*C_in] matrix of patches
+(for a 1x1 stride-1 convolution, the input itself: no copy) and ``W`` the
+weight as [C_out, kH*kW*C_in] (a view of a channels_last weight),
+
+    forward        out = cols @ W^T              [N*H_out*W_out, C_out]
+    grad_input     dx  = col2im(dy @ W)          [N, C_in, H, W]
+    grad_weight    dW  = dy^T @ cols             [C_out, kH*kW*C_in]
+
+and dW comes out in the channels_last layout of the weight, so autograd
+keeps it as it is instead of copying it into the parameter's layout.
+
+oneDNN's convolution is the better choice on large feature maps. Where there
+are few pixels against many channels (the last stages of an ImageNet ResNet
+at a small resolution or batch: [16, 2048, 2, 2] at 64x64 and batch 16) it
+is up to three times slower than the BLAS product it amounts to, so the lean
+blocks run those convolutions here. Where the two cross was measured for
+every ResNet-50 convolution (``python benchmarks/gemm_conv.py``,
+``benchmarks/results/cpu_gemm_conv.json``):
+
+    1x1 (no padding)   GEMM when pixels <= max(C_in, C_out)
+    kxk                GEMM when 2 * pixels <= min(C_in, C_out) (building
+                       the patches costs a kH*kW-fold copy of the input)
+
+with pixels = N * H_out * W_out. Only float32 / float64 tensors on the CPU
+in channels_last, outside autocast, with groups=1, take this path;
+``RESNET_FAST_CPU_GEMM_CONV`` (read at import: ``auto``, the default, or
+``always`` / ``never``) overrides the rule.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_aten = torch.ops.aten
+
+MODES = ("auto", "always", "never")
+"""``auto``: the measured rule below; ``always``: every eligible convolution
+(tests, benchmarks); ``never``: oneDNN only."""
+
+MODE = os.environ.get("RESNET_FAST_CPU_GEMM_CONV", "auto")
+if MODE not in MODES:
+    raise ValueError(f"RESNET_FAST_CPU_GEMM_CONV must be one of {', '.join(MODES)}; got {MODE!r}")
+
+_GEMM_DTYPES = (torch.float32, torch.float64)
+
+
+class ConvSpec(NamedTuple):
+    """A convolution's static arguments, as F.conv2d takes them (pairs)."""
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+
+
+def _output_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _output_hw(input: Tensor, weight: Tensor, spec: ConvSpec) -> tuple[int, int]:
+    return (
+        _output_size(input.shape[2], weight.shape[2], spec.stride[0], spec.padding[0], spec.dilation[0]),
+        _output_size(input.shape[3], weight.shape[3], spec.stride[1], spec.padding[1], spec.dilation[1]),
+    )  # fmt: skip
+
+
+def _is_pointwise(weight: Tensor, spec: ConvSpec) -> bool:
+    return tuple(weight.shape[2:]) == (1, 1) and not any(spec.padding)
+
+
+def eligible(input: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
+    """Whether the GEMM path can run this convolution at all: a CPU
+    channels_last float32 / float64 input, groups=1, outside autocast."""
+    if input.device.type != "cpu" or input.dim() != 4 or spec.groups != 1:
+        return False
+    if input.dtype not in _GEMM_DTYPES or weight.dtype != input.dtype:
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    return input.is_contiguous(memory_format=torch.channels_last) and input.numel() > 0
+
+
+def gemm_is_faster(pixels: int, c_in: int, c_out: int, pointwise: bool) -> bool:
+    """The measured rule of the module doc (pixels = N * H_out * W_out)."""
+    if pointwise:
+        return pixels <= max(c_in, c_out)
+    return 2 * pixels <= min(c_in, c_out)
+
+
+def use_gemm(input: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
+    """Whether the convolution of ``input`` [N, C_in, H, W] by ``weight``
+    [C_out, C_in, kH, kW] runs as a matrix product (see the module doc)."""
+    if MODE == "never" or not eligible(input, weight, spec):
+        return False
+    if MODE == "always":
+        return True
+    h_out, w_out = _output_hw(input, weight, spec)
+    pixels = input.shape[0] * h_out * w_out
+    return gemm_is_faster(pixels, weight.shape[1], weight.shape[0], _is_pointwise(weight, spec))
+
+
+def _tap_slices(k: tuple[int, int], out_hw: tuple[int, int], spec: ConvSpec):
+    """(i, j, rows slice, cols slice) of each kernel tap over the padded input."""
+    for i in range(k[0]):
+        for j in range(k[1]):
+            h0, w0 = i * spec.dilation[0], j * spec.dilation[1]
+            yield (
+                i, j,
+                slice(h0, h0 + spec.stride[0] * (out_hw[0] - 1) + 1, spec.stride[0]),
+                slice(w0, w0 + spec.stride[1] * (out_hw[1] - 1) + 1, spec.stride[1]),
+            )  # fmt: skip
+
+
+def _patches(input: Tensor, k: tuple[int, int], out_hw: tuple[int, int], spec: ConvSpec) -> Tensor:
+    """The [N*H_out*W_out, kH*kW*C] matrix of input patches, (kh, kw, c) order."""
+    n, c = input.shape[0], input.shape[1]
+    nhwc = input.permute(0, 2, 3, 1)  # contiguous for channels_last input
+    if k == (1, 1) and spec.stride == (1, 1) and not any(spec.padding):
+        return nhwc.reshape(-1, c)
+    ph, pw = spec.padding
+    padded = F.pad(nhwc, (0, 0, pw, pw, ph, ph)) if ph or pw else nhwc
+    cols = input.new_empty((n, out_hw[0], out_hw[1], k[0], k[1], c))
+    for i, j, rows, columns in _tap_slices(k, out_hw, spec):
+        cols[:, :, :, i, j, :] = padded[:, rows, columns, :]
+    return cols.view(-1, k[0] * k[1] * c)
+
+
+def _patches_backward(
+    grad_cols: Tensor, input_shape, k: tuple[int, int], out_hw: tuple[int, int], spec: ConvSpec
+) -> Tensor:
+    """The input gradient [N, C, H, W] (channels_last) from the patches'
+    gradient [N*H_out*W_out, kH*kW*C]: each tap adds back where it read."""
+    n, c, h, w = input_shape
+    if k == (1, 1) and spec.stride == (1, 1) and not any(spec.padding):
+        return grad_cols.view(n, h, w, c).permute(0, 3, 1, 2)
+    ph, pw = spec.padding
+    padded = grad_cols.new_zeros((n, h + 2 * ph, w + 2 * pw, c))
+    taps = grad_cols.view(n, out_hw[0], out_hw[1], k[0], k[1], c)
+    for i, j, rows, columns in _tap_slices(k, out_hw, spec):
+        padded[:, rows, columns, :] += taps[:, :, :, i, j, :]
+    inner = padded[:, ph : ph + h, pw : pw + w, :]
+    return inner.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def _weight_matrix(weight: Tensor) -> Tensor:
+    """[C_out, C_in, kH, kW] as [C_out, kH*kW*C_in] (a view when channels_last)."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
+    """F.conv2d(input, weight, bias, *spec), as a matrix product where
+    :func:`use_gemm` says so.
+
+    Args:
+        input: [N, C_in, H, W].
+        weight: [C_out, C_in / groups, kH, kW].
+        bias: [C_out] or None.
+        spec: stride, padding, dilation, groups.
+
+    Returns:
+        [N, C_out, H_out, W_out].
+    """
+    if not use_gemm(input, weight, spec):
+        return F.conv2d(input, weight, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
+    return _gemm_forward(input, weight, bias, spec)
+
+
+def _gemm_forward(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
+    k = (weight.shape[2], weight.shape[3])
+    out_hw = _output_hw(input, weight, spec)
+    cols = _patches(input, k, out_hw, spec)
+    w2 = _weight_matrix(weight)
+    out = torch.mm(cols, w2.t()) if bias is None else torch.addmm(bias, cols, w2.t())
+    return out.view(input.shape[0], out_hw[0], out_hw[1], -1).permute(0, 3, 1, 2)
+
+
+def conv2d_backward(
+    grad: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    spec: ConvSpec,
+    mask: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(grad_input, grad_weight, grad_bias) of :func:`conv2d`, each computed
+    only where ``mask`` asks for it. The convolution runs in grad's dtype
+    (the dtype it ran forward in, also under autocast) and each gradient
+    comes back in the dtype of what it differentiates.
+
+    Args:
+        grad: [N, C_out, H_out, W_out], the gradient of the output.
+        input: [N, C_in, H, W].
+        weight: [C_out, C_in / groups, kH, kW].
+        bias: [C_out] or None.
+        spec: stride, padding, dilation, groups.
+        mask: which of (input, weight, bias) need a gradient.
+    """
+    dtype = grad.dtype
+    x, wt = input.to(dtype), weight.to(dtype)
+    if use_gemm(x, wt, spec):
+        grad_input, grad_weight, grad_bias = _gemm_backward(grad, x, wt, spec, mask)
+    else:
+        grad_input, grad_weight, grad_bias = _aten.convolution_backward(
+            grad, x, wt, None if bias is None else [bias.shape[0]],
+            spec.stride, spec.padding, spec.dilation, False, [0, 0], spec.groups, list(mask),
+        )  # fmt: skip
+    if grad_input is not None:
+        grad_input = grad_input.to(input.dtype)
+    if grad_weight is not None:
+        grad_weight = grad_weight.to(weight.dtype)
+    if grad_bias is not None and bias is not None:
+        grad_bias = grad_bias.to(bias.dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+def _gemm_backward(grad: Tensor, input: Tensor, weight: Tensor, spec: ConvSpec, mask):
+    c_out, c_in, kh, kw = weight.shape
+    out_hw = (grad.shape[2], grad.shape[3])
+    g2 = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, c_out)
+    grad_input = grad_weight = grad_bias = None
+    if mask[0]:
+        grad_cols = torch.mm(g2, _weight_matrix(weight))
+        grad_input = _patches_backward(grad_cols, input.shape, (kh, kw), out_hw, spec)
+    if mask[1]:
+        cols = _patches(input, (kh, kw), out_hw, spec)
+        grad_weight = torch.mm(g2.t(), cols).view(c_out, kh, kw, c_in).permute(0, 3, 1, 2)
+    if mask[2]:
+        grad_bias = g2.sum(0)
+    return grad_input, grad_weight, grad_bias

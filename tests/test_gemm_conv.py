@@ -1,0 +1,167 @@
+"""Convolutions as matrix products (resnet_fast/nn/gemm_conv.py): the GEMM
+path against oneDNN's convolution and its backward in float64, for every
+kind of ResNet convolution, and the rule that picks between the two."""
+
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_fast.nn import gemm_conv
+
+CL = torch.channels_last
+_aten = torch.ops.aten
+
+# (kernel, stride, padding, dilation): every convolution of a ResNet / ResNeXt
+# trunk (groups aside), plus an unpadded strided 3x3.
+CONVS = {
+    "1x1": (1, 1, 0, 1),
+    "1x1-s2": (1, 2, 0, 1),
+    "3x3": (3, 1, 1, 1),
+    "3x3-s2": (3, 2, 1, 1),
+    "3x3-dilated": (3, 1, 2, 2),
+    "7x7-s2-stem": (7, 2, 3, 1),
+    "3x3-s2-unpadded": (3, 2, 0, 1),
+}
+# (N, C_in, H, W, C_out): channels that are not powers of two, non-square maps,
+# a 1x1 map.
+SHAPES = [(2, 20, 7, 5, 12), (3, 9, 4, 6, 17), (2, 16, 1, 1, 8)]
+
+
+def _case(kind, shape, gen):
+    k, s, p, d = CONVS[kind]
+    n, c_in, h, w, c_out = shape
+    x = torch.randn(n, c_in, h, w, dtype=torch.float64, generator=gen).contiguous(memory_format=CL)
+    weight = torch.randn(c_out, c_in, k, k, dtype=torch.float64, generator=gen)
+    bias = torch.randn(c_out, dtype=torch.float64, generator=gen)
+    return x, weight.contiguous(memory_format=CL), bias, gemm_conv.ConvSpec((s, s), (p, p), (d, d), 1)
+
+
+def _valid(x, weight, spec):
+    return min(gemm_conv._output_hw(x, weight, spec)) > 0
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", list(CONVS))
+def test_gemm_path_matches_onednn_in_float64(kind, shape, monkeypatch):
+    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    gen = torch.Generator().manual_seed(hash((kind, shape)) % 2**31)
+    x, weight, bias, spec = _case(kind, shape, gen)
+    if not _valid(x, weight, spec):
+        pytest.skip("no output pixels at this size")
+    assert gemm_conv.use_gemm(x, weight, spec)
+    want = F.conv2d(x, weight, bias, spec.stride, spec.padding, spec.dilation)
+    got = gemm_conv.conv2d(x, weight, bias, spec)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert got.is_contiguous(memory_format=CL)
+
+    grad = torch.randn(want.shape, dtype=torch.float64, generator=gen)
+    want_grads = _aten.convolution_backward(
+        grad, x, weight, [bias.shape[0]], spec.stride, spec.padding, spec.dilation, False,
+        [0, 0], 1, [True, True, True],
+    )  # fmt: skip
+    got_grads = gemm_conv.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
+    for name, g, w in zip(("input", "weight", "bias"), got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-11, atol=1e-11, msg=f"grad {name}")
+    # The weight gradient comes in the weight's own (channels_last) layout, so
+    # autograd keeps it without a copy (strides of size-1 dimensions aside).
+    for size, got_stride, want_stride in zip(weight.shape, got_grads[1].stride(), weight.stride()):
+        assert size == 1 or got_stride == want_stride
+    assert got_grads[0].is_contiguous(memory_format=CL)
+
+
+def test_backward_computes_only_what_the_mask_asks_for(monkeypatch):
+    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    x, weight, bias, spec = _case("3x3-s2", SHAPES[0], torch.Generator().manual_seed(3))
+    grad = torch.randn_like(gemm_conv.conv2d(x, weight, None, spec))
+    full = gemm_conv.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
+    for mask in [(True, False, False), (False, True, False), (False, False, True)]:
+        got = gemm_conv.conv2d_backward(grad, x, weight, bias, spec, mask)
+        for wanted, g, f in zip(mask, got, full, strict=True):
+            if wanted:
+                torch.testing.assert_close(g, f, rtol=0, atol=0)
+            else:
+                assert g is None
+
+
+def test_gradcheck_through_the_gemm_path(monkeypatch):
+    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    x, weight, bias, spec = _case("3x3-s2", (2, 5, 5, 4, 3), torch.Generator().manual_seed(4))
+
+    class Conv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias):
+            ctx.save_for_backward(x, weight, bias)
+            return gemm_conv.conv2d(x, weight, bias, spec)
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, weight, bias = ctx.saved_tensors
+            return gemm_conv.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
+
+    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    assert torch.autograd.gradcheck(Conv.apply, inputs)
+
+
+def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):
+    x = torch.randn(n, c_in, hw, hw, dtype=dtype).contiguous(memory_format=fmt)
+    weight = torch.randn(c_out, c_in, k, k, dtype=dtype)
+    pad = k // 2
+    return x, weight, gemm_conv.ConvSpec((stride, stride), (pad, pad), (1, 1), 1)
+
+
+def test_the_rule_takes_gemm_for_few_pixels_and_many_channels(monkeypatch):
+    monkeypatch.setattr(gemm_conv, "MODE", "auto")
+    # ResNet-50's last stage at 64x64, batch 16: 64 pixels, 2048 / 512 channels.
+    assert gemm_conv.use_gemm(*_conv_args(16, 2048, 2, 512, 1))
+    assert gemm_conv.use_gemm(*_conv_args(16, 512, 2, 512, 3))
+    assert gemm_conv.use_gemm(*_conv_args(16, 1024, 4, 2048, 1, stride=2))
+    # Its first stage: 4096 pixels, 64 channels: oneDNN.
+    assert not gemm_conv.use_gemm(*_conv_args(16, 64, 16, 256, 1))
+    assert not gemm_conv.use_gemm(*_conv_args(16, 64, 16, 64, 3))
+    # The boundaries of the rule.
+    assert gemm_conv.gemm_is_faster(512, 512, 128, pointwise=True)
+    assert not gemm_conv.gemm_is_faster(513, 512, 128, pointwise=True)
+    assert gemm_conv.gemm_is_faster(128, 256, 512, pointwise=False)
+    assert not gemm_conv.gemm_is_faster(129, 256, 512, pointwise=False)
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["nchw", "bfloat16", "autocast", "groups", "mode never", "empty batch"],
+)
+def test_the_gemm_path_is_not_taken_where_it_does_not_apply(why, monkeypatch):
+    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    x, weight, spec = _conv_args(16, 2048, 2, 512, 1)
+    if why == "nchw":
+        x = x.contiguous()
+    elif why == "bfloat16":
+        x, weight = x.bfloat16(), weight.bfloat16()
+    elif why == "groups":
+        spec, weight = spec._replace(groups=2), weight[:, :1024]
+    elif why == "mode never":
+        monkeypatch.setattr(gemm_conv, "MODE", "never")
+    elif why == "empty batch":
+        x = x[:0]
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if why == "autocast" else nullcontext()
+    with context:
+        assert not gemm_conv.use_gemm(x, weight, spec)
+        # conv2d still computes the convolution, through F.conv2d.
+        got = gemm_conv.conv2d(x, weight, None, spec)
+        want = F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation, spec.groups)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_a_bad_mode_in_the_environment_is_refused():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import resnet_fast.nn.gemm_conv"],
+        env={**os.environ, "RESNET_FAST_CPU_GEMM_CONV": "sometimes"},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "RESNET_FAST_CPU_GEMM_CONV must be one of auto, always, never" in proc.stderr
