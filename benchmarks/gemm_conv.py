@@ -5,7 +5,7 @@ resolutions, forward and backward (grad_input + grad_weight), fp32,
 channels_last. This is the measurement behind gemm_conv.use_gemm's rule: the
 table shows what the rule picks next to which one was faster.
 
-    python benchmarks/gemm_conv.py [--batch 16,32] [--resolution 64,224] [--json FILE]
+    python benchmarks/gemm_conv.py [--configs 16x64,64x64,4x224] [--json FILE]
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", default="16", help="comma-separated batch sizes")
-    parser.add_argument("--resolution", default="64", help="comma-separated input sizes")
+    parser.add_argument(
+        "--configs", default="16x64", help="comma-separated BATCHxRESOLUTION, e.g. 16x64,4x224"
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
@@ -93,27 +94,28 @@ def main() -> None:
         f"{'input':>20} {'weight':>20} s | {'oneDNN fwd':>10} {'GEMM fwd':>9} | "
         f"{'oneDNN bwd':>10} {'GEMM bwd':>9} | rule    faster"
     )
-    for batch in map(int, args.batch.split(",")):
-        for resolution in map(int, args.resolution.split(",")):
-            print(f"\nbatch {batch}, {resolution}x{resolution}\n{header}")
-            for shape, conv in resnet50_convs(batch, resolution):
-                row = measure(shape, conv, args.rounds)
-                row.update(batch=batch, resolution=resolution)
-                rows.append(row)
-                mark = "" if row["rule_picks"] == row["faster"] else "  <- rule misses"
-                print(
-                    f"{str(tuple(shape)):>20} {str(tuple(row['weight'])):>20} {conv.stride[0]} | "
-                    f"{row['onednn_fwd_ms']:10.3f} {row['gemm_fwd_ms']:9.3f} | "
-                    f"{row['onednn_bwd_ms']:10.3f} {row['gemm_bwd_ms']:9.3f} | "
-                    f"{row['rule_picks']:7} {row['faster']}{mark}"
-                )
+    for config in args.configs.split(","):
+        batch, resolution = map(int, config.split("x"))
+        print(f"\nbatch {batch}, {resolution}x{resolution}\n{header}")
+        for shape, conv in resnet50_convs(batch, resolution):
+            row = measure(shape, conv, args.rounds)
+            row.update(batch=batch, resolution=resolution)
+            rows.append(row)
+            mark = "" if row["rule_picks"] == row["faster"] else "  <- rule misses"
+            print(
+                f"{str(tuple(shape)):>20} {str(tuple(row['weight'])):>20} {conv.stride[0]} | "
+                f"{row['onednn_fwd_ms']:10.3f} {row['gemm_fwd_ms']:9.3f} | "
+                f"{row['onednn_bwd_ms']:10.3f} {row['gemm_bwd_ms']:9.3f} | "
+                f"{row['rule_picks']:7} {row['faster']}{mark}"
+            )
     misses = [r for r in rows if r["rule_picks"] != r["faster"]]
-    print(f"\nthe rule picks the faster path for {len(rows) - len(misses)} of {len(rows)} convolutions")
+    hits = len(rows) - len(misses)
+    print(f"\nthe rule picks the faster path for {hits} of {len(rows)} convolutions")
     if args.json:
         result = {
             "benchmark": "gemm_conv",
-            "command": "python benchmarks/gemm_conv.py "
-            f"--batch {args.batch} --resolution {args.resolution} --rounds {args.rounds}",
+            "command": f"python benchmarks/gemm_conv.py --configs {args.configs} "
+            f"--rounds {args.rounds}",
             "environment": describe(CPU),
             "rows": rows,
         }

@@ -38,7 +38,12 @@ def _case(kind, shape, gen):
     x = torch.randn(n, c_in, h, w, dtype=torch.float64, generator=gen).contiguous(memory_format=CL)
     weight = torch.randn(c_out, c_in, k, k, dtype=torch.float64, generator=gen)
     bias = torch.randn(c_out, dtype=torch.float64, generator=gen)
-    return x, weight.contiguous(memory_format=CL), bias, gemm_conv.ConvSpec((s, s), (p, p), (d, d), 1)
+    return (
+        x,
+        weight.contiguous(memory_format=CL),
+        bias,
+        gemm_conv.ConvSpec((s, s), (p, p), (d, d), 1),
+    )
 
 
 def _valid(x, weight, spec):
@@ -69,7 +74,9 @@ def test_gemm_path_matches_onednn_in_float64(kind, shape, monkeypatch):
         torch.testing.assert_close(g, w, rtol=1e-11, atol=1e-11, msg=f"grad {name}")
     # The weight gradient comes in the weight's own (channels_last) layout, so
     # autograd keeps it without a copy (strides of size-1 dimensions aside).
-    for size, got_stride, want_stride in zip(weight.shape, got_grads[1].stride(), weight.stride()):
+    for size, got_stride, want_stride in zip(
+        weight.shape, got_grads[1].stride(), weight.stride(), strict=True
+    ):
         assert size == 1 or got_stride == want_stride
     assert got_grads[0].is_contiguous(memory_format=CL)
 

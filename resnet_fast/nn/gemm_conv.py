@@ -66,10 +66,11 @@ def _output_size(size: int, k: int, stride: int, padding: int, dilation: int) ->
 
 
 def _output_hw(input: Tensor, weight: Tensor, spec: ConvSpec) -> tuple[int, int]:
-    return (
-        _output_size(input.shape[2], weight.shape[2], spec.stride[0], spec.padding[0], spec.dilation[0]),
-        _output_size(input.shape[3], weight.shape[3], spec.stride[1], spec.padding[1], spec.dilation[1]),
-    )  # fmt: skip
+    h, w = (
+        _output_size(input.shape[2 + i], weight.shape[2 + i], s, p, d)
+        for i, (s, p, d) in enumerate(zip(spec.stride, spec.padding, spec.dilation, strict=True))
+    )
+    return h, w
 
 
 def _is_pointwise(weight: Tensor, spec: ConvSpec) -> bool:
