@@ -12,6 +12,7 @@ all of them alike; the table gives the median over rounds.
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -22,16 +23,29 @@ from torch import nn
 import resnet_fast
 import resnet_fast.models as M
 from resnet_fast.models.reference import reference_model
+from resnet_fast.nn import gemm_conv
 from resnet_fast.profiling import saved_activations
 
-VARIANTS = ("lean", "standard", "eager")
+VARIANTS = ("lean", "lean-onednn", "standard", "eager")
+"""lean-onednn: the lean blocks with every convolution on oneDNN (no GEMM
+path, nn/gemm_conv.py), which isolates the cost of the recomputation."""
 
 
 def _model(name: str, variant: str) -> nn.Module:
     torch.manual_seed(0)
     if variant == "eager":
         return reference_model(name)
-    return getattr(M, name)(memory=variant)
+    return getattr(M, name)(memory=variant.split("-")[0])
+
+
+@contextlib.contextmanager
+def _gemm_mode(variant: str):
+    previous = gemm_conv.MODE
+    gemm_conv.MODE = "never" if variant == "lean-onednn" else previous
+    try:
+        yield
+    finally:
+        gemm_conv.MODE = previous
 
 
 def saved_bytes_per_image(name: str, variant: str, resolution: int = 224) -> int:
@@ -51,9 +65,10 @@ def step_times_ms(name: str, args) -> dict[str, float]:
         model = _model(name, variant).to(memory_format=cl).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
-        def step(model=model, opt=opt):
+        def step(model=model, opt=opt, variant=variant):
             opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
+            with _gemm_mode(variant):
+                nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
 
         steps[variant] = step
@@ -83,14 +98,15 @@ def main() -> None:
     )
     rows = []
     for name in args.models.split(","):
-        saved = {v: saved_bytes_per_image(name, v) for v in VARIANTS}
+        saved = {v: saved_bytes_per_image(name, v) for v in VARIANTS if v != "lean-onednn"}
+        saved["lean-onednn"] = saved["lean"]  # the same node saves the same tensors
         ms = step_times_ms(name, args)
         row = {"model": name, "saved_bytes_per_image": saved, "step_ms_median": ms}
         rows.append(row)
         print(f"{name}:")
         for v in VARIANTS:
             print(
-                f"  {v:9} saved {saved[v] / 2**20:7.2f} MiB/image "
+                f"  {v:11} saved {saved[v] / 2**20:7.2f} MiB/image "
                 f"({saved[v] / saved['eager']:.3f} x eager)   step {ms[v]:7.1f} ms "
                 f"({ms[v] / ms['standard']:.3f} x standard)"
             )

@@ -25,7 +25,9 @@ BN-ReLU output and the pooling indices in backward instead of keeping both.
 Backward uses the same torch.ops.resnet_fast BN ops as the op-level path and
 ``aten.convolution_backward``, so every backend with those ops works, in any
 dtype (including autocast: each convolution runs backward in the dtype it ran
-forward in) and memory format.
+forward in) and memory format. Because the node runs its convolutions itself,
+it also picks how: on the CPU, convolutions over small feature maps run as
+matrix products (gemm_conv.py), forward and backward.
 """
 
 from __future__ import annotations
