@@ -327,7 +327,9 @@ class _LeanBlockFunction(torch.autograd.Function):
         grad_given = None
         if plan.shortcut == "identity":
             # In place: grad_x is the convolution backward's own fresh tensor.
-            grad_x = grad_residual if grad_x is None else grad_x.add_(grad_residual)
+            grad_x = (
+                grad_residual if grad_x is None else grad_x.add_(grad_residual.to(grad_x.dtype))
+            )
         elif plan.shortcut == "projection":
             p = len(plan.convs) - 1
             g_short, gw, gb = ops.bn_act_bwd(
