@@ -5,12 +5,16 @@
 2. tests:    the full test suite (the CUDA cases run, nothing is skipped for
              want of a GPU), JUnit XML for the counts;
 3. sanitize: compute-sanitizer memcheck over a subset of the op tests on CUDA;
-4. bench:    benchmarks/cuda_bandwidth.py (bandwidth, speed-ups).
+4. bench:    benchmarks/cuda_bandwidth.py (bandwidth, speed-ups);
+5. triton:   benchmarks/triton_gpu.py (Triton conv epilogues vs cuDNN and
+             torch.compile max-autotune, Triton BN bandwidth);
+6. models:   resnet-fast bench --device cuda --compile (fast vs eager vs
+             torch.compile, training step and inference, peak memory).
 
 Writes a JSON summary (GPU, versions, commit, pass counts, sanitizer verdict,
 benchmark rows) to OUT/gpu_check.json, OUT from --out or $OUT.
 
-    python benchmarks/gpu_check.py [--steps build,tests,sanitize,bench] [--out DIR]
+    python benchmarks/gpu_check.py [--steps build,tests,sanitize,bench,triton,models] [--out DIR]
     python benchmarks/gpu_check.py --merge part1.json part2.json --out DIR
 
 A lent machine limits one command to 10 minutes: run the steps over several
@@ -163,18 +167,36 @@ def step_sanitize(out: Path) -> dict:
     return {"ok": rc == 0, "rc": rc, "error_summary": summary[-3:], "log_tail": tail(log, 25)}
 
 
+def step_json(out: Path, name: str, cmd: list[str], result: Path) -> dict:
+    """Runs a benchmark command that writes the JSON file ``result``."""
+    rc = sh(cmd, out / f"{name}.log")
+    data = json.loads(result.read_text()) if result.exists() else None
+    return {"ok": rc == 0 and data is not None, "rc": rc, "results": data,
+            "log_tail": "" if rc == 0 else tail(out / f"{name}.log")}  # fmt: skip
+
+
 def step_bench(out: Path, extra: list[str]) -> dict:
     result = out / "bench.json"
     cmd = [sys.executable, "benchmarks/cuda_bandwidth.py", "--json", str(result), *extra]
-    rc = sh(cmd, out / "bench.log")
-    data = json.loads(result.read_text()) if result.exists() else None
-    return {"ok": rc == 0 and data is not None, "rc": rc, "results": data,
-            "log_tail": "" if rc == 0 else tail(out / "bench.log")}  # fmt: skip
+    return step_json(out, "bench", cmd, result)
+
+
+def step_triton(out: Path) -> dict:
+    result = out / "triton.json"
+    cmd = [sys.executable, "benchmarks/triton_gpu.py", "--json", str(result)]
+    return step_json(out, "triton", cmd, result)
+
+
+def step_models(out: Path) -> dict:
+    folder = out / "models"
+    cmd = [sys.executable, "-m", "resnet_fast", "bench", "--device", "cuda", "--compile"]
+    cmd += ["--no-progress", "--out", str(folder)]
+    return step_json(out, "models", cmd, folder / "bench-cuda.json")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", default="build,tests,sanitize,bench")
+    parser.add_argument("--steps", default="build,tests,sanitize,bench,triton,models")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks/results"))
     parser.add_argument("--workers", type=int, default=8, help="pytest-xdist workers (1: none)")
     parser.add_argument("--bench-args", default="", help="extra arguments of cuda_bandwidth.py")
@@ -201,6 +223,10 @@ def main() -> int:
                 summary["steps"]["sanitize"] = step_sanitize(out)
             elif step == "bench":
                 summary["steps"]["bench"] = step_bench(out, args.bench_args.split())
+            elif step == "triton":
+                summary["steps"]["triton"] = step_triton(out)
+            elif step == "models":
+                summary["steps"]["models"] = step_models(out)
             else:
                 parser.error(f"unknown step {step!r}")
             (out / "gpu_check.json").write_text(json.dumps(summary, indent=1))
