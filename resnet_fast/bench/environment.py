@@ -39,7 +39,9 @@ def cpu_name() -> str:
 
 def git_commit() -> str | None:
     """The commit of the resnet_fast source tree, with ``+dirty`` for local
-    changes; None when resnet_fast was not imported from a git checkout."""
+    changes (results under benchmarks/results/ aside: they are what the
+    benchmarks write, not what they measure); None when resnet_fast was not
+    imported from a git checkout."""
     source = os.path.dirname(os.path.dirname(os.path.abspath(resnet_fast.__file__)))
 
     def git(*args: str) -> str:
@@ -49,7 +51,9 @@ def git_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git(
+            "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
