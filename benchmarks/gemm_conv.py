@@ -11,12 +11,12 @@ table shows what the rule picks next to which one was faster.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 from torch import nn
 
 from resnet_fast.bench.environment import describe, set_threads, steady_allocator
+from resnet_fast.bench.report import write_json
 from resnet_fast.bench.timing import interleaved_ms, summarize
 from resnet_fast.models.reference import reference_model
 from resnet_fast.nn import gemm_conv
@@ -119,9 +119,7 @@ def main() -> None:
             "environment": describe(CPU),
             "rows": rows,
         }
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(result, args.json)}")
 
 
 if __name__ == "__main__":
