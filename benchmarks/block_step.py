@@ -30,12 +30,12 @@ def distinct_blocks(name: str, batch: int, resolution: int) -> list[tuple[str, t
     """(label, input shape, eager block) of the first and the second block
     of every stage (a projection block and an identity block)."""
     model = reference_model(name)
-    shapes: dict[str, tuple] = {}
+    found: dict[str, tuple[tuple, nn.Module]] = {}
     hooks = []
 
     def record(label):
-        def hook(_module, args):
-            shapes.setdefault(label, tuple(args[0].shape))
+        def hook(block, args):
+            found.setdefault(label, (tuple(args[0].shape), block))
 
         return hook
 
@@ -47,10 +47,7 @@ def distinct_blocks(name: str, batch: int, resolution: int) -> list[tuple[str, t
         model(torch.randn(batch, 3, resolution, resolution))
     for h in hooks:
         h.remove()
-    return [
-        (label, shapes[label], getattr(model, label.split(".")[0])[int(label.split(".")[1])])
-        for label in shapes
-    ]
+    return [(label, shape, block) for label, (shape, block) in found.items()]
 
 
 def _fast_twin(name: str, label: str, eager_block: nn.Module) -> nn.Module:

@@ -66,11 +66,11 @@ def _output_size(size: int, k: int, stride: int, padding: int, dilation: int) ->
 
 
 def _output_hw(input: Tensor, weight: Tensor, spec: ConvSpec) -> tuple[int, int]:
-    h, w = (
-        _output_size(input.shape[2 + i], weight.shape[2 + i], s, p, d)
-        for i, (s, p, d) in enumerate(zip(spec.stride, spec.padding, spec.dilation, strict=True))
-    )
-    return h, w
+    def size(d: int) -> int:  # d: 0 for height, 1 for width
+        n, k = input.shape[2 + d], weight.shape[2 + d]
+        return _output_size(n, k, spec.stride[d], spec.padding[d], spec.dilation[d])
+
+    return size(0), size(1)
 
 
 def _is_pointwise(weight: Tensor, spec: ConvSpec) -> bool:
