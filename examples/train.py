@@ -29,8 +29,9 @@ copy (--crop-padding) and, with --hflip, a random horizontal flip.
 --checkpoint PATH saves, after every epoch and atomically (a temporary file
 renamed over PATH), both models, optimizers, schedulers, gradient scalers,
 the epoch, the random generators' states and the data order of the next
-epoch; --resume continues from it, and a run killed at any point and resumed
-ends with the same weights as one never interrupted.
+epoch; --resume continues from it. A run killed at any point restarts the
+interrupted epoch and ends with the same weights as one never interrupted
+(bit for bit on CPUs, where the kernels are deterministic).
 """
 
 import argparse
