@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from .._conv_eval import conv_folded_act, fold_bn, pack_for_onednn
 from ..functional import add_relu
+from .scripting import NotScriptable
 
 _warned_inference_weights = False
 
@@ -188,13 +189,14 @@ def foldable_downsample(downsample: nn.Module | None) -> bool:
     )
 
 
-class FoldingMixin(nn.Module):
+class FoldingMixin(NotScriptable, nn.Module):
     """A module that runs some conv + BN pairs folded in eval mode, caching
     the folded weights.
 
     eval() keeps the cache (the key alone decides whether a fold is fresh);
     train() and moving the module (to(), cuda(), half()) release it, as its
-    tensors are dead weight until the next eval-mode call.
+    tensors are dead weight until the next eval-mode call. torch.jit.script
+    refuses it (see scripting.py).
     """
 
     def train(self, mode: bool = True):
