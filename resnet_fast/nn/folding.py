@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .._conv_eval import conv_folded_act, fold_bn, pack_for_onednn
 from ..functional import add_relu
 from .scripting import NotScriptable
+from .state_dict import check_loadable
 
 _warned_inference_weights = False
 
@@ -196,7 +197,7 @@ class FoldingMixin(NotScriptable, nn.Module):
     eval() keeps the cache (the key alone decides whether a fold is fresh);
     train() and moving the module (to(), cuda(), half()) release it, as its
     tensors are dead weight until the next eval-mode call. torch.jit.script
-    refuses it (see scripting.py).
+    refuses it (see scripting.py); load_state_dict loads all or nothing.
     """
 
     def train(self, mode: bool = True):
@@ -207,6 +208,12 @@ class FoldingMixin(NotScriptable, nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self.__dict__.get("_fold_cache", {}).clear()
         return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """nn.Module.load_state_dict, all or nothing (see state_dict.py); the
+        folds of the loaded tensors are recomputed on the next eval call."""
+        check_loadable(self, state_dict, strict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def __getstate__(self):
         # The cache is derived data (and may hold oneDNN tensors, which do not
