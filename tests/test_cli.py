@@ -49,6 +49,15 @@ def test_bad_arguments_exit_2_with_a_message(capsys, argv, message):
     assert message in _error(capsys, argv)
 
 
+@pytest.mark.parametrize("command", ["bench", "ops"])
+def test_out_that_cannot_be_a_folder_is_refused_before_any_timing(capsys, tmp_path, command):
+    file = tmp_path / "results"
+    file.write_text("")
+    assert "--out must be a folder" in _error(capsys, [command, "--out", str(file)])
+    err = _error(capsys, [command, "--out", str(file / "inner")])
+    assert "cannot make a folder under the file" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("command", ["bench", "ops"])
 def test_cuda_asked_for_without_cuda(capsys, command):

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import resnet_fast.functional as RF
+import resnet_fast.models as M
+from resnet_fast.nn import BasicBlock, Bottleneck
 
 ops = torch.ops.resnet_fast
 
@@ -113,3 +115,103 @@ def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend must be one of"):
         with resnet_fast.use_backend("tpu"):
             pass
+
+
+# Constructors, model functions and load_state_dict: a wrong value fails at
+# once, naming the argument and the value.
+
+BAD_BLOCKS = {
+    # name: (block, args, kwargs, exception, message)
+    "inplanes_zero": (BasicBlock, (0, 8), {}, ValueError, r"BasicBlock: inplanes must be at least 1, got 0"),
+    "planes_float": (BasicBlock, (8, 2.5), {}, TypeError, r"BasicBlock: planes must be an int, got 2.5"),
+    "planes_bool": (Bottleneck, (8, True), {}, TypeError, r"Bottleneck: planes must be an int, got True"),
+    "stride_zero": (BasicBlock, (8, 8, 0), {}, ValueError, r"BasicBlock: stride must be at least 1, got 0"),
+    "stride_triple": (Bottleneck, (8, 8, (1, 2, 2)), {}, ValueError, r"Bottleneck: stride must be an int or a pair, got \(1, 2, 2\)"),
+    "dilation_negative": (Bottleneck, (8, 8), dict(dilation=-2), ValueError, r"Bottleneck: dilation must be at least 1, got -2"),
+    "groups_zero": (Bottleneck, (8, 8), dict(groups=0), ValueError, r"Bottleneck: groups must be at least 1, got 0"),
+    "width_zero": (Bottleneck, (8, 8), dict(base_width=1), ValueError, r"inner width .* must be at least 1, got 0 \(planes=8, base_width=1, groups=1\)"),
+    "downsample_int": (BasicBlock, (8, 8), dict(downsample=3), TypeError, r"BasicBlock: downsample must be None or callable, got int 3"),
+    "norm_layer_int": (BasicBlock, (8, 8), dict(norm_layer=3), TypeError, r"norm_layer must be None or callable, got int 3"),
+    "norm_layer_not_module": (Bottleneck, (8, 8), dict(norm_layer=lambda c: c), TypeError, r"Bottleneck: norm_layer must build an nn.Module .* norm_layer\(8\) gave int"),
+    "memory": (BasicBlock, (8, 8), dict(memory="fast"), ValueError, r"memory must be one of standard, lean; got 'fast'"),
+    # torchvision's own errors, kept.
+    "basic_groups": (BasicBlock, (8, 8), dict(groups=2), ValueError, r"BasicBlock only supports groups=1 and base_width=64"),
+    "basic_dilation": (BasicBlock, (8, 8), dict(dilation=2), NotImplementedError, r"Dilation > 1 not supported"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_BLOCKS))
+def test_block_constructor_arguments(name):
+    block, args, kwargs, error, message = BAD_BLOCKS[name]
+    with pytest.raises(error, match=message):
+        block(*args, **kwargs)
+
+
+BAD_MODEL_KWARGS = {
+    "num_classes_zero": ("resnet18", dict(num_classes=0), ValueError, r"ResNet: num_classes must be at least 1, got 0"),
+    "num_classes_float": ("resnet20", dict(num_classes=10.0), TypeError, r"CifarResNet: num_classes must be an int, got 10.0"),
+    "unknown": ("resnet18", dict(num_class=10), TypeError, r"resnet18\(\) got unexpected keyword argument\(s\) 'num_class'; accepted: num_classes"),
+    "builder_fixed": ("resnet50", dict(fused_stem=False), TypeError, r"resnet50\(\) got unexpected keyword argument\(s\) 'fused_stem'"),
+    "cifar_groups": ("resnet20", dict(groups=2), TypeError, r"resnet20\(\) got unexpected keyword argument\(s\) 'groups'; accepted: num_classes, norm_layer, memory"),
+    "weights": ("resnet18", dict(weights="DEFAULT"), ValueError, r"resnet18: weights='DEFAULT': resnet_fast ships no pretrained weights"),
+    "memory": ("resnet18", dict(memory="LEAN"), ValueError, r"memory must be one of standard, lean; got 'LEAN'"),
+    "zero_init_residual": ("resnet18", dict(zero_init_residual="yes"), TypeError, r"ResNet: zero_init_residual must be True or False, got 'yes'"),
+    "width_per_group": ("resnet50", dict(width_per_group=0), ValueError, r"ResNet: width_per_group must be at least 1, got 0"),
+    "resnext_groups": ("resnext50_32x4d", dict(groups=8), ValueError, r"resnext50_32x4d fixes groups=32, got 8"),
+    "dilation_length": ("resnet50", dict(replace_stride_with_dilation=[True]), ValueError, r"replace_stride_with_dilation should be None or a 3-element tuple, got \[True\]"),
+    "dilation_entry": ("resnet50", dict(replace_stride_with_dilation=[False, "yes", False]), ValueError, r"every entry of replace_stride_with_dilation must be one of False, True, got 'yes'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_MODEL_KWARGS))
+def test_model_keyword_arguments(name):
+    model, kwargs, error, message = BAD_MODEL_KWARGS[name]
+    with pytest.raises(error, match=message):
+        getattr(M, model)(**kwargs)
+
+
+def test_resnet_class_arguments():
+    with pytest.raises(ValueError, match=r"ResNet: layers must have 4 entries, got \[2, 2, 2\]"):
+        M.ResNet(BasicBlock, [2, 2, 2])
+    # torchvision would build one block for a 0 here, silently.
+    with pytest.raises(ValueError, match=r"every entry of layers must be at least 1, got 0"):
+        M.ResNet(BasicBlock, [0, 2, 2, 2])
+    with pytest.raises(TypeError, match=r"ResNet: block must be a block class"):
+        M.ResNet(torch.nn.Conv2d, [2, 2, 2, 2])
+
+
+def test_torchvision_defaults_are_accepted():
+    model = M.resnet20(weights=None, progress=False, num_classes=3)
+    assert model.fc.out_features == 3
+
+
+def test_load_state_dict_that_does_not_fit_loads_nothing():
+    torch.manual_seed(0)
+    model = M.resnet20(num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)  # fills the fold cache
+    donor = M.resnet20(num_classes=10)
+    state = donor.state_dict()
+    cases = {
+        "size mismatch for fc.weight: copying a param with shape \\[5, 64\\]": {
+            **state,
+            "fc.weight": torch.zeros(5, 64),
+        },
+        "unexpected key\\(s\\) in state_dict: extra.weight": {
+            **state,
+            "extra.weight": torch.ones(1),
+        },
+        "missing key\\(s\\) in state_dict: conv1.weight": {
+            k: v for k, v in state.items() if k != "conv1.weight"
+        },
+    }
+    for message, bad in cases.items():
+        with pytest.raises(RuntimeError, match=f"nothing was loaded:\n\t{message}"):
+            model.load_state_dict(bad)
+        with torch.no_grad():
+            assert torch.equal(model(x), before)
+    for assign in (False, True):
+        model.load_state_dict(state, assign=assign)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), donor.eval()(x))

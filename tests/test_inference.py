@@ -10,6 +10,7 @@ from torch import nn
 
 import resnet_fast.models as M
 from resnet_fast.models.reference import reference_model
+from resnet_fast.nn import folding
 
 
 def _pair(name="resnet18", dtype=torch.float32):
@@ -88,3 +89,159 @@ def test_save_load_deepcopy_and_state_dict_round_trip(tmp_path):
     with torch.no_grad():
         for other in (loaded, clone, fresh):
             _close(other(x), expected, torch.float32)
+
+
+# Inference the way users write it: torch.inference_mode(), eval() before
+# every batch, autocast. The cached folds survive all three, never stale.
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["oneDNN-fp32", "fp64"])
+def test_inference_mode_serving_then_no_grad_then_a_training_step(dtype):
+    fast, ref = _pair(dtype=dtype)
+    fast.eval(), ref.eval()
+    opt = torch.optim.SGD(fast.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(2, 3, 32, 32, dtype=dtype)
+    y = torch.randint(0, 10, (2,))
+    for trained in (False, True):
+        with torch.no_grad():
+            expected = ref(x)
+        for _ in range(3):
+            with torch.inference_mode():
+                _close(fast(x), expected, dtype)
+        with torch.no_grad():
+            _close(fast(x), expected, dtype)
+        _close(fast(x), expected, dtype)  # grad mode on: the differentiable fold
+        if not trained:
+            _train_step(fast, opt, x, y)
+            fast.eval()
+            # The reference takes the trained weights and statistics: separate
+            # fp32 training steps on two values per channel (layer4) diverge.
+            ref.load_state_dict(fast.state_dict())
+
+
+def _mutations(model, x):
+    """Changes to the weights and running statistics, each followed by a
+    forward, in the contexts where serving code makes them."""
+    with torch.inference_mode():
+        model.layer1[0].conv1.weight.mul_(0.5)
+    yield "conv weight changed under inference_mode"
+    with torch.no_grad():
+        model.layer1[1].bn2.running_var.mul_(3)
+        model.bn1.bias.add_(0.25)
+    yield "running_var and BN bias changed under no_grad"
+    # nn.BatchNorm2d's native running-stat update bumps no version counter of
+    # the stats; a BN put in training mode on its own also bypasses the
+    # block's train().
+    shortcut_bn = model.layer2[0].downsample[1]
+    shortcut_bn.train()
+    with torch.no_grad():
+        model(x * 3 + 1)
+    shortcut_bn.eval()
+    yield "shortcut BN running stats updated by a training forward"
+    state = {k: v * 0.9 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    yield "load_state_dict"
+
+
+@pytest.mark.parametrize("serving", [torch.no_grad, torch.inference_mode])
+def test_updates_after_cached_calls_are_seen(serving):
+    fast, ref = _pair()
+    fast.eval(), ref.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with serving():
+        fast(x), fast(x)
+    for what_fast, what_ref in zip(_mutations(fast, x), _mutations(ref, x), strict=True):
+        assert what_fast == what_ref
+        with torch.no_grad():
+            expected = ref(x)
+        with serving():
+            _close(fast(x), expected, torch.float32)
+        with torch.no_grad():
+            _close(fast(x), expected, torch.float32)
+
+
+@pytest.fixture
+def fold_calls(monkeypatch):
+    """Counts BN folds and oneDNN weight packs."""
+    counts = {"fold": 0, "pack": 0}
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(folding, "fold_bn", counting("fold", folding.fold_bn))
+    monkeypatch.setattr(folding, "pack_for_onednn", counting("pack", folding.pack_for_onednn))
+    return counts
+
+
+# resnet18: the stem, two per block, three projection shortcuts.
+RESNET18_FOLDS = 1 + 2 * 8 + 3
+
+
+def test_eval_before_every_batch_costs_no_refold(fold_calls):
+    fast, ref = _pair()
+    x = torch.randn(2, 3, 32, 32)
+    fast.eval(), ref.eval()
+    with torch.no_grad():
+        expected = ref(x)
+        fast(x)
+        assert fold_calls["fold"] == RESNET18_FOLDS
+        packs = fold_calls["pack"]
+        assert packs > 0
+        for _ in range(3):
+            fast.eval()
+            _close(fast(x), expected, torch.float32)
+        with torch.inference_mode():
+            fast.eval()
+            _close(fast(x), expected, torch.float32)
+    assert fold_calls == {"fold": RESNET18_FOLDS, "pack": packs}
+    # A training step changes every weight: the next eval call folds again.
+    opt = torch.optim.SGD(fast.parameters(), lr=0.01)
+    _train_step(fast, opt, x, torch.randint(0, 10, (2,)))
+    fast.eval()
+    with torch.no_grad():
+        fast(x)
+    assert fold_calls["fold"] == 2 * RESNET18_FOLDS
+
+
+@pytest.mark.parametrize("serving", [torch.no_grad, torch.inference_mode])
+def test_autocast_bf16_inference_on_a_fresh_model(serving):
+    fast, ref = _pair()
+    fast.eval(), ref.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        exact = copy.deepcopy(ref).double()(x.double())
+    with serving(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = ref(x)
+        outs = [fast(x) for _ in range(2)]
+    # As eager autocast does: the convolutions run in bf16, so the error is
+    # bf16's; no worse than twice that of the unfused model.
+    bound = 2 * (expected.double() - exact).norm()
+    for out in outs:
+        assert out.dtype == torch.bfloat16
+        assert (out.double() - exact).norm() <= bound
+    with torch.no_grad():
+        _close(fast(x), ref(x), torch.float32)  # autocast off again: fp32 folds
+
+
+def test_inference_tensor_weights_are_refolded_every_call_with_a_warning(fold_calls, monkeypatch):
+    monkeypatch.setattr(folding, "_warned_inference_weights", False)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        fast = M.resnet20(num_classes=10).eval()
+    torch.manual_seed(0)
+    ref = reference_model("resnet20", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.warns(RuntimeWarning, match="inference tensor .* recomputed on every call"):
+        with torch.no_grad():
+            _close(fast(x), ref(x), torch.float32)
+    folds = fold_calls["fold"]
+    with torch.inference_mode():
+        fast.layers[0][0].conv1.weight.mul_(0.5)  # an inference tensor: no version
+    with torch.no_grad():
+        ref.layers[0][0].conv1.weight.mul_(0.5)
+        _close(fast(x), ref(x), torch.float32)
+    assert fold_calls["fold"] == 2 * folds

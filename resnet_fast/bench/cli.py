@@ -264,6 +264,21 @@ def _header(command: str, device: torch.device, details: str) -> str:
     )
 
 
+def check_out(text: str) -> str:
+    """``--out``, checked before any timing: a folder that exists or can be made."""
+    path = os.path.abspath(text)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ArgumentError(f"--out must be a folder; {text!r} is a file")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ArgumentError(f"--out {text!r}: cannot make a folder under the file {existing!r}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArgumentError(f"--out {text!r}: {existing!r} is not writable")
+    return text
+
+
 def _out_paths(out: str, stem: str) -> tuple[str, str]:
     return os.path.join(out, f"{stem}.json"), os.path.join(out, f"{stem}.png")
 
@@ -274,6 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    check_out(args.out)
     names = resolve_models(args.models, args.quick)
     batch, resolution, rounds, warmup = _sizes(args, device)
     check_trainable(names, batch, resolution)
@@ -336,6 +352,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    check_out(args.out)
     names = bench_ops.OPS if args.ops is None else [o.strip() for o in args.ops.split(",")]
     unknown = [name for name in names if name not in bench_ops.OPS]
     if unknown or not names:

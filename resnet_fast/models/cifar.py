@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch._prims_common import suggest_memory_format
 
+from ..nn import arguments as check
 from ..nn.blocks import conv1x1, conv3x3
-from ..nn.lean import DEFAULT_MEMORY, set_memory
-from .resnet import StemNet, fused_builder, init_resnet
+from ..nn.lean import DEFAULT_MEMORY, check_memory_mode, set_memory
+from .resnet import StemNet, check_block_class, fused_builder, init_resnet
 
 BlockType = type[nn.Module]
 
@@ -78,6 +79,16 @@ class CifarResNet(StemNet):
         memory: str = DEFAULT_MEMORY,
     ) -> None:
         super().__init__()
+        owner = type(self).__name__
+        check_block_class(owner, block)
+        layers = check.positive_ints(owner, "layers", layers)
+        widths = check.positive_ints(owner, "widths", widths, len(layers))
+        check.one_of(owner, "shortcut", shortcut, ("projection", "pad"))
+        check.positive_int(owner, "num_classes", num_classes)
+        check.optional_callable(owner, "norm_layer", norm_layer)
+        check.boolean(owner, "fused_stem", fused_stem)
+        check.one_of(owner, "init", init, ("torchvision", "he"))
+        check_memory_mode(memory)
         self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
         self.shortcut = shortcut
         self.inplanes = widths[0]
@@ -135,7 +146,12 @@ CIFAR_SPECS = {
 }
 
 
-def build_cifar(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwargs) -> CifarResNet:
+def build_cifar(
+    name: str, blocks: dict[str, BlockType], fused_stem: bool, /, **kwargs
+) -> CifarResNet:
+    """A CIFAR_SPECS model from the given block classes; kwargs: num_classes,
+    norm_layer, memory."""
+    kwargs = check.model_kwargs(name, kwargs, ("num_classes", "norm_layer", "memory"))
     kind, layers, widths, shortcut, init = CIFAR_SPECS[name]
     return CifarResNet(
         blocks[kind], layers, widths, shortcut, fused_stem=fused_stem, init=init, **kwargs

@@ -2,15 +2,22 @@
 arguments and initialization, built from resnet_fast's fused blocks (or from
 plain blocks, for the reference models in resnet_fast.models.reference)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
 from ..nn.folding import FoldingMixin, can_fold
-from ..nn.lean import DEFAULT_MEMORY, lean_backend, lean_bn_relu_maxpool, set_memory
+from ..nn.lean import (
+    DEFAULT_MEMORY,
+    check_memory_mode,
+    lean_backend,
+    lean_bn_relu_maxpool,
+    set_memory,
+)
 
 BlockType = type[nn.Module]
 
@@ -70,16 +77,33 @@ class ResNet(StemNet):
         memory: str = DEFAULT_MEMORY,
     ) -> None:
         super().__init__()
+        owner = type(self).__name__
+        check_block_class(owner, block)
+        layers = check.positive_ints(owner, "layers", layers, 4)
+        check.positive_int(owner, "num_classes", num_classes)
+        check.boolean(owner, "zero_init_residual", zero_init_residual)
+        check.positive_int(owner, "groups", groups)
+        check.positive_int(owner, "width_per_group", width_per_group)
+        check.optional_callable(owner, "norm_layer", norm_layer)
+        check.boolean(owner, "fused_stem", fused_stem)
+        check_memory_mode(memory)
         self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
         self.inplanes = 64
         self.dilation = 1
         if replace_stride_with_dilation is None:
             replace_stride_with_dilation = [False, False, False]
-        if len(replace_stride_with_dilation) != 3:
+        if (
+            isinstance(replace_stride_with_dilation, str)
+            or not isinstance(replace_stride_with_dilation, Sequence)
+            or len(replace_stride_with_dilation) != 3
+        ):
             raise ValueError(
                 "replace_stride_with_dilation should be None "
                 f"or a 3-element tuple, got {replace_stride_with_dilation}"
             )
+        for dilate in replace_stride_with_dilation:
+            entry = "every entry of replace_stride_with_dilation"
+            check.one_of(owner, entry, dilate, (False, True))
         self.groups = groups
         self.base_width = width_per_group
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
@@ -137,6 +161,15 @@ class ResNet(StemNet):
         return self.fc(x)
 
 
+def check_block_class(owner: str, block) -> None:
+    """A block class: a type with an int `expansion` (BasicBlock, Bottleneck)."""
+    if not isinstance(block, type) or not isinstance(getattr(block, "expansion", None), int):
+        raise TypeError(
+            f"{owner}: block must be a block class with an int expansion "
+            f"(BasicBlock, Bottleneck), got {block!r}"
+        )
+
+
 def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
     """torchvision's initialization: Kaiming-normal (fan_out, relu) convolutions,
     unit / zero norm affine parameters, and optionally zero last-BN weights."""
@@ -169,8 +202,15 @@ SPECS = {
 }
 
 
-def build(name: str, blocks: dict[str, BlockType], fused_stem: bool, **kwargs) -> ResNet:
+RESNET_KWARGS = (
+    "num_classes", "zero_init_residual", "groups", "width_per_group",
+    "replace_stride_with_dilation", "norm_layer", "memory",
+)  # fmt: skip
+
+
+def build(name: str, blocks: dict[str, BlockType], fused_stem: bool, /, **kwargs) -> ResNet:
     """A SPECS model from the given block classes; kwargs as torchvision's."""
+    kwargs = check.model_kwargs(name, kwargs, RESNET_KWARGS)
     kind, layers, groups, width = SPECS[name]
     if name.startswith(("resnext", "wide")):
         for key, value in (("groups", groups), ("width_per_group", width)):

@@ -12,6 +12,7 @@ resnet_fast.convert_sync_batchnorm, nn/sync_batchnorm.py.)
 from torch import Tensor, nn
 
 from .. import functional as RF
+from .scripting import NotScriptable
 
 
 def _bn_arguments(bn: nn.BatchNorm2d, input: Tensor):
@@ -29,7 +30,7 @@ def _bn_arguments(bn: nn.BatchNorm2d, input: Tensor):
     return running_mean, running_var, training, momentum
 
 
-class BatchNormReLU2d(nn.BatchNorm2d):
+class BatchNormReLU2d(NotScriptable, nn.BatchNorm2d):
     """relu(BatchNorm2d(input)) as one fused op; an nn.BatchNorm2d otherwise.
 
     Shape:
@@ -44,7 +45,7 @@ class BatchNormReLU2d(nn.BatchNorm2d):
         )  # fmt: skip
 
 
-class BatchNormAddReLU2d(nn.BatchNorm2d):
+class BatchNormAddReLU2d(NotScriptable, nn.BatchNorm2d):
     """relu(BatchNorm2d(input) + residual) as one fused op: a residual block's tail.
 
     Shape:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from . import arguments as check
 from .batchnorm import fuse_block_norms
 from .folding import FoldingMixin, can_fold, foldable_downsample
 from .lean import DEFAULT_MEMORY, check_memory_mode, lean_backend, lean_block
@@ -42,6 +43,11 @@ def _norms(norm_layer: Callable[[int], nn.Module] | None, channels: list[int], o
     """
     layer = nn.BatchNorm2d if norm_layer is None else norm_layer
     norms = [layer(c) for c in channels]
+    if not isinstance(norms[0], nn.Module):
+        raise TypeError(
+            f"{owner}: norm_layer must build an nn.Module from a channel count; "
+            f"norm_layer({channels[0]}) gave {type(norms[0]).__name__}"
+        )
     if all(type(n) is nn.BatchNorm2d for n in norms):
         fuse_block_norms(norms)
         return norms, True
@@ -55,6 +61,15 @@ def _norms(norm_layer: Callable[[int], nn.Module] | None, channels: list[int], o
             stacklevel=3,
         )
     return norms, False
+
+
+def _check_block_arguments(owner: str, args: dict) -> None:
+    """Types and ranges of the constructor arguments shared by both blocks."""
+    for name in ("inplanes", "planes", "groups", "base_width", "dilation"):
+        check.positive_int(owner, name, args[name])
+    check.stride(owner, args["stride"])
+    check.optional_callable(owner, "downsample", args["downsample"])
+    check.optional_callable(owner, "norm_layer", args["norm_layer"])
 
 
 class _FoldingBlock(FoldingMixin):
@@ -119,6 +134,7 @@ class BasicBlock(_FoldingBlock):
     ) -> None:
         super().__init__()
         self.memory = check_memory_mode(memory)
+        _check_block_arguments("BasicBlock", locals())
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
         if dilation > 1:
@@ -185,7 +201,14 @@ class Bottleneck(_FoldingBlock):
     ) -> None:
         super().__init__()
         self.memory = check_memory_mode(memory)
+        _check_block_arguments("Bottleneck", locals())
         width = int(planes * (base_width / 64.0)) * groups
+        if width < 1:
+            raise ValueError(
+                "Bottleneck: the inner width int(planes * base_width / 64) * groups must be "
+                f"at least 1, got {width} (planes={planes}, base_width={base_width}, "
+                f"groups={groups})"
+            )
         out = planes * self.expansion
         (bn1, bn2, bn3), self.fused = _norms(norm_layer, [width, width, out], "Bottleneck")
         self.conv1 = conv1x1(inplanes, width)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .. import functional as RF
 from ..distributed import sync_batch_norm, sync_world_size
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, _bn_arguments
+from .scripting import NotScriptable
 
 __all__ = [
     "SyncBatchNorm2d",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 
-class SyncBatchNorm2d(nn.BatchNorm2d):
+class SyncBatchNorm2d(NotScriptable, nn.BatchNorm2d):
     """BatchNorm2d with batch statistics over the processes of
     ``process_group``; the identity activation (a downsample branch's BN).
 
