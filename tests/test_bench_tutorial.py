@@ -93,3 +93,18 @@ def test_bench_warns_and_shows_a_fast_model_that_fused_nothing(tmp_path, capsys,
     assert (row["batch_size"], row["resolution"]) == (2, 32)
     assert row["fusion"]["fused"] == 0 and row["fusion"]["warning"]
     assert row["check"]["ok"] and row["train"]["fast"]["images_per_s"] > 0
+
+
+def test_caption_names_each_models_size_when_they_differ():
+    from resnet_fast.bench.report import bench_caption
+
+    env = {"gpu": None, "cpu": "a CPU", "threads": 2, "torch": "2.x"}
+    settings = {"precision": "fp32", "channels_last": True, "rounds": 3}
+    settings.update(batch_size=16, resolution=64)
+    rows = [{"model": "resnet18", "batch_size": 16, "resolution": 64}]
+    result = {"environment": env, "settings": settings, "rows": rows}
+    assert "| batch 16 | 64x64 |" in bench_caption(result)
+    rows.append({"model": TUTORIAL, "batch_size": 64, "resolution": 32})
+    assert f"resnet18 16 x 64x64, {TUTORIAL} 64 x 32x32" in bench_caption(result)
+    old = {"environment": env, "settings": settings, "rows": [{"model": "resnet50"}]}
+    assert "| batch 16 | 64x64 |" in bench_caption(old)  # results made before per-model sizes
