@@ -5,7 +5,8 @@ Public API:
     resnet_fast.functional   batch_norm_relu, batch_norm_add_relu, add_relu,
                              conv_bn_relu, fold_bn
     resnet_fast.nn           BasicBlock, Bottleneck, BatchNormReLU2d, BatchNormAddReLU2d
-    resnet_fast.models       resnet18..152, resnext, wide_resnet, CIFAR ResNets
+    resnet_fast.models       resnet18..152, resnext, wide_resnet, CIFAR ResNets,
+                             pre-activation ResNets (preact_resnet18..164)
     resnet_fast.convert      swap torchvision-style blocks for fused ones (revert undoes it)
     resnet_fast.convert_sync_batchnorm  synchronized BN across processes (DDP), fused kept
     resnet_fast.distributed  sync_batch_norm: the functional synchronized BN

@@ -22,16 +22,15 @@ import torch
 
 import resnet_fast
 
-from ..models.cifar import CIFAR_SPECS
-from ..models.reference import reference_model
-from ..models.resnet import SPECS
 from . import backends, environment, report
 from .progress import Progress
+from .registry import BENCH_MODELS, bench_model_spec
 
 DEFAULT_MODELS = ["resnet18", "resnet50"]
 DEFAULT_OUT = "resnet-fast-results"
-# (batch size, resolution) when not given: about two minutes on a 2-core CPU;
-# on a GPU, a size where the kernels, not the launches, set the pace.
+# (batch size, resolution) when not given and the model has no size of its own
+# (bench/registry.py): about two minutes on a 2-core CPU; on a GPU, a size
+# where the kernels, not the launches, set the pace.
 DEFAULT_SIZE = {"cpu": (16, 64), "cuda": (128, 224)}
 QUICK = {"models": ["resnet18"], "batch_size": 4, "resolution": 32, "rounds": 3, "warmup": 1}
 DTYPE_NAMES = {
@@ -125,10 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         default=None,
         help=f"comma-separated (default {','.join(DEFAULT_MODELS)}); known: "
-        + ", ".join([*SPECS, *CIFAR_SPECS]),
+        + ", ".join(BENCH_MODELS)
+        + ". tutorial_* are user-style models (plain PyTorch as the common CIFAR tutorials "
+        "write it) run through resnet_fast.convert; they default to batch 64 at 32x32",
     )
     bench.add_argument(
-        "--resolution", type=_positive_int, default=None, help="input height = width"
+        "--resolution",
+        type=_positive_int,
+        default=None,
+        help="input height = width (default: the model's own, else the device's)",
     )
     bench.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the eager model"
@@ -201,7 +205,7 @@ def resolve_models(text: str | None, quick: bool) -> list[str]:
     if text is None:
         return list(QUICK["models"] if quick else DEFAULT_MODELS)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    known = [*SPECS, *CIFAR_SPECS]
+    known = list(BENCH_MODELS)
     unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise ArgumentError(
@@ -211,13 +215,14 @@ def resolve_models(text: str | None, quick: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_trainable(models: list[str], batch_size: int, resolution: int) -> None:
-    """Every model must train at this batch size and resolution: BatchNorm in
-    training mode needs more than one value per channel. Checked on the meta
-    device, which computes shapes only."""
-    for name in models:
+def check_trainable(sizes: dict[str, tuple[int, int]]) -> None:
+    """Every model must train at its batch size and resolution: BatchNorm in
+    training mode needs more than one value per channel, and a fixed pooling
+    head needs its input size. Checked on the meta device, which computes
+    shapes only."""
+    for name, (batch_size, resolution) in sizes.items():
         with torch.device("meta"):
-            model = reference_model(name).train()
+            model = bench_model_spec(name).build_eager().train()
             try:
                 model(torch.empty(batch_size, 3, resolution, resolution))
             except (ValueError, RuntimeError) as error:
@@ -225,6 +230,23 @@ def check_trainable(models: list[str], batch_size: int, resolution: int) -> None
                     f"{name} cannot train at --batch-size {batch_size} and --resolution "
                     f"{resolution}: {error}"
                 ) from None
+
+
+def model_sizes(
+    args: argparse.Namespace, device: torch.device, names: list[str]
+) -> dict[str, tuple[int, int]]:
+    """(batch size, resolution) per model: each flag given (or --quick) wins,
+    else the model's own default on this device, else the device's."""
+    batch, resolution, _, _ = _sizes(args, device)
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    sizes = {}
+    for name in names:
+        own = bench_model_spec(name).sizes.get(kind)
+        if own is None or args.quick:
+            sizes[name] = (batch, resolution)
+        else:
+            sizes[name] = (args.batch_size or own[0], args.resolution or own[1])
+    return sizes
 
 
 def _sizes(args: argparse.Namespace, device: torch.device) -> tuple[int, int, int, int]:
@@ -292,7 +314,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_out(args.out)
     names = resolve_models(args.models, args.quick)
     batch, resolution, rounds, warmup = _sizes(args, device)
-    check_trainable(names, batch, resolution)
+    sizes = model_sizes(args, device, names)
+    check_trainable(sizes)
     settings = bench_models.BenchSettings(
         models=names,
         device=str(device),
@@ -303,6 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compile=args.compile,
         rounds=rounds,
         warmup=warmup,
+        sizes={n: list(size) for n, size in sizes.items() if size != (batch, resolution)},
     )
     _prepare_run(args, device)
     layout = "channels_last" if settings.channels_last else "NCHW"
@@ -310,8 +334,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _header(
             "bench",
             device,
-            f"{','.join(names)} | {settings.precision} | {layout} | batch {batch} | "
-            f"{resolution}x{resolution} | {rounds} rounds",
+            f"{','.join(names)} | {settings.precision} | {layout} | "
+            f"{report.sizes_text(settings.models, settings.size)} | {rounds} rounds",
         ),
         flush=True,
     )
@@ -332,6 +356,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(report.render_text(report.bench_throughput_table(result)))
     print()
     print(report.render_text(report.bench_memory_table(result)))
+    for note in report.bench_notes(result):
+        print(f"note: {note}")
     json_path, png_path = _out_paths(args.out, f"bench-{device.type}")
     print(f"\nwrote {report.write_json(result, json_path)}")
     if plot.plot_bench(result, png_path):

@@ -1,12 +1,15 @@
 """``resnet-fast bench``: resnet_fast models against the same architecture in
 eager PyTorch (and torch.compile of it), end to end.
 
-For each model: the fast and the eager model start from the same weights; the
-fast model is checked against a float64 copy of the eager one (and the eager
-model in the benchmark's precision is checked the same way, as the yardstick);
-then a training step (forward, backward, SGD with momentum) and inference are
-timed, every implementation interleaved round by round; the activations saved
-for backward are counted per image, and on a GPU the peak memory of a step.
+For each model (bench/registry.py: the zoo, and user-style models passed
+through resnet_fast.convert): the fast and the eager model start from the same
+weights; the fast model is checked against a float64 copy of the eager one (and
+the eager model in the benchmark's precision is checked the same way, as the
+yardstick); the BatchNorms it runs fused are counted (a fast model that fused
+none is warned about and shown as such); then a training step (forward,
+backward, SGD with momentum) and inference are timed, every implementation
+interleaved round by round; the activations saved for backward are counted per
+image, and on a GPU the peak memory of a step.
 """
 
 from __future__ import annotations
@@ -19,18 +22,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .. import models as fast_models
-from ..models.reference import reference_model
 from ..profiling import saved_activations
 from .backends import fast_backend_for
+from .fusion import count_fusion, fusion_dict, warn_if_unfused
 from .progress import Progress
+from .registry import bench_model_spec
 from .timing import interleaved_ms, summarize, synchronize
 
 # Worst relative error (vs float64) the fast model may add over eager's own in
 # the same precision: max(2 x eager's, this floor).
 ERROR_FLOOR = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 CHECK_BATCH = 8  # the accuracy check runs at most this many images (float64 is slow)
-NUM_CLASSES = 1000
+FUSION_BATCH = 2  # the fusion count's forward: the count does not depend on the batch
 
 
 @dataclass
@@ -40,13 +43,20 @@ class BenchSettings:
     models: list[str]
     device: str
     dtype: str  # "float32", or the autocast dtype: "bfloat16" / "float16"
-    batch_size: int
+    batch_size: int  # of every model not in ``sizes``
     resolution: int
     channels_last: bool
     compile: bool
     rounds: int
     warmup: int
     extra: dict = field(default_factory=dict)
+    # model name -> [batch size, resolution], for models run at their own size
+    sizes: dict = field(default_factory=dict)
+
+    def size(self, name: str) -> tuple[int, int]:
+        """(batch size, resolution) of model ``name``."""
+        batch, resolution = self.sizes.get(name, (self.batch_size, self.resolution))
+        return batch, resolution
 
     @property
     def torch_device(self) -> torch.device:
@@ -72,10 +82,10 @@ def autocast(settings: BenchSettings) -> contextlib.AbstractContextManager:
 def build_models(name: str, settings: BenchSettings) -> dict[str, nn.Module]:
     """The fast model, its eager twin with the same weights, and (with
     ``--compile``) torch.compile of another copy of the eager model."""
+    spec = bench_model_spec(name)
     torch.manual_seed(0)
-    eager = reference_model(name, num_classes=NUM_CLASSES)
-    fast = getattr(fast_models, name)(num_classes=NUM_CLASSES)
-    fast.load_state_dict(eager.state_dict())  # same keys by design
+    eager = spec.build_eager()
+    fast = spec.build_fast(eager)
     variants = {"fast": fast, "eager": eager}
     if settings.compile:
         variants["compile"] = torch.compile(copy.deepcopy(eager))
@@ -83,14 +93,16 @@ def build_models(name: str, settings: BenchSettings) -> dict[str, nn.Module]:
     return {k: m.to(settings.torch_device, memory_format=fmt) for k, m in variants.items()}
 
 
-def make_batch(settings: BenchSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fresh random batch (never zeros) and labels, on the device."""
+def make_batch(settings: BenchSettings, name: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh random batch (never zeros) for model ``name`` at its size, and
+    labels, on the device."""
     gen = torch.Generator().manual_seed(seed)
-    shape = (settings.batch_size, 3, settings.resolution, settings.resolution)
+    batch, resolution = settings.size(name)
+    shape = (batch, 3, resolution, resolution)
     x = torch.randn(shape, generator=gen)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     x = x.to(settings.torch_device).contiguous(memory_format=fmt)
-    y = torch.randint(0, NUM_CLASSES, (settings.batch_size,), generator=gen)
+    y = torch.randint(0, bench_model_spec(name).num_classes, (batch,), generator=gen)
     return x, y.to(settings.torch_device)
 
 
@@ -227,17 +239,25 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
     """Everything ``resnet-fast bench`` measures for one model.
 
     Returns:
-        the JSON row: backend, accuracy check, saved bytes, and per mode
-        ("train", "infer") and variant the times, images/s and peak memory.
+        the JSON row: backend, batch size and resolution, accuracy check,
+        fusion count (and a warning when nothing was fused), saved bytes, and
+        per mode ("train", "infer") and variant the times, images/s and peak
+        memory.
     """
     device = settings.torch_device
+    batch, resolution = settings.size(name)
     progress.set_label(f"{name}: building")
     models = build_models(name, settings)
-    x, y = make_batch(settings, seed=0)
+    x, y = make_batch(settings, name, seed=0)
     progress.advance()
-    progress.set_label(f"{name}: accuracy check vs float64")
+    progress.set_label(f"{name}: accuracy check vs float64, fusion count")
     row: dict = {"model": name, "backend": fast_backend_for(device)}
+    row.update(batch_size=batch, resolution=resolution)
     row["check"] = check_accuracy(models, x, y, settings)
+    with autocast(settings):
+        fusion = count_fusion(models["fast"], models["eager"], x[:FUSION_BATCH])
+    row["fusion"] = fusion_dict(fusion)
+    row["fusion"]["warning"] = warn_if_unfused(name, fusion)
     progress.advance()
     progress.set_label(f"{name}: saved activations")
     row["saved_bytes_per_image"] = {
@@ -262,7 +282,7 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
         row[mode] = {}
         for label, samples in times.items():
             stats = summarize(samples)
-            stats["images_per_s"] = settings.batch_size / (stats["median_ms"] * 1e-3)
+            stats["images_per_s"] = batch / (stats["median_ms"] * 1e-3)
             stats["peak_memory_MiB"] = peaks[label]
             stats["samples_ms"] = samples
             row[mode][label] = stats
@@ -282,5 +302,6 @@ def run_bench(settings: BenchSettings, progress: Progress) -> list[dict]:
 def settings_dict(settings: BenchSettings) -> dict:
     """The settings as recorded in the JSON file."""
     out = asdict(settings)
+    out["sizes"] = {name: list(settings.size(name)) for name in settings.models}
     out["precision"] = settings.precision
     return out

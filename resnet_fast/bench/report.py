@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MODE_NAMES = {"train": "training step", "infer": "inference"}
@@ -87,9 +88,12 @@ def bench_throughput_table(result: dict) -> Table:
 
 
 def bench_memory_table(result: dict) -> Table:
-    """Saved activations, peak GPU memory and the accuracy check."""
+    """Saved activations, peak GPU memory, the accuracy check and (in results
+    that counted it) how many of the eager model's BatchNorms run fused."""
     on_gpu = result["environment"]["gpu"] is not None
-    headers = ["model", "saved KiB/img fast", "saved KiB/img eager", "saved fast/eager"]
+    counted = any("fusion" in row for row in result["rows"])
+    headers = ["model"] + (["BN fused"] if counted else [])
+    headers += ["saved KiB/img fast", "saved KiB/img eager", "saved fast/eager"]
     if on_gpu:
         headers += ["train peak MiB fast", "eager"]
     headers += ["logits err fast (eager)", "grads err fast (eager)", "max abs diff logits", "check"]
@@ -101,7 +105,11 @@ def bench_memory_table(result: dict) -> Table:
             if saved.get("fast") and saved.get("eager")
             else "-"
         )
-        cells = [row["model"], _kib(saved.get("fast")), _kib(saved.get("eager")), fraction]
+        cells = [row["model"]]
+        if counted:
+            fusion = row.get("fusion")
+            cells.append("-" if fusion is None else f"{fusion['fused']}/{fusion['batch_norms']}")
+        cells += [_kib(saved.get("fast")), _kib(saved.get("eager")), fraction]
         if on_gpu:
             peak = row["train"]
             cells += [
@@ -119,15 +127,40 @@ def bench_memory_table(result: dict) -> Table:
     return Table(headers, rows, [False] + [True] * (len(headers) - 2) + [False])
 
 
+def sizes_text(models: list[str], size: Callable[[str], tuple[int, int]]) -> str:
+    """ "batch 16 | 64x64" when every model runs at one size, else each
+    model's: "batch x resolution: resnet18 16 x 64x64, tutorial_... 64 x 32x32"."""
+    sizes = {name: tuple(size(name)) for name in models}
+    if len(set(sizes.values())) == 1:
+        batch, res = next(iter(sizes.values()))
+        return f"batch {batch} | {res}x{res}"
+    each = ", ".join(f"{name} {b} x {r}x{r}" for name, (b, r) in sizes.items())
+    return f"batch x resolution: {each}"
+
+
 def bench_caption(result: dict) -> str:
     """One line: where and how the benchmark ran."""
     env, s = result["environment"], result["settings"]
     where = env["gpu"]["name"] if env["gpu"] else f"{env['cpu']}, {threads_text(env['threads'])}"
     layout = "channels_last" if s["channels_last"] else "NCHW"
+    default = (s["batch_size"], s["resolution"])  # results made before per-model sizes
+    sizes = {row["model"]: (row.get("batch_size"), row.get("resolution")) for row in result["rows"]}
+    sizes = {name: size if size[0] else default for name, size in sizes.items()}
     return (
-        f"{where} | torch {env['torch']} | {s['precision']} | {layout} | batch {s['batch_size']}"
-        f" | {s['resolution']}x{s['resolution']} | median of {s['rounds']} interleaved rounds"
+        f"{where} | torch {env['torch']} | {s['precision']} | {layout} | "
+        f"{sizes_text(list(sizes), sizes.__getitem__)} | "
+        f"median of {s['rounds']} interleaved rounds"
     )
+
+
+def bench_notes(result: dict) -> list[str]:
+    """What a reader of the tables must know: models whose fast variant fused
+    nothing (its timings are eager's own computation)."""
+    return [
+        row["fusion"]["warning"]
+        for row in result["rows"]
+        if row.get("fusion") and row["fusion"].get("warning")
+    ]
 
 
 def ops_table(result: dict) -> Table:
@@ -218,6 +251,7 @@ def readme_section(results_dir: str, link_prefix: str) -> str:
                 f"```bash\n{bench['command']}\n```",
                 render_markdown(bench_throughput_table(bench)),
                 render_markdown(bench_memory_table(bench)),
+                *[f"Note: {note}." for note in bench_notes(bench)],
                 f"![resnet-fast bench, {title}]({link_prefix}/bench-{device}.png)",
             ]
         ops = _load(results_dir, f"ops-{device}.json")

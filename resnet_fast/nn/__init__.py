@@ -1,13 +1,17 @@
-"""Modules: fused BatchNorm subclasses, drop-in ResNet blocks, memory modes."""
+"""Modules: fused BatchNorm subclasses, drop-in ResNet blocks, pre-activation
+blocks, memory modes."""
 
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .blocks import BasicBlock, Bottleneck
 from .lean import MEMORY_MODES, set_memory
+from .preact import PreActBasicBlock, PreActBottleneck
 from .sync_batchnorm import SyncBatchNorm2d, SyncBatchNormAddReLU2d, SyncBatchNormReLU2d
 
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "PreActBasicBlock",
+    "PreActBottleneck",
     "BatchNormReLU2d",
     "BatchNormAddReLU2d",
     "MEMORY_MODES",
