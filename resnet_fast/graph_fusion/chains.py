@@ -1,0 +1,191 @@
+"""Finding the fusable BN chains in a traced graph, and why others are not.
+
+A chain starts at a BatchNorm2d node and is fused only when the graph proves
+the fused op computes the same thing:
+
+- "bn_relu":      bn -> relu, the ReLU the BN output's only user;
+- "bn_add_relu":  bn -> add(other) -> relu, each the previous one's only
+                  user; `other` (the shortcut) may be anything;
+- "bn_relu_pool": bn -> relu -> nn.MaxPool2d, an ImageNet stem.
+
+A convolution whose only user is the BN joins the chain (its BN is folded
+into it in eval). Everything else is left alone with a reason.
+"""
+
+from dataclasses import dataclass
+
+from torch import fx, nn
+
+from ..nn.batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
+from .spelling import add_operands, relu_operand, writes_in_place
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+@dataclass
+class Chain:
+    """One fusable chain: its nodes and what the fused call needs."""
+
+    kind: str  # "bn_relu" | "bn_add_relu" | "bn_relu_pool"
+    bn: fx.Node
+    last: fx.Node  # the node whose value the fused call replaces
+    nodes: list[fx.Node]  # every node the fused call replaces, in graph order
+    conv: fx.Node | None = None
+    residual: fx.Node | None = None
+    pool: fx.Node | None = None
+
+    def describe(self) -> str:
+        parts = ([self.conv.target] if self.conv is not None else []) + [self.bn.target]
+        parts += {"bn_relu": ["relu"], "bn_add_relu": ["add", "relu"]}.get(self.kind, [])
+        if self.kind == "bn_relu_pool":
+            parts += ["relu", self.pool.target]
+        return " + ".join(str(p) for p in parts)
+
+
+@dataclass
+class LeftAlone:
+    where: str
+    why: str
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def plain_bn(module: nn.Module) -> bool:
+    """Exactly nn.BatchNorm2d: a subclass may compute something else."""
+    return type(module) is nn.BatchNorm2d
+
+
+def _plain_conv(module: nn.Module) -> bool:
+    return type(module) is nn.Conv2d and module.padding_mode == "zeros" and not _hooked(module)
+
+
+def _mutated_between(start: fx.Node, end: fx.Node, watched, modules) -> bool:
+    """Whether a node strictly between start and end may write into a watched node."""
+    node = start.next
+    while node is not end:
+        if writes_in_place(node, modules) and node.args and node.args[0] in watched:
+            return True
+        node = node.next
+    return False
+
+
+def _norm_note(node: fx.Node, module: nn.Module) -> LeftAlone | None:
+    if plain_bn(module) or isinstance(module, (BatchNormReLU2d, BatchNormAddReLU2d)):
+        return None
+    if isinstance(module, _NORMS):
+        what = type(module).__name__
+        return LeftAlone(
+            str(node.target), f"{what} is not nn.BatchNorm2d (fusing would change the math)"
+        )
+    return None
+
+
+def _chain_from(bn_node: fx.Node, modules) -> Chain | LeftAlone:
+    where = str(bn_node.target)
+    bn = modules[bn_node.target]
+    if _hooked(bn):
+        return LeftAlone(where, "the BatchNorm2d has forward hooks")
+    if len(bn_node.args) != 1 or bn_node.kwargs:
+        return LeftAlone(where, "the BatchNorm2d is called with extra arguments")
+    user = _only_user(bn_node)
+    if user is None:
+        n = len(bn_node.users)
+        return LeftAlone(
+            where, f"the BN output has {n} users (fusing needs a ReLU as its only user)"
+        )
+    relu_in = relu_operand(user, modules)
+    if relu_in is bn_node and not _hooked_module(user, modules):
+        last, kind, residual, nodes = user, "bn_relu", None, [bn_node, user]
+        pool = _only_user(user)
+        if (
+            pool is not None
+            and pool.op == "call_module"
+            and len(pool.args) == 1
+            and not pool.kwargs
+        ):
+            m = modules[pool.target]
+            if type(m) is nn.MaxPool2d and not m.return_indices and not _hooked(m):
+                last, kind, nodes = pool, "bn_relu_pool", [bn_node, user, pool]
+        chain = Chain(kind, bn_node, last, nodes, residual=residual)
+        if kind == "bn_relu_pool":
+            chain.pool = last
+    else:
+        operands = add_operands(user)
+        if operands is None:
+            if _is_relu(user, modules):
+                return LeftAlone(where, "the ReLU after the BN is not a plain one")
+            why = f"the BN output goes to {_say(user)}, not to a ReLU or an add"
+            x = bn_node.args[0]
+            if isinstance(x, fx.Node) and relu_operand(x, modules) is not None:
+                why = "BN after a ReLU, with no ReLU after it: nothing to fuse (" + why + ")"
+            return LeftAlone(where, why)
+        a, b, in_place = operands
+        if a is b:
+            return LeftAlone(where, "the BN output is added to itself")
+        if in_place and a is not bn_node:
+            return LeftAlone(where, "an in-place add writes into the shortcut, not the BN output")
+        residual = b if a is bn_node else a
+        relu = _only_user(user)
+        if relu is None or relu_operand(relu, modules) is not user or _hooked_module(relu, modules):
+            return LeftAlone(
+                where, "the sum BN + shortcut is not followed by a ReLU as its only user"
+            )
+        chain = Chain("bn_add_relu", bn_node, relu, [bn_node, user, relu], residual=residual)
+    x = bn_node.args[0]
+    if isinstance(x, fx.Node) and x.op == "call_module" and _only_user(x) is bn_node:
+        if _plain_conv(modules[x.target]) and len(x.args) == 1 and not x.kwargs:
+            chain.conv, chain.nodes = x, [x, *chain.nodes]
+    first = chain.nodes[0]
+    inputs = {a for n in chain.nodes for a in n.all_input_nodes} - set(chain.nodes)
+    if _mutated_between(first, chain.last, inputs, modules):
+        return LeftAlone(where, "an input of the chain is modified in place inside it")
+    return chain
+
+
+def _hooked_module(node: fx.Node, modules) -> bool:
+    return node.op == "call_module" and _hooked(modules[node.target])
+
+
+def _is_relu(node: fx.Node, modules) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), nn.ReLU)
+    return "relu" in str(getattr(node.target, "__name__", node.target))
+
+
+def _say(node: fx.Node) -> str:
+    if node.op == "output":
+        return "the output"
+    name = getattr(node.target, "__name__", node.target)
+    return f"{node.op} {name}"
+
+
+def find_chains(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[Chain | LeftAlone]:
+    """Every BatchNorm2d chain of `graph`: fusable ones as Chain, the others
+    (and other norm layers) as LeftAlone with the reason.
+
+    Args:
+        graph: a traced graph (see tracing.trace).
+        modules: the traced root's named_modules(), as a dict.
+
+    Returns:
+        Chains in graph order; chains never share a node.
+    """
+    found: list[Chain | LeftAlone] = []
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = modules.get(node.target)
+        if module is None or not isinstance(module, _NORMS):
+            continue
+        if isinstance(module, (BatchNormReLU2d, BatchNormAddReLU2d)):
+            continue  # fused already
+        note = _norm_note(node, module)
+        found.append(note if note is not None else _chain_from(node, modules))
+    return found
