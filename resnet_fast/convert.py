@@ -172,7 +172,7 @@ class _GraphRoute:
         try:
             fused = self._attempt(module, frozenset(untraceable))
         except TraceFailed as e:
-            why = f"forward not traceable ({first_why}; {e}): its children were converted one by one"
+            why = f"forward not traceable ({first_why}; {e}): children converted one by one"
             self.entries.append((path or "<model>", "left alone", why))
             return module
         self._record(path, fused)
