@@ -132,8 +132,8 @@ class _GraphRoute:
         self.seen: dict[int, nn.Module] = {}
 
     def _record(self, path: str, fused: FusedGraph) -> None:
-        for what in fused.fusions:
-            self.entries.append((path or "<model>", "converted", what))
+        for where, what in fused.fusions:
+            self.entries.append((_join(path, where), "converted", what))
         for left in fused.left_alone:
             self.entries.append((_join(path, left.where), "left alone", left.why))
 
@@ -172,7 +172,8 @@ class _GraphRoute:
         try:
             fused = self._attempt(module, frozenset(untraceable))
         except TraceFailed as e:
-            why = f"forward not traceable ({first_why}; {e}): children converted one by one"
+            why = first_why if first_why == str(e) else f"{first_why}; {e}"
+            why = f"forward not traceable ({why}): children converted one by one"
             self.entries.append((path or "<model>", "left alone", why))
             return module
         self._record(path, fused)

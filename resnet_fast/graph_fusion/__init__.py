@@ -18,7 +18,7 @@ __all__ = ["LeftAlone", "TraceFailed", "fused_graph", "trace"]
 
 def fused_graph(
     module: nn.Module, leaf_paths: frozenset[str] = frozenset()
-) -> tuple[fx.Graph, list[str], list[LeftAlone]]:
+) -> tuple[fx.Graph, list[tuple[str, str]], list[LeftAlone]]:
     """The traced graph of `module` with every provable chain fused.
 
     Args:
@@ -26,7 +26,7 @@ def fused_graph(
         leaf_paths: submodules kept as leaves (their forward is not traced).
 
     Returns:
-        (graph, fusions made, chains left alone with why).
+        (graph, (BN path, description) per fusion made, chains left alone with why).
 
     Raises:
         TraceFailed: the forward cannot be traced.

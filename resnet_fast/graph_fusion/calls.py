@@ -5,8 +5,8 @@ parameters, buffers, train/eval flags and settings are read at call time,
 as their own forward would) and computes exactly what the original nodes
 computed, through resnet_fast's fused ops:
 
-- bn_act:            relu(bn(x) [+ residual])
-- conv_bn_act:       relu(bn(conv(x)) [+ residual]); in eval the BN is
+- bn_act:            act(bn(x) [+ residual]), act = ReLU or identity
+- conv_bn_act:       act(bn(conv(x)) [+ residual]); in eval the BN is
                      folded into the convolution (cached in `state`)
 - conv_bn_relu_pool: max_pool(relu(bn(conv(x)))), an ImageNet stem; in
                      training one lean node that keeps the convolution
@@ -67,13 +67,16 @@ def _unfused(y: Tensor, bn: nn.Module, residual: Tensor) -> Tensor:
     return torch.relu(bn(y) + residual)
 
 
-def bn_act(x: Tensor, bn: nn.BatchNorm2d, residual: Tensor | None = None) -> Tensor:
-    """relu(bn(x) [+ residual]) in one fused op.
+def bn_act(
+    x: Tensor, bn: nn.BatchNorm2d, residual: Tensor | None = None, relu: bool = True
+) -> Tensor:
+    """act(bn(x) [+ residual]) in one fused op, act = ReLU or identity.
 
     Args:
         x: [N, C, H, W], the BN input.
         bn: a plain nn.BatchNorm2d (any momentum, affine, track_running_stats).
         residual: None or [N, C, H, W] added before the ReLU.
+        relu: ReLU (True) or identity (False).
 
     Returns:
         [N, C, H, W].
@@ -83,7 +86,7 @@ def bn_act(x: Tensor, bn: nn.BatchNorm2d, residual: Tensor | None = None) -> Ten
     running_mean, running_var, training, momentum = _bn_arguments(bn, x)
     return RF._batch_norm_act(
         x, residual, running_mean, running_var, bn.weight, bn.bias,
-        training, momentum, bn.eps, True,
+        training, momentum, bn.eps, relu,
     )  # fmt: skip
 
 
@@ -105,9 +108,10 @@ def conv_bn_act(
     state: FusionState,
     key: str,
     residual: Tensor | None = None,
+    relu: bool = True,
 ) -> Tensor:
-    """relu(bn(conv(x)) [+ residual]); in eval, one convolution with the BN
-    folded into it and the add / ReLU as its epilogue.
+    """act(bn(conv(x)) [+ residual]), act = ReLU or identity; in eval, one
+    convolution with the BN folded into it and the add / ReLU as its epilogue.
 
     Args:
         x: [N, C_in, H, W].
@@ -116,6 +120,7 @@ def conv_bn_act(
         state: the graph's FusionState (fold cache).
         key: this call's name in the fold cache.
         residual: None or [N, C_out, H_out, W_out] added before the ReLU.
+        relu: ReLU (True) or identity (False).
 
     Returns:
         [N, C_out, H_out, W_out].
@@ -123,8 +128,8 @@ def conv_bn_act(
     if can_fold(bn) and x.dim() == 4:
         if residual is not None and tuple(residual.shape) != _conv_out_shape(conv, x):
             return _unfused(conv(x), bn, residual)
-        return conv_bn_eval(conv, bn, x, state.cache, key, residual, True)
-    return bn_act(conv(x), bn, residual)
+        return conv_bn_eval(conv, bn, x, state.cache, key, residual, relu)
+    return bn_act(conv(x), bn, residual, relu)
 
 
 def conv_bn_relu_pool(

@@ -6,7 +6,9 @@ the fused op computes the same thing:
 - "bn_relu":      bn -> relu, the ReLU the BN output's only user;
 - "bn_add_relu":  bn -> add(other) -> relu, each the previous one's only
                   user; `other` (the shortcut) may be anything;
-- "bn_relu_pool": bn -> relu -> nn.MaxPool2d, an ImageNet stem.
+- "bn_relu_pool": bn -> relu -> nn.MaxPool2d, an ImageNet stem;
+- "bn":           a projection shortcut's BN feeding the add of another
+                  chain, fused without activation.
 
 A convolution whose only user is the BN joins the chain (its BN is folded
 into it in eval). Everything else is left alone with a reason.
@@ -26,7 +28,7 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalRe
 class Chain:
     """One fusable chain: its nodes and what the fused call needs."""
 
-    kind: str  # "bn_relu" | "bn_add_relu" | "bn_relu_pool"
+    kind: str  # "bn_relu" | "bn_add_relu" | "bn_relu_pool" | "bn" (no activation)
     bn: fx.Node
     last: fx.Node  # the node whose value the fused call replaces
     nodes: list[fx.Node]  # every node the fused call replaces, in graph order
@@ -166,18 +168,39 @@ def _say(node: fx.Node) -> str:
     return f"{node.op} {name}"
 
 
+def _shortcut_bn(bn_node: fx.Node, taken: set, modules) -> Chain | None:
+    """A BN whose only user is the add of a fused chain (a projection
+    shortcut next to the main path's BN): fused as BN alone (conv folded in eval)."""
+    user = _only_user(bn_node)
+    if user is None or user not in taken or add_operands(user) is None:
+        return None
+    if _hooked(modules[bn_node.target]) or len(bn_node.args) != 1 or bn_node.kwargs:
+        return None
+    chain = Chain("bn", bn_node, bn_node, [bn_node])
+    x = bn_node.args[0]
+    if isinstance(x, fx.Node) and x.op == "call_module" and _only_user(x) is bn_node:
+        if _plain_conv(modules[x.target]) and len(x.args) == 1 and not x.kwargs:
+            chain.conv, chain.nodes = x, [x, bn_node]
+    return chain
+
+
 def find_chains(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[Chain | LeftAlone]:
     """Every BatchNorm2d chain of `graph`: fusable ones as Chain, the others
     (and other norm layers) as LeftAlone with the reason.
+
+    When two BNs feed one add (main path and projection shortcut), the first
+    in graph order takes the add and the ReLU; the other is fused alone.
 
     Args:
         graph: a traced graph (see tracing.trace).
         modules: the traced root's named_modules(), as a dict.
 
     Returns:
-        Chains in graph order; chains never share a node.
+        Chains and reasons in graph order; chains never share a node.
     """
     found: list[Chain | LeftAlone] = []
+    taken: set[fx.Node] = set()
+    pending: list[tuple[int, fx.Node, LeftAlone]] = []
     for node in graph.nodes:
         if node.op != "call_module":
             continue
@@ -187,5 +210,17 @@ def find_chains(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[Chain | 
         if isinstance(module, (BatchNormReLU2d, BatchNormAddReLU2d)):
             continue  # fused already
         note = _norm_note(node, module)
-        found.append(note if note is not None else _chain_from(node, modules))
+        result = note if note is not None else _chain_from(node, modules)
+        if isinstance(result, Chain) and taken.intersection(result.nodes):
+            result = LeftAlone(str(node.target), "its add is fused with another BN")
+        if isinstance(result, Chain):
+            taken.update(result.nodes)
+        elif note is None:  # a plain BN: maybe a shortcut's, fused once all adds are known
+            pending.append((len(found), node, result))
+        found.append(result)
+    for index, node, _ in pending:
+        chain = _shortcut_bn(node, taken, modules)
+        if chain is not None and not taken.intersection(chain.nodes):
+            taken.update(chain.nodes)
+            found[index] = chain
     return found

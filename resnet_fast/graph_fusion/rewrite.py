@@ -18,7 +18,12 @@ def _get(graph: fx.Graph, path: str) -> fx.Node:
     return graph.get_attr(path)
 
 
-def _replace(graph: fx.Graph, chain: Chain, state: fx.Node) -> None:
+def _replace(graph: fx.Graph, chain: Chain, state: fx.Node, replaced: dict) -> None:
+    """Replaces one chain; `replaced` maps the last node of every chain
+    replaced so far to its call (a chain found earlier may read one)."""
+    if chain.residual is not None:
+        while chain.residual in replaced:
+            chain.residual = replaced[chain.residual]
     with graph.inserting_before(chain.last):
         bn = _get(graph, chain.bn.target)
         x = chain.bn.args[0]
@@ -32,15 +37,17 @@ def _replace(graph: fx.Graph, chain: Chain, state: fx.Node) -> None:
             new = graph.call_function(calls.conv_bn_relu_pool, args)
         elif chain.conv is not None:
             args = (chain.conv.args[0], _get(graph, chain.conv.target), bn, state, key)
-            new = graph.call_function(calls.conv_bn_act, (*args, chain.residual))
+            relu = chain.kind != "bn"
+            new = graph.call_function(calls.conv_bn_act, (*args, chain.residual, relu))
         else:
-            new = graph.call_function(calls.bn_act, (x, bn, chain.residual))
+            new = graph.call_function(calls.bn_act, (x, bn, chain.residual, chain.kind != "bn"))
     chain.last.replace_all_uses_with(new)
+    replaced[chain.last] = new
     for node in reversed(chain.nodes):
         graph.erase_node(node)
 
 
-def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[str], list[LeftAlone]]:
+def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[tuple[str, str]], list[LeftAlone]]:
     """Rewrites `graph` (traced from `root`) in place, chain by chain.
 
     A pooled stem chain without a convolution in front falls back to its
@@ -51,7 +58,7 @@ def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[str], list[LeftAl
         root: the module it was traced from.
 
     Returns:
-        (one description per fusion made, the chains left alone with why).
+        ((BN path, description) per fusion made, the chains left alone with why).
     """
     modules = dict(root.named_modules(remove_duplicate=False))
     found = find_chains(graph, modules)
@@ -62,12 +69,12 @@ def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[str], list[LeftAl
     first = next(n for n in graph.nodes if n.op != "placeholder")
     with graph.inserting_before(first):
         state = graph.get_attr(STATE_ATTR)
-    made = []
+    made, replaced = [], {}
     for chain in chains:
         if chain.kind == "bn_relu_pool" and chain.conv is None:
             chain.kind, chain.last, chain.pool = "bn_relu", chain.nodes[-2], None
             chain.nodes = chain.nodes[:-1]
-        made.append(chain.describe())
-        _replace(graph, chain, state)
+        made.append((str(chain.bn.target), chain.describe()))
+        _replace(graph, chain, state, replaced)
     graph.lint()
     return made, left

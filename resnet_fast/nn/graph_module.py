@@ -104,6 +104,19 @@ class FusedGraph(FoldingMixin):
                 raise
             return getattr(original, name)
 
+    # Containers (a traced nn.Sequential) keep answering len / [i] / iteration.
+    def __getitem__(self, index):
+        return self._original[index]
+
+    def __len__(self) -> int:
+        return len(self._original)
+
+    def __iter__(self):
+        return iter(self._original)
+
+    def __bool__(self) -> bool:  # a module is truthy, whatever __len__ says
+        return True
+
     def __getstate__(self):
         state = super().__getstate__()
         for key in ("_graph_forward", "code", "_fusion_state"):
