@@ -11,6 +11,9 @@ computed, through resnet_fast's fused ops:
 - conv_bn_relu_pool: max_pool(relu(bn(conv(x)))), an ImageNet stem; in
                      training one lean node that keeps the convolution
                      output only (see nn/lean.py)
+- residual_block:    a whole residual block (stages of conv -> BN -> ReLU,
+                     the last one's BN + shortcut + ReLU): one lean node in
+                     training, folded convolutions in eval
 
 A residual whose shape, dtype or device differs from the BN output (a
 broadcasting add, a mixed-dtype sum) runs the original unfused computation
@@ -26,7 +29,16 @@ from torch import Tensor, nn
 from .. import functional as RF
 from ..nn.batchnorm import _bn_arguments
 from ..nn.folding import can_fold, conv_bn_eval
-from ..nn.lean import DEFAULT_MEMORY, lean_backend, lean_bn_relu_maxpool
+from ..nn.lean import (
+    DEFAULT_MEMORY,
+    BlockPlan,
+    _bn_tensors,
+    _conv_spec,
+    _conv_tensors,
+    _LeanBlockFunction,
+    lean_backend,
+    lean_bn_relu_maxpool,
+)
 
 _warned: set[str] = set()
 
@@ -90,8 +102,8 @@ def bn_act(
     )  # fmt: skip
 
 
-def _conv_out_shape(conv: nn.Conv2d, x: Tensor) -> tuple[int, ...]:
-    n, _, h, w = x.shape
+def _conv_out_shape(conv: nn.Conv2d, shape) -> tuple[int, ...]:
+    n, _, h, w = shape
     sizes = [
         (size + 2 * p - d * (k - 1) - 1) // s + 1
         for size, p, d, k, s in zip(
@@ -126,7 +138,7 @@ def conv_bn_act(
         [N, C_out, H_out, W_out].
     """
     if can_fold(bn) and x.dim() == 4:
-        if residual is not None and tuple(residual.shape) != _conv_out_shape(conv, x):
+        if residual is not None and tuple(residual.shape) != _conv_out_shape(conv, x.shape):
             return _unfused(conv(x), bn, residual)
         return conv_bn_eval(conv, bn, x, state.cache, key, residual, relu)
     return bn_act(conv(x), bn, residual, relu)
@@ -164,3 +176,76 @@ def conv_bn_relu_pool(
         if backend is not None:
             return lean_bn_relu_maxpool(backend, y, bn, pool)
     return pool(bn_act(y, bn))
+
+
+def _lean_block(backend, x, stages, projection, given) -> Tensor:
+    """The lean node of nn/lean.py over a traced block's (conv, bn) stages."""
+    pairs = list(stages) + ([projection] if projection is not None else [])
+    convs, bns, tensors = [], [], []
+    for conv, bn in pairs:
+        bn_spec, bn_tensors = _bn_tensors(bn, x)
+        convs.append(_conv_spec(conv))
+        bns.append(bn_spec)
+        tensors += _conv_tensors(conv) + bn_tensors
+    shortcut = (
+        "projection" if projection is not None else "given" if given is not None else "identity"
+    )
+    plan = BlockPlan(backend, tuple(convs), tuple(bns), len(stages), shortcut)
+    return _LeanBlockFunction.apply(plan, x, given, *tensors)
+
+
+def residual_block(
+    x: Tensor,
+    stages: tuple[tuple[nn.Conv2d, nn.BatchNorm2d], ...],
+    projection: tuple[nn.Conv2d, nn.BatchNorm2d] | None,
+    given: Tensor | None,
+    state: FusionState,
+    key: str,
+) -> Tensor:
+    """relu(bn_k(conv_k(... relu(bn_1(conv_1(x))) ...)) + shortcut), a residual
+    block found in a traced graph, whatever its names.
+
+    The shortcut is x (identity), bn_s(conv_s(x)) (projection) or `given`
+    (any tensor the graph computed). In training with memory "lean" the block
+    is one autograd node that keeps the convolution outputs only (see
+    nn/lean.py); in eval every BN is folded into its convolution; otherwise
+    each stage is a fused BN + ReLU (+ add) op after its convolution.
+
+    Args:
+        x: [N, C_in, H, W], the block input.
+        stages: the main path's (plain nn.Conv2d, plain nn.BatchNorm2d) pairs.
+        projection: the shortcut's (conv, bn) pair, or None.
+        given: the shortcut tensor when neither identity nor projection.
+        state: the graph's FusionState (fold cache, memory mode).
+        key: this block's name in the fold cache.
+
+    Returns:
+        [N, C_out, H_out, W_out].
+    """
+    norms = [bn for _, bn in stages] + ([projection[1]] if projection is not None else [])
+    out_shape = tuple(x.shape)
+    for conv, _ in stages:
+        out_shape = _conv_out_shape(conv, out_shape)
+    fits = given is None or _residual_fits(given, out_shape, x)
+    if fits and x.dim() == 4 and all(can_fold(bn) for bn in norms):
+        h = x
+        for i, (conv, bn) in enumerate(stages[:-1]):
+            h = conv_bn_eval(conv, bn, h, state.cache, f"{key}/{i}")
+        residual = x if projection is None and given is None else given
+        if projection is not None:
+            conv, bn = projection
+            residual = conv_bn_eval(conv, bn, x, state.cache, f"{key}/shortcut", relu=False)
+        conv, bn = stages[-1]
+        return conv_bn_eval(conv, bn, h, state.cache, f"{key}/last", residual)
+    if fits and state.memory == "lean" and x.dim() == 4:
+        backend = lean_backend(x, norms)
+        if backend is not None:
+            return _lean_block(backend, x, stages, projection, given)
+    h = x
+    for conv, bn in stages[:-1]:
+        h = bn_act(conv(h), bn)
+    residual = x if projection is None and given is None else given
+    if projection is not None:
+        residual = bn_act(projection[0](x), projection[1], None, False)
+    conv, bn = stages[-1]
+    return bn_act(conv(h), bn, residual)

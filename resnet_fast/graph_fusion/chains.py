@@ -224,3 +224,71 @@ def find_chains(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[Chain | 
             taken.update(chain.nodes)
             found[index] = chain
     return found
+
+
+@dataclass
+class Block:
+    """Fusable chains that form one residual block: conv -> BN -> ReLU
+    stages, the last ending in BN + shortcut + ReLU."""
+
+    stages: list[Chain]
+    projection: Chain | None  # a "bn" chain on the block input, or None
+    given: fx.Node | None  # the shortcut when neither identity nor projection
+
+    @property
+    def input(self) -> fx.Node:
+        return self.stages[0].conv.args[0]
+
+    def describe(self) -> str:
+        parts = [f"{c.conv.target} + {c.bn.target}" for c in self.stages]
+        if self.projection is not None:
+            shortcut = f"{self.projection.conv.target} + {self.projection.bn.target}"
+        else:
+            shortcut = "identity" if self.given is None else "shortcut"
+        return "block: " + " -> ".join(parts) + f" (+ {shortcut}) + relu"
+
+
+def group_blocks(chains: list[Chain]) -> tuple[list[Block], list[Chain]]:
+    """Groups chains into residual blocks where the graph shows one: a
+    BN + add + ReLU chain after a convolution, reading a run of conv -> BN
+    -> ReLU chains (each output used only by the next convolution), at least
+    two stages in all.
+
+    Returns:
+        (blocks, the chains in no block).
+    """
+    by_last = {c.last: c for c in chains}
+    used: set[int] = set()
+    blocks = []
+    for chain in chains:
+        if chain.kind != "bn_add_relu" or chain.conv is None:
+            continue
+        stages = [chain]
+        while True:
+            source = stages[0].conv.args[0]
+            prev = by_last.get(source)
+            if (
+                prev is None or prev.kind != "bn_relu" or prev.conv is None
+                or len(source.users) != 1 or id(prev) in used
+            ):  # fmt: skip
+                break
+            stages.insert(0, prev)
+        if len(stages) < 2:
+            continue
+        x = stages[0].conv.args[0]
+        projection, given = None, None
+        if chain.residual is not x:
+            shortcut = by_last.get(chain.residual)
+            if (
+                shortcut is not None and shortcut.kind == "bn" and shortcut.conv is not None
+                and shortcut.conv.args[0] is x
+            ):  # fmt: skip
+                projection = shortcut
+            else:
+                given = chain.residual
+        block = Block(stages, projection, given)
+        blocks.append(block)
+        used.update(id(c) for c in stages)
+        if projection is not None:
+            used.add(id(projection))
+    return blocks, [c for c in chains if id(c) not in used]
