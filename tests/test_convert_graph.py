@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast
-from resnet_fast.nn import BasicBlock
 from resnet_fast.models.reference import reference_model
+from resnet_fast.nn import BasicBlock
 from resnet_fast.nn.graph_module import FusedGraph
 from resnet_fast.profiling import saved_activations
 
@@ -77,6 +77,7 @@ MODELS = [
     ("resnext", lambda: U.ResNeXtNet(width=4), (2, 3, 16, 16), 0, 9),
     ("option_a", lambda: U.ChainedBlocks(width=4), (2, 4, 16, 16), 0, 3),
     ("traps", lambda: U.Traps(), (2, 8, 8, 8), 4, 1),
+    ("timm_style", lambda: U.TimmStyleNet(width=4), (2, 3, 32, 32), 0, 6),
 ]
 
 

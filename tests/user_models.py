@@ -342,3 +342,70 @@ class Traps(nn.Module):
     def forward(self, x):
         x = self.sub(self.nosum(self.after(self.reused(x))))
         return F.relu(self.ok_bn(self.ok_conv(x)))
+
+
+class TimmStyleBlock(nn.Module):
+    """timm's BasicBlock layout: act1 / act2, drop_block and aa as
+    nn.Identity placeholders, optional se and drop_path, `x += shortcut`."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.drop_block = nn.Identity()
+        self.act1 = nn.ReLU(inplace=True)
+        self.aa = nn.Identity()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.se = None
+        self.act2 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False),
+                nn.Conv2d(cin, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            )
+        self.drop_path = None
+
+    def forward(self, x):
+        shortcut = x
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = self.drop_block(x)
+        x = self.act1(x)
+        x = self.aa(x)
+        x = self.conv2(x)
+        x = self.bn2(x)
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        x += shortcut
+        x = self.act2(x)
+        return x
+
+
+class TimmStyleNet(nn.Module):
+    """timm's ResNet-D layout: deep stem, act1, max-pool, then blocks."""
+
+    def __init__(self, width=4, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, 1, 1, bias=False),
+        )  # fmt: skip
+        self.bn1 = nn.BatchNorm2d(2 * width)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(
+            TimmStyleBlock(2 * width, 2 * width), TimmStyleBlock(2 * width, 4 * width, 2)
+        )
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        return self.fc(x.mean((2, 3)))
