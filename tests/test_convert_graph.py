@@ -319,3 +319,41 @@ def test_converted_models_are_as_lean_as_the_zoo():
     assert converted < 0.82 * eager
     standard = _saved_bytes(resnet_fast.convert(U.tutorial_resnet18(width=8), memory="standard"), x)
     assert converted < standard
+
+
+def test_eval_folding_is_never_stale():
+    ref, fast, *_ = _convert(lambda: U.tutorial_resnet18(width=4))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (ref, fast)]
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for _ in range(2):
+        for model, opt in zip((ref, fast), opts, strict=True):
+            model.eval()
+            with torch.no_grad():
+                model(x)
+            model.eval()  # a second eval() keeps the folded weights
+            with torch.no_grad():
+                out = model(x)
+            model.train()
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+            model.eval()
+            with torch.no_grad():
+                model.get_submodule("layer1.0.bn1").running_mean.add_(0.5)  # seen next call
+                outs = out, model(x)
+            if model is ref:
+                expected = outs
+            else:
+                for a, b in zip(outs, expected, strict=True):
+                    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_inference_mode_serving():
+    ref, fast, *_ = _convert(lambda: U.tutorial_resnet18(width=4))
+    ref.eval(), fast.eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for _ in range(3):
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)

@@ -84,8 +84,11 @@ class FusedGraph(FoldingMixin):
         return self._graph_forward(self, *args, **kwargs)
 
     def train(self, mode: bool = True):
+        # Folded weights stay valid across eval() calls (they are keyed by the
+        # tensors' versions); training may change running statistics in
+        # ways that do not bump versions, so entering it drops them.
         state = self.__dict__.get("_fusion_state")
-        if state is not None:
+        if state is not None and mode:
             state.cache.clear()
         return super().train(mode)
 
