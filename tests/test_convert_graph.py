@@ -357,3 +357,23 @@ def test_inference_mode_serving():
             torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:resnet_fast.convert. a module of a fused chain")
+def test_modules_changed_after_convert_run_their_own_forward():
+    ref, fast, *_ = _convert(lambda: U.tutorial_resnet18(width=4))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    calls = []
+
+    def hook(module, args, out):
+        calls.append(module)
+        return out * 2
+
+    for model in (ref, fast):
+        model.get_submodule("layer1.0.bn2").register_forward_hook(hook)
+        model.get_submodule("bn1").register_forward_hook(hook)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+    assert len(calls) == 4
+    fast = resnet_fast.convert_sync_batchnorm(fast)  # re-classes the BNs in place
+    ref = resnet_fast.convert_sync_batchnorm(ref)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)

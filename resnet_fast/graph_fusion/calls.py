@@ -61,6 +61,35 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _as_traced(conv: nn.Module | None, bn: nn.Module, pool: nn.Module | None = None) -> bool:
+    """Whether the modules are still what the graph was fused for: exactly
+    nn.Conv2d / nn.BatchNorm2d / nn.MaxPool2d without hooks. A module swapped
+    or re-classed since convert() (convert_sync_batchnorm makes BNs
+    synchronized in place) or given a hook runs its own forward instead."""
+    same = (
+        type(bn) is nn.BatchNorm2d
+        and (conv is None or type(conv) is nn.Conv2d)
+        and (pool is None or type(pool) is nn.MaxPool2d)
+    )
+    if same and not any(
+        m._forward_hooks or m._forward_pre_hooks for m in (conv, bn, pool) if m is not None
+    ):
+        return True
+    _warn_once(
+        "changed",
+        "resnet_fast.convert: a module of a fused chain was replaced, re-classed or given a "
+        "hook after convert(); that chain runs its modules' own forward (unfused)",
+    )
+    return False
+
+
+def _modules_forward(x, conv, bn, residual, relu):
+    y = bn(conv(x) if conv is not None else x)
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if relu else y
+
+
 def _residual_fits(residual: Tensor, shape, like: Tensor) -> bool:
     return (
         tuple(residual.shape) == tuple(shape)
@@ -93,6 +122,8 @@ def bn_act(
     Returns:
         [N, C, H, W].
     """
+    if not _as_traced(None, bn):
+        return _modules_forward(x, None, bn, residual, relu)
     if residual is not None and not _residual_fits(residual, x.shape, x):
         return _unfused(x, bn, residual)
     running_mean, running_var, training, momentum = _bn_arguments(bn, x)
@@ -137,6 +168,8 @@ def conv_bn_act(
     Returns:
         [N, C_out, H_out, W_out].
     """
+    if not _as_traced(conv, bn):
+        return _modules_forward(x, conv, bn, residual, relu)
     if can_fold(bn) and x.dim() == 4:
         if residual is not None and tuple(residual.shape) != _conv_out_shape(conv, x.shape):
             return _unfused(conv(x), bn, residual)
@@ -168,6 +201,8 @@ def conv_bn_relu_pool(
     Returns:
         [N, C_out, H_pool, W_pool].
     """
+    if not _as_traced(conv, bn, pool):
+        return pool(_modules_forward(x, conv, bn, None, True))
     if can_fold(bn) and x.dim() == 4:
         return pool(conv_bn_eval(conv, bn, x, state.cache, key, None, True))
     y = conv(x)
@@ -223,6 +258,14 @@ def residual_block(
         [N, C_out, H_out, W_out].
     """
     norms = [bn for _, bn in stages] + ([projection[1]] if projection is not None else [])
+    pairs = list(stages) + ([projection] if projection is not None else [])
+    if not all(_as_traced(conv, bn) for conv, bn in pairs):
+        h = x
+        for conv, bn in stages[:-1]:
+            h = _modules_forward(h, conv, bn, None, True)
+        residual = given if projection is None else projection[1](projection[0](x))
+        residual = x if residual is None else residual
+        return _modules_forward(h, stages[-1][0], stages[-1][1], residual, True)
     out_shape = tuple(x.shape)
     for conv, _ in stages:
         out_shape = _conv_out_shape(conv, out_shape)
