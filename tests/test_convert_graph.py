@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast
+from resnet_fast.models.reference import BasicBlock as PlainBasicBlock
 from resnet_fast.models.reference import reference_model
 from resnet_fast.nn import BasicBlock
 from resnet_fast.nn.graph_module import FusedGraph
@@ -152,12 +153,20 @@ def test_report_names_what_it_leaves_and_why():
     assert fused == [("ok_bn", "ok_conv + ok_bn + relu")]
 
 
-def test_untraceable_top_level_still_fuses_its_children():
-    _, fast, _, _, report = _convert(U.EmbeddingResNet)
+def test_untraceable_top_level_still_fuses_its_children(caplog):
+    with caplog.at_level("INFO", logger="resnet_fast"):
+        ref, fast, _, _, report = _convert(U.EmbeddingResNet)
     assert not isinstance(fast, FusedGraph)  # its own forward does not trace
     assert isinstance(fast.stem, FusedGraph) and isinstance(fast.body, FusedGraph)
     assert len(fast.stem) == 3 and fast.stem[1] is fast.stem._original[1]
     assert any(n == "<model>" and "not traceable" in w for n, a, w in report)
+    lines = [r.getMessage() for r in caplog.records if r.name == "resnet_fast"]
+    assert len(lines) == 1 and "fusions made" in lines[0] and "\n" not in lines[0]
+    reverted = resnet_fast.revert(fast)
+    assert reverted is fast and not any(isinstance(m, FusedGraph) for m in fast.modules())
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    for a, b in zip(reverted(x), ref(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_fp32_channels_last_close():
@@ -247,14 +256,23 @@ def test_odd_batchnorm_settings(settings):
         block.shortcut[1] = nn.BatchNorm2d(8, **settings)
         return block
 
-    ref, fast, *_ = _convert(build)
-    assert isinstance(fast, FusedGraph) and len(fast.fusions) == 1  # one block
-    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
-    for mode in (True, False, True):
-        ref.train(mode), fast.train(mode)
-        torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
-    for (n, a), b in zip(fast.state_dict().items(), ref.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=n)
+    def build_torchvision_style():
+        norm = lambda c: nn.BatchNorm2d(c, **settings)  # noqa: E731
+        down = nn.Sequential(nn.Conv2d(4, 8, 1, 2, bias=False), norm(8))
+        return PlainBasicBlock(4, 8, 2, down, norm_layer=norm)
+
+    for builder, kind in ((build, FusedGraph), (build_torchvision_style, BasicBlock)):
+        ref, fast, *_ = _convert(builder)
+        assert isinstance(fast, kind)
+        x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+        for mode in (True, False, True):
+            ref.train(mode), fast.train(mode)
+            a, b = fast(x), ref(x)
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+            ga, gb = torch.autograd.grad(a.sum(), x), torch.autograd.grad(b.sum(), x)
+            torch.testing.assert_close(ga, gb, rtol=1e-9, atol=1e-10)
+        for (n, a), b in zip(fast.state_dict().items(), ref.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=n)
 
 
 def test_converted_twice_and_half_converted():
