@@ -117,7 +117,7 @@ class BiasedBlock(nn.Module):
     def forward(self, x):
         y = self.act(self.norm_a(self.conv_a(x)))
         y = self.norm_b(self.conv_b(y))
-        return self.act(y + self.skip(x))
+        return self.act(self.skip(x) + y)  # the BN output as the second operand
 
 
 class EmbeddingResNet(nn.Module):

@@ -6,6 +6,12 @@ same tensors, the same state_dict keys), answers attribute look-ups the
 original would, and keeps the original to give back on revert(). The
 graph's code is derived data: deepcopy / pickling keep the original and the
 leaves, and the graph is traced again when the copy is built.
+
+As with any torch.fx graph, plain Python values the forward read while it
+was traced (a stride, `if self.downsample is not None`) are fixed in the
+graph: change such attributes on the original, then convert again. Modules
+and tensors are read at call time, and a module of a fused chain that is
+replaced, re-classed or given a hook later runs its own forward.
 """
 
 from torch import nn
