@@ -172,9 +172,10 @@ class _GraphRoute:
         try:
             fused = self._attempt(module, frozenset(untraceable))
         except TraceFailed as e:
-            why = first_why if first_why == str(e) else f"{first_why}; {e}"
-            why = f"forward not traceable ({why}): children converted one by one"
-            self.entries.append((path or "<model>", "left alone", why))
+            if type(module).forward is not nn.Module.forward:  # a container has no forward
+                why = first_why if first_why == str(e) else f"{first_why}; {e}"
+                why = f"forward not traceable ({why}): children converted one by one"
+                self.entries.append((path or "<model>", "left alone", why))
             return module
         self._record(path, fused)
         return fused if fused.fusions else module
