@@ -95,13 +95,24 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _outside_fused_graphs(module: nn.Module, path: str):
+    """named_modules(), not descending into FusedGraphs: their graphs call
+    their submodules' parts directly, so those must stay as they are."""
+    if isinstance(module, FusedGraph):
+        return
+    yield path, module
+    for name, child in module._modules.items():
+        if child is not None:
+            yield from _outside_fused_graphs(child, _join(path, name))
+
+
 def _fast_blocks(model: nn.Module, memory: str, entries: list) -> nn.Module:
     """Route 1: torchvision-dataflow blocks become fast blocks, in place."""
     kind, why = _block_kind(model)
     if kind is not None:
         entries.append(("<model>", "converted", f"{kind.__name__} (torchvision's dataflow)"))
         return _fast_block(model, kind, memory)
-    for name, module in list(model.named_modules()):
+    for name, module in list(_outside_fused_graphs(model, "")):
         for child_name, child in list(module._modules.items()):
             if child is None:
                 continue
@@ -133,9 +144,9 @@ class _GraphRoute:
 
     def _record(self, path: str, fused: FusedGraph) -> None:
         for where, what in fused.fusions:
-            self.entries.append((_join(path, where), "converted", what))
+            self.entries.append((where, "converted", what))
         for left in fused.left_alone:
-            self.entries.append((_join(path, left.where), "left alone", left.why))
+            self.entries.append((left.where, "left alone", left.why))
 
     def visit(self, module: nn.Module, path: str) -> nn.Module:
         if id(module) in self.seen:
@@ -144,14 +155,14 @@ class _GraphRoute:
         self.seen[id(module)] = result
         return result
 
-    def _attempt(self, module: nn.Module, leaves: frozenset[str]) -> FusedGraph:
-        return FusedGraph(module, leaves, self.memory)
+    def _attempt(self, module: nn.Module, path: str, leaves: frozenset[str]) -> FusedGraph:
+        return FusedGraph(module, leaves, self.memory, path)
 
     def _visit(self, module: nn.Module, path: str) -> nn.Module:
         if not _has_candidates(module):
             return module
         try:
-            fused = self._attempt(module, frozenset())
+            fused = self._attempt(module, path, frozenset())
         except TraceFailed as e:
             first_why = str(e)
         else:
@@ -170,7 +181,7 @@ class _GraphRoute:
         # leaves, so their own forward need not trace): the module's own
         # code may trace now.
         try:
-            fused = self._attempt(module, frozenset(untraceable))
+            fused = self._attempt(module, path, frozenset(untraceable))
         except TraceFailed as e:
             if type(module).forward is not nn.Module.forward:  # a container has no forward
                 why = first_why if first_why == str(e) else f"{first_why}; {e}"
@@ -224,9 +235,11 @@ def convert(
     model = _GraphRoute(memory, entries).visit(model, "")
     fused = sum(1 for e in entries if e[1] == "converted")
     left = sum(1 for e in entries if e[1] == "left alone")
+    reasons = [f"{n}: {w}" for n, a, w in entries if a == "left alone"]
+    more = f"; and {len(reasons) - 3} more (see report=)" if len(reasons) > 3 else ""
     log.info(
-        "resnet_fast.convert: %d fusions made, %d patterns left alone%s", fused, left,
-        "".join(f"; {n}: {w}" for n, a, w in entries if a == "left alone"),
+        "resnet_fast.convert: %d fusions made, %d patterns left alone%s%s", fused, left,
+        "".join(f"; {r}" for r in reasons[:3]), more,
     )  # fmt: skip
     if report is not None:
         report.extend(entries)

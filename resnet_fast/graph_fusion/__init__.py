@@ -17,13 +17,15 @@ __all__ = ["LeftAlone", "TraceFailed", "fused_graph", "trace"]
 
 
 def fused_graph(
-    module: nn.Module, leaf_paths: frozenset[str] = frozenset()
+    module: nn.Module, leaf_paths: frozenset[str] = frozenset(), prefix: str = ""
 ) -> tuple[fx.Graph, list[tuple[str, str]], list[LeftAlone]]:
     """The traced graph of `module` with every provable chain fused.
 
     Args:
         module: the module whose forward to trace.
         leaf_paths: submodules kept as leaves (their forward is not traced).
+        prefix: the module's path in the model, put in front of the names
+            the fusions and reasons give.
 
     Returns:
         (graph, (BN path, description) per fusion made, chains left alone with why).
@@ -32,5 +34,5 @@ def fused_graph(
         TraceFailed: the forward cannot be traced.
     """
     graph = trace(module, leaf_paths)
-    made, left = fuse_graph(graph, module)
+    made, left = fuse_graph(graph, module, prefix)
     return graph, made, left

@@ -24,6 +24,10 @@ from .spelling import add_operands, relu_operand, writes_in_place
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
+def _named(prefix: str, node: fx.Node) -> str:
+    return f"{prefix}.{node.target}" if prefix else str(node.target)
+
+
 @dataclass
 class Chain:
     """One fusable chain: its nodes and what the fused call needs."""
@@ -36,12 +40,13 @@ class Chain:
     residual: fx.Node | None = None
     pool: fx.Node | None = None
 
-    def describe(self) -> str:
-        parts = ([self.conv.target] if self.conv is not None else []) + [self.bn.target]
+    def describe(self, prefix: str = "") -> str:
+        """ "conv + bn + relu" and the like, modules named from `prefix`."""
+        parts = [_named(prefix, n) for n in (self.conv, self.bn) if n is not None]
         parts += {"bn_relu": ["relu"], "bn_add_relu": ["add", "relu"]}.get(self.kind, [])
         if self.kind == "bn_relu_pool":
-            parts += ["relu", self.pool.target]
-        return " + ".join(str(p) for p in parts)
+            parts += ["relu", _named(prefix, self.pool)]
+        return " + ".join(parts)
 
 
 @dataclass
@@ -239,10 +244,12 @@ class Block:
     def input(self) -> fx.Node:
         return self.stages[0].conv.args[0]
 
-    def describe(self) -> str:
-        parts = [f"{c.conv.target} + {c.bn.target}" for c in self.stages]
+    def describe(self, prefix: str = "") -> str:
+        """ "block: conv1 + bn1 -> conv2 + bn2 (+ shortcut) + relu", named from `prefix`."""
+        parts = [f"{_named(prefix, c.conv)} + {_named(prefix, c.bn)}" for c in self.stages]
         if self.projection is not None:
-            shortcut = f"{self.projection.conv.target} + {self.projection.bn.target}"
+            p = self.projection
+            shortcut = f"{_named(prefix, p.conv)} + {_named(prefix, p.bn)}"
         else:
             shortcut = "identity" if self.given is None else "shortcut"
         return "block: " + " -> ".join(parts) + f" (+ {shortcut}) + relu"

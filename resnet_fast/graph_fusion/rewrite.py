@@ -47,6 +47,10 @@ def _replace(graph: fx.Graph, chain: Chain, state: fx.Node, replaced: dict) -> N
         graph.erase_node(node)
 
 
+def _named(prefix: str, target) -> str:
+    return f"{prefix}.{target}" if prefix else str(target)
+
+
 def _resolve(node, replaced: dict):
     while node in replaced:
         node = replaced[node]
@@ -97,7 +101,9 @@ def _drop_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
                 graph.erase_node(node)
 
 
-def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[tuple[str, str]], list[LeftAlone]]:
+def fuse_graph(
+    graph: fx.Graph, root: nn.Module, prefix: str = ""
+) -> tuple[list[tuple[str, str]], list[LeftAlone]]:
     """Rewrites `graph` (traced from `root`) in place, chain by chain.
 
     A pooled stem chain without a convolution in front falls back to its
@@ -106,6 +112,7 @@ def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[tuple[str, str]],
     Args:
         graph: the traced graph; changed in place.
         root: the module it was traced from.
+        prefix: root's path in the model, for the names in the result.
 
     Returns:
         ((BN path, description) per fusion made, the chains left alone with why).
@@ -114,7 +121,7 @@ def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[tuple[str, str]],
     _drop_identities(graph, modules)
     found = find_chains(graph, modules)
     chains = [c for c in found if isinstance(c, Chain)]
-    left = [c for c in found if isinstance(c, LeftAlone)]
+    left = [LeftAlone(_named(prefix, c.where), c.why) for c in found if isinstance(c, LeftAlone)]
     if not chains:
         return [], left
     first = next(n for n in graph.nodes if n.op != "placeholder")
@@ -133,14 +140,14 @@ def fuse_graph(graph: fx.Graph, root: nn.Module) -> tuple[list[tuple[str, str]],
     )
     for _, item in items:
         if isinstance(item, Block):
-            made.append((str(item.stages[-1].bn.target), item.describe()))
+            made.append((_named(prefix, item.stages[-1].bn.target), item.describe(prefix)))
             _replace_block(graph, item, state, replaced)
             continue
         chain = item
         if chain.kind == "bn_relu_pool" and chain.conv is None:
             chain.kind, chain.last, chain.pool = "bn_relu", chain.nodes[-2], None
             chain.nodes = chain.nodes[:-1]
-        made.append((str(chain.bn.target), chain.describe()))
+        made.append((_named(prefix, chain.bn.target), chain.describe(prefix)))
         _replace(graph, chain, state, replaced)
     graph.lint()
     return made, left

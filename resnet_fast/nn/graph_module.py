@@ -44,7 +44,8 @@ class FusedGraph(FoldingMixin):
     Args:
         original: the module whose forward was traced.
         leaf_paths: submodules that were kept as leaves when tracing.
-        memory: "lean" or "standard" (the stem's BN-ReLU-pool in training).
+        memory: "lean" or "standard" (residual blocks and stems in training).
+        path: where `original` sits in the converted model (for the report).
 
     Shape:
         as `original`.
@@ -52,13 +53,16 @@ class FusedGraph(FoldingMixin):
 
     memory: str = DEFAULT_MEMORY
 
-    def __init__(self, original: nn.Module, leaf_paths: frozenset[str], memory: str) -> None:
+    def __init__(
+        self, original: nn.Module, leaf_paths: frozenset[str], memory: str, path: str = ""
+    ) -> None:
         super().__init__()
         for name in _SHARED:
             if name in original.__dict__:
                 self.__dict__[name] = original.__dict__[name]
         self.__dict__["_original"] = original
         self.__dict__["_leaf_paths"] = frozenset(leaf_paths)
+        self.__dict__["_path"] = path
         self.training = original.training
         self._build(memory)
 
@@ -67,7 +71,7 @@ class FusedGraph(FoldingMixin):
         from ..graph_fusion.calls import FusionState
         from ..graph_fusion.rewrite import STATE_ATTR
 
-        graph, made, left = fused_graph(self._original, self._leaf_paths)
+        graph, made, left = fused_graph(self._original, self._leaf_paths, self._path)
         code = graph.python_code(root_module="self")
         namespace = dict(code.globals)
         exec(
