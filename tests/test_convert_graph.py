@@ -337,6 +337,10 @@ def test_converted_models_are_as_lean_as_the_zoo():
     assert converted < 0.82 * eager
     standard = _saved_bytes(resnet_fast.convert(U.tutorial_resnet18(width=8), memory="standard"), x)
     assert converted < standard
+    switched = resnet_fast.nn.set_memory(
+        resnet_fast.convert(U.tutorial_resnet18(width=8)), "standard"
+    )
+    assert _saved_bytes(switched, x) == standard
 
 
 def test_eval_folding_is_never_stale():
