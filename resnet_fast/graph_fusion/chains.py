@@ -73,7 +73,7 @@ def _plain_conv(module: nn.Module) -> bool:
     return type(module) is nn.Conv2d and module.padding_mode == "zeros" and not _hooked(module)
 
 
-def _mutated_between(start: fx.Node, end: fx.Node, watched, modules) -> bool:
+def mutated_between(start: fx.Node, end: fx.Node, watched, modules) -> bool:
     """Whether a node strictly between start and end may write into a watched node."""
     node = start.next
     while node is not end:
@@ -151,7 +151,7 @@ def _chain_from(bn_node: fx.Node, modules) -> Chain | LeftAlone:
             chain.conv, chain.nodes = x, [x, *chain.nodes]
     first = chain.nodes[0]
     inputs = {a for n in chain.nodes for a in n.all_input_nodes} - set(chain.nodes)
-    if _mutated_between(first, chain.last, inputs, modules):
+    if mutated_between(first, chain.last, inputs, modules):
         return LeftAlone(where, "an input of the chain is modified in place inside it")
     return chain
 

@@ -8,35 +8,30 @@ their names and the modules' own settings are untouched.
 from torch import fx, nn
 
 from . import calls
-from .chains import Block, Chain, LeftAlone, _mutated_between, find_chains, group_blocks
+from .chains import Block, Chain, LeftAlone, find_chains, group_blocks, mutated_between
 
 STATE_ATTR = "_fusion_state"
 """The attribute of a FusedGraph holding its calls.FusionState."""
-
-
-def _get(graph: fx.Graph, path: str) -> fx.Node:
-    return graph.get_attr(path)
 
 
 def _replace(graph: fx.Graph, chain: Chain, state: fx.Node, replaced: dict) -> None:
     """Replaces one chain; `replaced` maps the last node of every chain
     replaced so far to its call (a chain found earlier may read one)."""
     if chain.residual is not None:
-        while chain.residual in replaced:
-            chain.residual = replaced[chain.residual]
+        chain.residual = _resolve(chain.residual, replaced)
     with graph.inserting_before(chain.last):
-        bn = _get(graph, chain.bn.target)
+        bn = graph.get_attr(chain.bn.target)
         x = chain.bn.args[0]
         key = chain.last.name
         if chain.kind == "bn_relu_pool":
             conv_node = chain.conv
             if conv_node is None:
                 raise AssertionError("a pooled stem chain always starts at a convolution")
-            args = (conv_node.args[0], _get(graph, conv_node.target), bn,
-                    _get(graph, chain.pool.target), state, key)  # fmt: skip
+            args = (conv_node.args[0], graph.get_attr(conv_node.target), bn,
+                    graph.get_attr(chain.pool.target), state, key)  # fmt: skip
             new = graph.call_function(calls.conv_bn_relu_pool, args)
         elif chain.conv is not None:
-            args = (chain.conv.args[0], _get(graph, chain.conv.target), bn, state, key)
+            args = (chain.conv.args[0], graph.get_attr(chain.conv.target), bn, state, key)
             relu = chain.kind != "bn"
             new = graph.call_function(calls.conv_bn_act, (*args, chain.residual, relu))
         else:
@@ -62,11 +57,13 @@ def _replace_block(graph: fx.Graph, block: Block, state: fx.Node, replaced: dict
     tail = block.stages[-1]
     chains = block.stages + ([block.projection] if block.projection is not None else [])
     with graph.inserting_before(tail.last):
-        stages = tuple((_get(graph, c.conv.target), _get(graph, c.bn.target)) for c in block.stages)
+        stages = tuple(
+            (graph.get_attr(c.conv.target), graph.get_attr(c.bn.target)) for c in block.stages
+        )
         projection = None
         if block.projection is not None:
             p = block.projection
-            projection = (_get(graph, p.conv.target), _get(graph, p.bn.target))
+            projection = (graph.get_attr(p.conv.target), graph.get_attr(p.bn.target))
         given = _resolve(block.given, replaced) if block.given is not None else None
         x = _resolve(block.input, replaced)
         args = (x, stages, projection, given, state, tail.last.name)
@@ -87,7 +84,7 @@ def _block_is_safe(block: Block, modules) -> bool:
     first = min(nodes, key=graph_order.get)
     last = block.stages[-1].last
     watched = {block.input} | ({block.given} if block.given is not None else set())
-    return not _mutated_between(first, last, watched, modules)
+    return not mutated_between(first, last, watched, modules)
 
 
 def _drop_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
