@@ -399,3 +399,10 @@ def test_modules_changed_after_convert_run_their_own_forward():
     fast = resnet_fast.convert_sync_batchnorm(fast)  # re-classes the BNs in place
     ref = resnet_fast.convert_sync_batchnorm(ref)
     torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_jit_script_refuses_with_a_clear_message():
+    _, fast, *_ = _convert(lambda: U.OptionABlock(4, 8, 2))
+    with pytest.raises(RuntimeError, match="torch.compile or torch.export"):
+        torch.jit.script(fast)

@@ -102,6 +102,13 @@ class FusedGraph(FoldingMixin):
             state.cache.clear()
         return super().train(mode)
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            "torch.jit.script cannot compile a model converted by resnet_fast.convert() (its "
+            "fused graphs call Python functions); use torch.compile or torch.export instead, "
+            "or resnet_fast.revert() the model first"
+        )
+
     def revert_graph(self) -> nn.Module:
         """The original module (same children, same tensors), in this module's mode."""
         original = self._original
