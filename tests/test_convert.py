@@ -1,4 +1,4 @@
-"""convert() / revert(): structure-based recognition, no copies, optimizers
+"""convert() / revert(): torchvision-dataflow blocks become fast blocks, no copies, optimizers
 keep working, reports, state_dict compatibility both ways."""
 
 import copy
@@ -10,6 +10,7 @@ import resnet_fast
 from resnet_fast.models.reference import BasicBlock as PlainBasicBlock
 from resnet_fast.models.reference import reference_model
 from resnet_fast.nn import BasicBlock, BatchNormAddReLU2d, BatchNormReLU2d, Bottleneck
+from resnet_fast.nn.graph_module import FusedGraph
 
 
 def test_converts_blocks_and_stem_without_copying():
@@ -19,14 +20,14 @@ def test_converts_blocks_and_stem_without_copying():
     keys = list(model.state_dict())
     report = []
     out = resnet_fast.convert(model, report=report)
-    assert out is model
-    assert {n: p.data_ptr() for n, p in model.named_parameters()} == before
-    assert {n: b.data_ptr() for n, b in model.named_buffers()} == buffers
-    assert list(model.state_dict()) == keys
-    assert all(isinstance(b, Bottleneck) for layer in (model.layer1, model.layer4) for b in layer)
-    assert isinstance(model.bn1, BatchNormReLU2d) and isinstance(
-        model.layer1[0].bn3, BatchNormAddReLU2d
-    )
+    # The top-level forward (the stem) is rewritten: a new module over the same tensors.
+    assert isinstance(out, FusedGraph) and out.layer1 is model.layer1
+    assert {n: p.data_ptr() for n, p in out.named_parameters()} == before
+    assert {n: b.data_ptr() for n, b in out.named_buffers()} == buffers
+    assert list(out.state_dict()) == keys
+    assert all(isinstance(b, Bottleneck) for layer in (out.layer1, out.layer4) for b in layer)
+    assert isinstance(out.layer1[0].bn3, BatchNormAddReLU2d)
+    assert any("conv1 + bn1 + relu + maxpool" in e[2] for e in report)
     converted = [e for e in report if e[1] == "converted"]
     assert len(converted) == 16 + 1  # 16 bottlenecks and the stem
 
@@ -62,6 +63,10 @@ def test_recognizes_structure_not_class_and_reports_what_it_leaves():
             self.downsample = None
             self.stride = 1
 
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            return self.relu(self.bn2(self.conv2(out)) + x)
+
     gn_block = PlainBasicBlock(8, 8, norm_layer=lambda c: nn.GroupNorm(2, c))
     model = nn.Sequential(MyBlock(), gn_block, nn.Conv2d(8, 8, 1))
     report = []
@@ -69,7 +74,8 @@ def test_recognizes_structure_not_class_and_reports_what_it_leaves():
     assert isinstance(model[0], BasicBlock) and model[1] is gn_block
     reasons = {name: (action, why) for name, action, why in report}
     assert reasons["0"][0] == "converted"
-    assert reasons["1"][0] == "left alone" and "GroupNorm" in reasons["1"][1]
+    assert reasons["1"][0] == "graph route" and "GroupNorm" in reasons["1"][1]
+    assert reasons["1.bn1"][0] == "left alone" and "GroupNorm" in reasons["1.bn1"][1]
     assert "2" not in reasons  # a plain conv is no candidate
 
 
