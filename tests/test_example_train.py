@@ -109,11 +109,14 @@ def test_like_for_like_and_kill_resume(tmp_path, nproc, dtype, tol):
 
 def test_model_option_takes_every_model():
     train = load_script()
-    builders = [n for n in resnet_fast.models.__all__ if n not in ("ResNet", "reference")]
+    exported = {n: getattr(resnet_fast.models, n) for n in resnet_fast.models.__all__}
+    builders = [n for n, obj in exported.items() if n != "reference" and not isinstance(obj, type)]
+    assert "preact_resnet20" in builders and "resnet18" in builders
     assert sorted(train.model_names()) == sorted(builders)
     for name in builders:  # each has a plain twin to train against
         assert train.parse_args(["--model", name]).model == name
-    reference_model("resnet18")  # the twins' builder knows the ImageNet-style names
+    for name in ("resnet18", "preact_resnet20"):  # the twins' builder knows every family
+        reference_model(name)
 
 
 def test_weight_decay_only_on_conv_and_linear_weights():
