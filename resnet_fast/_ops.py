@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from . import _native  # noqa: F401  (registers the schemas)
+from . import _checks, _native  # noqa: F401  (_native registers the schemas)
 
 ops = torch.ops.resnet_fast
 _lib = torch.library.Library("resnet_fast", "IMPL")  # noqa: TOR901 (kept alive by the module)
@@ -66,6 +66,9 @@ def _empty_mean(input: Tensor) -> Tensor:
 
 @torch.library.register_fake("resnet_fast::bn_act_fwd")
 def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
+    _checks.check_bn_forward_op(
+        input, None, weight, bias, running_mean, running_var, training, momentum, eps
+    )
     return _empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
@@ -73,11 +76,15 @@ def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, m
 def _bn_add_act_fwd_fake(
     input, residual, weight, bias, running_mean, running_var, training, momentum, eps, relu
 ):
+    _checks.check_bn_forward_op(
+        input, residual, weight, bias, running_mean, running_var, training, momentum, eps
+    )
     return _empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_act_bwd")
 def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, training, relu):
+    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
     return (
         _empty_activation(input),
         _empty_channels(input, weight),
@@ -89,6 +96,7 @@ def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, trai
 def _bn_add_act_bwd_fake(
     grad_out, input, residual, weight, bias, save_mean, save_invstd, training, relu
 ):
+    _checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
     return (
         _empty_activation(input),
         _empty_activation(input),
@@ -99,11 +107,13 @@ def _bn_add_act_bwd_fake(
 
 @torch.library.register_fake("resnet_fast::add_relu_fwd")
 def _add_relu_fwd_fake(input, other):
+    _checks.check_elementwise_pair(input, "input", other, "other")
     return torch.empty_like(input)
 
 
 @torch.library.register_fake("resnet_fast::add_relu_bwd")
 def _add_relu_bwd_fake(grad_out, output):
+    _checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
     return torch.empty_like(output)
 
 

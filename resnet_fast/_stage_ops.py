@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _backend
+from . import _backend, _checks
 from ._ops import (
     _acc_dtype,
     _empty_activation,
@@ -28,29 +28,43 @@ _STAGE_OPS = ("bn_stats", "bn_apply", "bn_act_bwd_reduce", "bn_add_act_bwd_reduc
 
 # --- fake kernels ------------------------------------------------------------
 
+# The stage ops name their statistics mean / invstd (csrc/cpu/bn_stages.cpp).
+_STAGE_NAMES = dict(mean_name="mean", invstd_name="invstd")
+
 
 @torch.library.register_fake("resnet_fast::bn_stats")
 def _bn_stats_fake(input):
+    _checks.check_activation(input, "input")
     return _empty_mean(input), _empty_mean(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_apply")
 def _bn_apply_fake(input, residual, weight, bias, mean, invstd, relu):
+    _checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
     return _empty_activation(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_act_bwd_reduce")
 def _bn_act_bwd_reduce_fake(grad_out, input, weight, bias, mean, invstd, relu):
+    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, mean, invstd, **_STAGE_NAMES)
     return _empty_channels(input), _empty_channels(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_add_act_bwd_reduce")
 def _bn_add_act_bwd_reduce_fake(grad_out, input, residual, weight, bias, mean, invstd, relu):
+    _checks.check_bn_backward_op(
+        grad_out, input, residual, weight, bias, mean, invstd, **_STAGE_NAMES
+    )
     return _empty_channels(input), _empty_channels(input), _empty_activation(input)
 
 
 @torch.library.register_fake("resnet_fast::bn_bwd_apply")
 def _bn_bwd_apply_fake(grad, input, weight, bias, mean, invstd, mean_g, mean_gx, relu_mask):
+    _checks.check_bn_backward_op(
+        grad, input, None, weight, bias, mean, invstd, "grad", "mean", "invstd"
+    )
+    _checks.check_channel_stat(mean_g, "mean_g", input, _checks.acc_dtype(input))
+    _checks.check_channel_stat(mean_gx, "mean_gx", input, _checks.acc_dtype(input))
     return _empty_activation(input)
 
 

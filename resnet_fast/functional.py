@@ -35,6 +35,8 @@ def _batch_norm_act(
     entry that every public BN function (and the blocks' downsample BN, which
     has no ReLU) goes through. Arguments as in batch_norm_add_relu."""
     _checks.check_batch_norm(input, residual, running_mean, running_var, weight, bias, training)
+    _checks.check_finite_nonneg("eps", eps)
+    _checks.check_finite_nonneg("momentum", momentum)
     backend = _backend.resolve(input.device)
     if backend == "reference":
         return reference.batch_norm_act(
@@ -178,6 +180,8 @@ def conv_bn_relu(
         [N, C_out, H_out, W_out].
     """
     _checks.check_activation(input, "input")
+    _checks.check_finite_nonneg("eps", eps)
+    _checks.check_finite_nonneg("momentum", momentum)
     if not isinstance(conv_weight, Tensor) or conv_weight.dim() != 4:
         raise ValueError(
             "conv_weight must be a 4-D tensor [C_out, C_in / groups, kH, kW], got "

@@ -52,7 +52,7 @@ def batch_norm_act(
     if training:
         # var_mean's Welford reduction stays accurate for inputs with a large mean.
         var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        count = x.numel() // x.shape[1]
+        count = x.numel() // max(x.shape[1], 1)  # C = 0: an empty batch
         if running_mean is not None and count > 1:
             with torch.no_grad():
                 unbiased = var * (count / (count - 1))

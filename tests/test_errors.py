@@ -215,3 +215,178 @@ def test_load_state_dict_that_does_not_fit_loads_nothing():
         model.load_state_dict(state, assign=assign)
         with torch.no_grad():
             torch.testing.assert_close(model(x), donor.eval()(x))
+# --- the op surface: every argument checked at the entry ------------------------
+# Regressions of what tests/test_fuzz_ops.py found; each call below was a read
+# out of bounds, a wrong result or a crash before the checks.
+
+
+def test_backward_op_refuses_short_weight_and_bias():
+    # bn_act_bwd read 64 weights and biases from 1-element tensors.
+    x, g = torch.randn(2, 64, 3, 3), torch.randn(2, 64, 3, 3)
+    mean, invstd = torch.zeros(64, dtype=torch.float64), torch.ones(64)
+    with pytest.raises(
+        RuntimeError, match=r"weight must be a 1-D tensor of 64 elements .*got shape \[1\]"
+    ):
+        ops.bn_act_bwd(g, x, torch.ones(1), torch.zeros(1), mean, invstd, True, True)
+    with pytest.raises(RuntimeError, match=r"bias must be a 1-D tensor of 64 elements"):
+        ops.bn_add_act_bwd(
+            g, x, x.clone(), torch.ones(64), torch.zeros(3), mean, invstd, True, True
+        )
+    with pytest.raises(RuntimeError, match=r"weight must be float32.*got Long"):
+        ops.bn_act_bwd(g, x, torch.ones(64, dtype=torch.int64), None, mean, invstd, True, True)
+    with pytest.raises(RuntimeError, match=r"weight must be a 1-D tensor of 64"):
+        ops.bn_act_bwd_reduce(g, x, torch.ones(1), None, mean, invstd, True)
+    with pytest.raises(RuntimeError, match=r"bias must be a 1-D tensor of 64"):
+        ops.bn_bwd_apply(g, x, None, torch.ones(2), mean, invstd, invstd, invstd, True)
+
+
+def _aliasing_cases():
+    c = 4
+    x = torch.randn(2, c, 3, 3)
+    w, rm = torch.randn(c), torch.zeros(c)
+    buf = torch.zeros(c + 1)
+    return {
+        # name: (input, weight, running_mean, running_var, message)
+        "same_tensor": (x, None, rm, rm, "running_mean and running_var must not share memory"),
+        "overlapping_views": (x, None, buf[:c], buf[1:], "running_mean and running_var must not share memory"),
+        "expanded": (x, None, rm, torch.ones(1).expand(c), "running_var is written in training and must not have overlapping"),
+        "is_weight": (x, w, w, torch.ones(c), "running_mean must not share memory with weight"),
+        "views_input": (x, None, x.view(-1)[:c], torch.ones(c), "running_mean must not share memory with input"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_aliasing_cases()))
+def test_running_stats_that_alias_are_refused(backend, name):
+    x, w, rm, rv, message = _aliasing_cases()[name]
+    x, w, rm, rv = (t.to(backend[1]) if t is not None else None for t in (x, w, rm, rv))
+    x0, rm0, rv0 = x.clone(), rm.clone(), rv.clone()
+    with pytest.raises(ValueError, match=message):
+        RF.batch_norm_relu(x, rm, rv, w, None, training=True)
+    if backend[0] in ("cpu", "cuda"):
+        with pytest.raises(RuntimeError, match=message):
+            ops.bn_act_fwd(x, w, None, rm, rv, True, 0.1, 1e-5, True)
+    assert torch.equal(rm, rm0) and torch.equal(rv, rv0) and torch.equal(x, x0)
+
+
+def test_running_stats_in_strided_views_of_other_buffers_are_accepted():
+    # Views of distinct storages that are not dense must not count as aliases.
+    c = 3
+    x = torch.randn(2, c + 2, 4, 4)[:, 1 : c + 1]
+    rm, rv = torch.zeros(2 * c)[::2], torch.ones(2 * c)[::2]
+    out, mean, _ = ops.bn_add_act_fwd(x, x.clone(), None, None, rm, rv, True, 0.1, 1e-5, True)
+    assert out.shape == x.shape and torch.allclose(rm, 0.1 * mean.float())
+
+
+BAD_SCALARS = [("eps", float("nan")), ("eps", -1e-5), ("eps", float("inf")),
+               ("momentum", float("nan")), ("momentum", -0.1), ("momentum", float("inf"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,value", BAD_SCALARS)
+def test_eps_and_momentum_must_be_finite_and_non_negative(backend, name, value):
+    device = backend[1]
+    x, rm, rv = (
+        torch.randn(2, 3, 4, 4, device=device),
+        torch.zeros(3, device=device),
+        torch.ones(3, device=device),
+    )
+    kwargs = {"eps": 1e-5, "momentum": 0.1, name: value}
+    message = rf"{name} must be a finite number >= 0, got {value}"
+    with pytest.raises(ValueError, match=message):
+        RF.batch_norm_relu(x, rm, rv, training=True, **kwargs)
+    if backend[0] in ("cpu", "cuda"):
+        with pytest.raises(RuntimeError, match=message):
+            ops.bn_act_fwd(x, None, None, rm, rv, True, kwargs["momentum"], kwargs["eps"], True)
+    assert torch.equal(rm, torch.zeros_like(rm)) and torch.equal(rv, torch.ones_like(rv))
+
+
+def test_add_relu_backward_checks_the_output_dtype():
+    out = torch.ones(2, 3, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="output must be float32.*got Int"):
+        ops.add_relu_bwd(out, out)
+
+
+def test_fake_kernels_check_like_the_kernels():
+    # torch.compile traces with the fake kernels: the same contract, at trace time.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x, g = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3)
+        mean, invstd = torch.zeros(8, dtype=torch.float64), torch.ones(8)
+        with pytest.raises(ValueError, match="weight must be a 1-D tensor of 8 elements"):
+            ops.bn_act_bwd(g, x, torch.ones(1), None, mean, invstd, True, True)
+        with pytest.raises(TypeError, match=r"save_mean must be a \[8\] torch.float64 tensor"):
+            ops.bn_act_bwd(g, x, None, None, mean.float(), invstd, True, True)
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+            ops.bn_act_fwd(x, None, None, None, None, True, 0.1, -1.0, True)
+        with pytest.raises(TypeError, match=r"invstd must be a \[8\] torch.float32 tensor"):
+            ops.bn_apply(x, None, None, None, mean, invstd.double(), True)
+
+
+def test_reference_training_on_zero_channels():
+    # The oracle divided by C to count the values per channel.
+    from resnet_fast import reference
+
+    x = torch.randn(2, 0, 3, 3)
+    out = reference.batch_norm_act(x, torch.zeros(0), torch.ones(0), training=True)
+    assert out.shape == x.shape
+
+
+# --- the Triton ops (TRITON_INTERPRET=1 without a GPU) ---------------------------
+
+triton_op = pytest.mark.triton
+
+
+@triton_op
+def test_triton_ops_check_their_arguments():
+    from triton_support import TRITON_DEVICE as dev
+
+    import resnet_fast.triton  # noqa: F401  (registers the ops)
+
+    x, g = torch.randn(2, 8, 3, 3, device=dev), torch.randn(2, 8, 3, 3, device=dev)
+    mean, invstd = torch.zeros(8, dtype=torch.float64, device=dev), torch.ones(8, device=dev)
+    with pytest.raises(ValueError, match="weight must be a 1-D tensor of 8 elements"):
+        ops.triton_bn_act_bwd(g, x, torch.ones(1, device=dev), None, mean, invstd, True, True)
+    with pytest.raises(TypeError, match=r"save_mean must be a \[8\] torch.float64 tensor"):
+        ops.triton_bn_act_fwd(x, None, None, mean.float(), invstd, True, True)
+    with pytest.raises(ValueError, match="residual must have the shape of input"):
+        ops.triton_bn_add_act_fwd(x, x[:1], None, None, mean, invstd, True, True)
+    with pytest.raises(ValueError, match="input must be 4-D"):
+        ops.triton_bn_stats(x[0])
+    with pytest.raises(ValueError, match="grad_out must have the shape of output"):
+        ops.triton_add_relu_bwd(x[:1], x)
+    w = torch.randn(4, 8, 3, 3, device=dev)
+    with pytest.raises(ValueError, match="groups=3 does not fit input"):
+        ops.triton_conv2d(x, w, None, None, [1], [1], [1], 3, False)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        ops.triton_conv2d_stats(x, w, None, [0], [1], [1], 1)
+    with pytest.raises(ValueError, match="smaller than the"):
+        ops.triton_conv2d(x, w, None, None, [1], [0], [2], 1, False)
+    with pytest.raises(ValueError, match="residual must have the shape of the output"):
+        ops.triton_conv2d(x, w, None, x, [1], [1], [1], 1, False)
+
+
+@triton_op
+def test_triton_bn_stats_of_empty_batches():
+    from triton_support import TRITON_DEVICE as dev
+
+    import resnet_fast.triton  # noqa: F401
+
+    for shape in [(0, 0, 0, 0), (0, 3, 2, 2), (2, 0, 3, 3), (2, 3, 0, 4)]:
+        mean, var = ops.triton_bn_stats(torch.empty(shape, device=dev))
+        assert mean.dtype == var.dtype == torch.float64 and mean.shape == (shape[1],)
+        assert not mean.any() and not var.any()
+
+
+@triton_op
+def test_triton_conv2d_stats_of_float64_are_float64_accurate():
+    # The partial statistics were float32 whatever the input.
+    from triton_support import TRITON_DEVICE as dev
+
+    import resnet_fast.triton  # noqa: F401
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64).to(dev) + 0.3
+    w = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64).to(dev)
+    out, mean, var = ops.triton_conv2d_stats(x, w, None, [1], [1], [1], 1)
+    var_e, mean_e = torch.var_mean(out, dim=(0, 2, 3), correction=0)
+    assert (mean - mean_e).abs().max() < 1e-12 and (var - var_e).abs().max() < 1e-10

@@ -13,9 +13,7 @@ namespace {
 using at::Tensor;
 
 Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
-  TORCH_CHECK(is_supported_float(input.scalar_type()),
-              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
-  check_same_as(other, "other", input, "input");
+  check_elementwise_pair(input, "input", other, "other");
   const Tensor a = dense_operand(input);
   const Tensor b = dense_like(other, a);
   Tensor out = empty_dense_like(a);
@@ -26,7 +24,7 @@ Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
 }
 
 Tensor add_relu_bwd_cpu(const Tensor& grad_out, const Tensor& output) {
-  check_same_as(grad_out, "grad_out", output, "output");
+  check_elementwise_pair(output, "output", grad_out, "grad_out");
   const Tensor out = dense_operand(output);
   const Tensor dy = dense_like(grad_out, out);
   Tensor grad = empty_dense_like(out);

@@ -27,7 +27,8 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
                                               const OptTensor& running_mean,
                                               const OptTensor& running_var, bool training,
                                               double momentum, double eps, bool relu) {
-  check_bn_forward(input_, residual_, weight, bias, running_mean, running_var, training);
+  check_bn_forward(input_, residual_, weight, bias, running_mean, running_var, training, momentum,
+                   eps);
   Tensor input = input_;
   Tensor residual = has(residual_) ? *residual_ : Tensor();
   const auto acc = acc_type_of(input);
@@ -60,7 +61,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
     const Tensor& grad_out_, const Tensor& input_, const OptTensor& residual_,
     const OptTensor& weight, const OptTensor& bias, const Tensor& save_mean,
     const Tensor& save_invstd, bool training, bool relu) {
-  check_bn_backward(grad_out_, input_, residual_, save_mean, save_invstd);
+  check_bn_backward(grad_out_, input_, residual_, weight, bias, save_mean, save_invstd);
   Tensor input = input_, grad_out = grad_out_;
   Tensor residual = has(residual_) ? *residual_ : Tensor();
   const int64_t C = input.size(1), count = input.numel() / std::max<int64_t>(C, 1);

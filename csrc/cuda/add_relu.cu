@@ -15,9 +15,7 @@ namespace {
 using at::Tensor;
 
 Tensor add_relu_fwd_cuda(const Tensor& input, const Tensor& other) {
-  TORCH_CHECK(is_supported_float(input.scalar_type()),
-              "input must be float32, float64, float16 or bfloat16, got ", input.scalar_type());
-  check_same_as(other, "other", input, "input");
+  check_elementwise_pair(input, "input", other, "other");
   const c10::cuda::CUDAGuard guard(input.device());
   const Tensor a = cpu::dense_operand(input);
   const Tensor b = cpu::dense_like(other, a);
@@ -30,9 +28,7 @@ Tensor add_relu_fwd_cuda(const Tensor& input, const Tensor& other) {
 }
 
 Tensor add_relu_bwd_cuda(const Tensor& grad_out, const Tensor& output) {
-  check_same_as(grad_out, "grad_out", output, "output");
-  TORCH_CHECK(is_supported_float(output.scalar_type()),
-              "output must be float32, float64, float16 or bfloat16, got ", output.scalar_type());
+  check_elementwise_pair(output, "output", grad_out, "grad_out");
   const c10::cuda::CUDAGuard guard(output.device());
   const Tensor out = cpu::dense_operand(output);
   const Tensor dy = cpu::dense_like(grad_out, out);

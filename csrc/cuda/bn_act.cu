@@ -31,7 +31,8 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
                                               const OptTensor& running_mean,
                                               const OptTensor& running_var, bool training,
                                               double momentum, double eps, bool relu) {
-  check_bn_forward(input_, residual_, weight, bias, running_mean, running_var, training);
+  check_bn_forward(input_, residual_, weight, bias, running_mean, running_var, training, momentum,
+                   eps);
   const c10::cuda::CUDAGuard guard(input_.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   Tensor input = input_;  // [N, C, H, W]
@@ -102,17 +103,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
     const Tensor& grad_out_, const Tensor& input_, const OptTensor& residual_,
     const OptTensor& weight, const OptTensor& bias, const Tensor& save_mean_,
     const Tensor& save_invstd_, bool training, bool relu) {
-  check_bn_backward(grad_out_, input_, residual_, save_mean_, save_invstd_);
-  for (const auto& [t, name] : {std::pair{&weight, "weight"}, std::pair{&bias, "bias"}}) {
-    if (!has(*t)) continue;
-    TORCH_CHECK((*t)->dim() == 1 && (*t)->numel() == input_.size(1), name,
-                " must be a 1-D tensor of ", input_.size(1), " elements, got ", (*t)->sizes());
-    TORCH_CHECK(is_supported_float((*t)->scalar_type()), name,
-                " must be float32, float64, float16 or bfloat16, got ", (*t)->scalar_type());
-    check_on_device(*t, name, input_);
-  }
-  check_on_device(save_mean_, "save_mean", input_);
-  check_on_device(save_invstd_, "save_invstd", input_);
+  check_bn_backward(grad_out_, input_, residual_, weight, bias, save_mean_, save_invstd_);
   const c10::cuda::CUDAGuard guard(input_.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   Tensor input = input_, grad_out = grad_out_;  // [N, C, H, W]

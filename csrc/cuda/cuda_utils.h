@@ -49,14 +49,6 @@ inline MutableChannelVector mutable_channel_vector(const std::optional<at::Tenso
   return {t->mutable_data_ptr(), dtype_of(t->scalar_type()), t->stride(0)};
 }
 
-// A [C] tensor argument that is read on the GPU must be there.
-inline void check_on_device(const std::optional<at::Tensor>& t, const char* name,
-                            const at::Tensor& input) {
-  if (!has(t)) return;
-  TORCH_CHECK(t->device() == input.device(), name, " must be on the device of input (",
-              input.device(), "), got ", t->device());
-}
-
 // The launchers return cudaErrorInvalidValue for tensors too large for their
 // 32-bit index divisions (kernels/device_common.cuh, kFits32).
 #define RESNET_FAST_LAUNCH_CHECK(call)                                                       \

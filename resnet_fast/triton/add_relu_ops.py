@@ -9,7 +9,7 @@ import triton
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from .. import _backend
+from .. import _backend, _checks
 from . import configs
 from ._common import interpreting
 from .add_relu_kernels import _add_relu_fwd_kernel
@@ -68,11 +68,13 @@ def _launch(a: Tensor, b: Tensor, backward: bool) -> Tensor:
 
 @triton_op("resnet_fast::triton_add_relu_fwd", mutates_args=())
 def triton_add_relu_fwd(input: Tensor, other: Tensor) -> Tensor:
+    _checks.check_elementwise_pair(input, "input", other, "other")
     return _launch(input, other, backward=False)
 
 
 @triton_op("resnet_fast::triton_add_relu_bwd", mutates_args=())
 def triton_add_relu_bwd(grad_out: Tensor, output: Tensor) -> Tensor:
+    _checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
     return _launch(grad_out, output, backward=True)
 
 

@@ -21,6 +21,7 @@ import triton
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from .. import _checks
 from .._ops import output_memory_format
 from . import configs
 from ._common import acc_dtype, channels_inner, interpreting, rows_per_program, strides4, tl_acc
@@ -37,6 +38,9 @@ _stats_kernel = triton.autotune(configs.REDUCE, key=_KEY)(_bn_stats_fwd_kernel)
 _apply_kernel = triton.autotune(configs.TILE, key=_KEY)(_bn_act_fwd_kernel)
 _bwd_reduce_kernel = triton.autotune(configs.REDUCE, key=_KEY)(_bn_act_bwd_reduce_kernel)
 _bwd_apply_kernel = triton.autotune(configs.TILE, key=_KEY)(_bn_act_bwd_apply_kernel)
+
+# The names of the statistics arguments, for the checks' messages.
+_SAVED = ("save_mean", "save_invstd")
 
 # Channel blocks assumed when sizing the partial buffers (any config works).
 _NOMINAL_BLOCK_C = 64
@@ -88,6 +92,7 @@ def _program_counts(nhw: int, per: int, device) -> Tensor:
 
 @triton_op("resnet_fast::triton_bn_stats", mutates_args=())
 def triton_bn_stats(input: Tensor) -> tuple[Tensor, Tensor]:
+    _checks.check_activation(input, "input")
     nhw, hw, w, c = _geometry(input)
     acc = acc_dtype(input.dtype)
     if nhw == 0:
@@ -212,6 +217,7 @@ def triton_bn_act_fwd(
     training: bool,
     relu: bool,
 ) -> Tensor:
+    _checks.check_bn_apply_op(input, None, weight, bias, save_mean, save_invstd, *_SAVED)
     return _forward(input, None, weight, bias, save_mean, save_invstd, relu)
 
 
@@ -226,6 +232,7 @@ def triton_bn_act_bwd(
     training: bool,
     relu: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
     gi, _, gw, gb = _backward(
         grad_out, input, None, weight, bias, save_mean, save_invstd, training, relu
     )
@@ -243,6 +250,7 @@ def triton_bn_add_act_fwd(
     training: bool,
     relu: bool,
 ) -> Tensor:
+    _checks.check_bn_apply_op(input, residual, weight, bias, save_mean, save_invstd, *_SAVED)
     return _forward(input, residual, weight, bias, save_mean, save_invstd, relu)
 
 
@@ -258,6 +266,7 @@ def triton_bn_add_act_bwd(
     training: bool,
     relu: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    _checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
     args = (weight, bias, save_mean, save_invstd, training, relu)
     return _backward(grad_out, input, residual, *args)
 

@@ -36,8 +36,8 @@ def _conv2d_fwd_kernel(
     bias_ptr,  # [C_out] acc or a dummy when not HAS_BIAS
     res_ptr,  # [N, C_out, H_out, W_out] or a dummy when not HAS_RES
     out_ptr,  # [N, C_out, H_out, W_out]
-    part_mean_ptr,  # [P, C_out] fp32: mean per STATS_ROWS rows (STATS only)
-    part_m2_ptr,  # [P, C_out] fp32: M2 per STATS_ROWS rows (STATS only)
+    part_mean_ptr,  # [P, C_out] ACC: mean per STATS_ROWS rows (STATS only)
+    part_m2_ptr,  # [P, C_out] ACC: M2 per STATS_ROWS rows (STATS only)
     M, H, W, H_out, W_out, C_in_g, C_out_g, C_out,
     sxn, sxc, sxh, sxw,
     swo, swi, swh, sww,
@@ -119,14 +119,14 @@ def _conv2d_fwd_kernel(
         # block of STATS_ROWS rows (a size every config divides, so the
         # partial buffer does not depend on the config autotuning picks).
         SUB: tl.constexpr = BLOCK_M // STATS_ROWS
-        stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED).to(tl.float32)
+        stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED).to(ACC)
         stored = tl.where(tile_ok, stored, 0.0)
         stored = tl.reshape(stored, (SUB, STATS_ROWS, BLOCK_N))
         sub = tl.arange(0, SUB)
         row = pid_m * BLOCK_M + sub[:, None] * STATS_ROWS + tl.arange(0, STATS_ROWS)[None, :]
         sub_ok = (row < M)[:, :, None] & co_ok[None, None, :]
         rows = tl.minimum(tl.maximum(M - (pid_m * BLOCK_M + sub * STATS_ROWS), 1), STATS_ROWS)
-        sub_mean = tl.sum(stored, axis=1) / rows.to(tl.float32)[:, None]
+        sub_mean = tl.sum(stored, axis=1) / rows.to(ACC)[:, None]
         dev = tl.where(sub_ok, stored - sub_mean[:, None, :], 0.0)
         sub_m2 = tl.sum(dev * dev, axis=1)
         part_row = pid_m * SUB + sub

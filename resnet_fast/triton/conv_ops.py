@@ -18,6 +18,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 from torch.library import triton_op, wrap_triton
 
+from .. import _checks
 from . import configs
 from ._common import acc_dtype, interpreting, tl_acc
 from .bn_ops import merge_partials
@@ -50,8 +51,9 @@ def _launch(input, weight, bias, residual, stride, padding, dilation, groups, re
     m = n * h_out * w_out
     rows = configs.CONV_STATS_ROWS
     parts = triton.cdiv(m, rows) if stats else 0
-    part_mean = input.new_empty((parts, c_out), dtype=torch.float32)
-    part_m2 = input.new_empty((parts, c_out), dtype=torch.float32)
+    # In the accumulation dtype: float64 statistics of a float64 convolution.
+    part_mean = input.new_empty((parts, c_out), dtype=acc_dtype(input.dtype))
+    part_m2 = input.new_empty((parts, c_out), dtype=acc_dtype(input.dtype))
     if out.numel() == 0:
         return out, part_mean, part_m2, rows
     acc = acc_dtype(input.dtype)
@@ -92,6 +94,7 @@ def triton_conv2d(
     groups: int,
     relu: bool,
 ) -> Tensor:
+    _checks.check_conv2d_op(input, weight, bias, residual, stride, padding, dilation, groups)
     out, *_ = _launch(
         input, weight, bias, residual, stride, padding, dilation, groups, relu, stats=False
     )
@@ -108,6 +111,7 @@ def triton_conv2d_stats(
     dilation: list[int],
     groups: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    _checks.check_conv2d_op(input, weight, bias, None, stride, padding, dilation, groups)
     out, part_mean, part_m2, rows = _launch(
         input, weight, bias, None, stride, padding, dilation, groups, False, stats=True
     )
