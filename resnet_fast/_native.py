@@ -2,11 +2,23 @@
 (building it first when the install shipped sources only)."""
 
 import importlib.util
+import os
 import sys
 
 import torch  # noqa: F401  (torch must be loaded before the extension)
 
-if importlib.util.find_spec(".._C", __name__) is not None or "resnet_fast._C" in sys.modules:
+
+def _built_here() -> bool:
+    """Whether this package folder holds a compiled _C (an editable install
+    of another checkout can answer for resnet_fast._C too: not ours)."""
+    if "resnet_fast._C" in sys.modules:
+        return True
+    found = importlib.util.find_spec(".._C", __name__)
+    here = os.path.dirname(os.path.abspath(__file__))
+    return found is not None and os.path.dirname(os.path.abspath(found.origin or "")) == here
+
+
+if _built_here():
     # Built ahead of time (pip install --no-build-isolation, setup.py build_ext).
     try:
         from . import _C
