@@ -5,8 +5,9 @@
    bf16, fp16 and fp32 (batch 1, 224x224): every convolution geometry with
    its training (statistics) and inference (bias, residual, ReLU) epilogues,
    BatchNorm (+ add) (+ ReLU) forward and backward at every BN shape, the
-   add + ReLU. Kernels are not run: the autotuner's run() is replaced by a
-   recorder that asks the autotuner which configs it may choose for that
+   add + ReLU; fp32 under both of PyTorch's precision policies (TF32, the
+   default, and IEEE fp32 with torch.backends.cudnn.allow_tf32 off).
+   Kernels are not run: the autotuner's run() is replaced by a recorder that asks the autotuner which configs it may choose for that
    launch (its own pruning, on the launch's real arguments).
 2. Compiles each distinct binary once, ahead of time, with Triton's compiler
    for GPUTarget("cuda", 90, 64). A binary depends on the kernel, its
@@ -14,8 +15,9 @@
    dtypes, not on the shape: the integer arguments are compiled unspecialized
    (no divisibility hints) and the pointers 16-byte aligned (as torch
    allocates them), so every shape shares it.
-3. Runs ptxas -v (Triton's own) on each binary's PTX for sm_90a: registers,
-   spills, stack; shared memory from Triton's metadata.
+3. Reads each binary's resource usage from its cubin (cuobjdump, Triton's
+   own): registers, stack and local memory (spilled registers); shared
+   memory from Triton's metadata (what the launch asks for).
 
 Prints a table (kernel, config, dtype, regs, smem, spills) and exits non-zero
 on a compile error, on any spill or stack use, or on shared memory over the
@@ -37,19 +39,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["TRITON_INTERPRET"] = "0"  # the GPU configs, not the interpreter's
+# A fresh cache: every binary is compiled here, and the time printed is a
+# fresh machine's.
+os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="triton_gate_")
 
 SMEM_LIMIT = 227 * 1024  # H100: the most dynamic shared memory one block may have
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-# ResNet-50's convolutions: (C_in, C_out, kernel, stride, H_in); padding k // 2.
+# fp32 twice: PyTorch's default TF32 policy and IEEE fp32 (allow_tf32 off).
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp32-ieee": "float32"}
+# ResNet-50's convolutions: (C_in, C_out, kernel, stride, H_in, epilogue);
+# padding k // 2. The epilogue of conv_bn_relu in eval (BN folded: a bias
+# always): "relu" (stem, a bottleneck's conv1 / conv2), "res_relu" (conv3:
+# + the shortcut, ReLU), "none" (the downsample). In training every one is
+# conv + statistics, then the BN apply pass.
 RESNET50_CONVS = [
-    (3, 64, 7, 2, 224),
-    (64, 64, 1, 1, 56), (64, 64, 3, 1, 56), (64, 256, 1, 1, 56), (256, 64, 1, 1, 56),
-    (256, 128, 1, 1, 56), (128, 128, 3, 2, 56), (128, 512, 1, 1, 28), (256, 512, 1, 2, 56),
-    (512, 128, 1, 1, 28), (128, 128, 3, 1, 28),
-    (512, 256, 1, 1, 28), (256, 256, 3, 2, 28), (256, 1024, 1, 1, 14), (512, 1024, 1, 2, 28),
-    (1024, 256, 1, 1, 14), (256, 256, 3, 1, 14),
-    (1024, 512, 1, 1, 14), (512, 512, 3, 2, 14), (512, 2048, 1, 1, 7), (1024, 2048, 1, 2, 14),
-    (2048, 512, 1, 1, 7), (512, 512, 3, 1, 7),
+    (3, 64, 7, 2, 224, "relu"),
+    (64, 64, 1, 1, 56, "relu"), (64, 64, 3, 1, 56, "relu"), (64, 256, 1, 1, 56, "res_relu"),
+    (64, 256, 1, 1, 56, "none"), (256, 64, 1, 1, 56, "relu"),
+    (256, 128, 1, 1, 56, "relu"), (128, 128, 3, 2, 56, "relu"), (128, 512, 1, 1, 28, "res_relu"),
+    (256, 512, 1, 2, 56, "none"), (512, 128, 1, 1, 28, "relu"), (128, 128, 3, 1, 28, "relu"),
+    (512, 256, 1, 1, 28, "relu"), (256, 256, 3, 2, 28, "relu"), (256, 1024, 1, 1, 14, "res_relu"),
+    (512, 1024, 1, 2, 28, "none"), (1024, 256, 1, 1, 14, "relu"), (256, 256, 3, 1, 14, "relu"),
+    (1024, 512, 1, 1, 14, "relu"), (512, 512, 3, 2, 14, "relu"), (512, 2048, 1, 1, 7, "res_relu"),
+    (1024, 2048, 1, 2, 14, "none"), (2048, 512, 1, 1, 7, "relu"), (512, 512, 3, 1, 7, "relu"),
 ]  # fmt: skip
 # BatchNorm inputs: (C, H) after the stem and in each stage.
 RESNET50_BN = [(64, 112), (64, 56), (256, 56), (128, 56), (128, 28), (512, 28), (256, 28),
@@ -61,8 +72,6 @@ def record_launches(dtype_names: list[str]) -> dict:
     import torch
     from triton.runtime.autotuner import Autotuner
 
-    import resnet_fast
-    import resnet_fast.functional as RF
     import resnet_fast.triton as RT
 
     binaries: dict = {}
@@ -73,13 +82,13 @@ def record_launches(dtype_names: list[str]) -> dict:
             describe(self.fn, args, {**kwargs, **config.all_kwargs()}, binaries)
 
     Autotuner.run = recorder
-    with resnet_fast.use_backend("triton"), torch.no_grad():
-        for name in dtype_names:
-            dtype = getattr(torch, DTYPES[name])
+    for name in dtype_names:
+        dtype = getattr(torch, DTYPES[name])
+        torch.backends.cudnn.allow_tf32 = name != "fp32-ieee"
+        with torch.no_grad():
             _drive_convs(RT, torch, dtype)
-    with resnet_fast.use_backend("triton"):
-        for name in dtype_names:
-            _drive_bn(RF, torch, getattr(torch, DTYPES[name]))
+        _drive_bn(RT, torch, dtype)
+    torch.backends.cudnn.allow_tf32 = True
     return binaries
 
 
@@ -89,34 +98,35 @@ def _act(torch, c, h, dtype, grad=False):
 
 
 def _drive_convs(RT, torch, dtype):
-    for c_in, c_out, k, stride, h in RESNET50_CONVS:
+    for c_in, c_out, k, stride, h, epilogue in RESNET50_CONVS:
         x = _act(torch, c_in, h, dtype)
         w = torch.empty(c_out, c_in, k, k, dtype=dtype).contiguous(
             memory_format=torch.channels_last
         )
         h_out = (h + 2 * (k // 2) - k) // stride + 1
-        res = _act(torch, c_out, h_out, dtype)
+        res = _act(torch, c_out, h_out, dtype) if epilogue == "res_relu" else None
         stats = [torch.zeros(c_out), torch.ones(c_out), torch.ones(c_out), torch.zeros(c_out)]
         geometry = ([stride] * 2, [k // 2] * 2, [1, 1], 1)
         for training in (True, False):
-            for residual, relu in ((None, True), (res, True), (None, False)):
-                RT.conv_bn_act(
-                    x, w, None, *geometry, residual, *stats, training, 0.1, 1e-5, relu
-                )
+            RT.conv_bn_act(
+                x, w, None, *geometry, res, *stats, training, 0.1, 1e-5, epilogue != "none"
+            )
 
 
-def _drive_bn(RF, torch, dtype):
+def _drive_bn(RT, torch, dtype):
     for c, h in RESNET50_BN:
         for training in (True, False):
-            x, r = _act(torch, c, h, dtype, True), _act(torch, c, h, dtype, True)
-            w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
-            rm, rv = torch.zeros(c), torch.ones(c)
-            outs = [
-                RF.batch_norm_relu(x, rm, rv, w, b, training=training),
-                RF.batch_norm_add_relu(x, r, rm, rv, w, b, training=training),
-                RF.add_relu(x, r),
-            ]
-            torch.autograd.backward(outs, [torch.empty_like(o) for o in outs])
+            # BN + ReLU, BN + add + ReLU (a block's last), BN alone (downsample).
+            for residual, relu in ((False, True), (True, True), (False, False)):
+                x, r = _act(torch, c, h, dtype, True), _act(torch, c, h, dtype, True)
+                w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+                stats = [torch.zeros(c), torch.ones(c), w, b]
+                res = r if residual else None
+                y = RT.batch_norm_act(x, res, *stats, training, 0.1, 1e-5, relu)
+                y.backward(torch.empty_like(y))
+        x, r = _act(torch, c, h, dtype, True), _act(torch, c, h, dtype, True)
+        y = RT.add_relu(x, r)
+        y.backward(torch.empty_like(y))
 
 
 def _sig_type(value) -> str:
@@ -157,7 +167,9 @@ def describe(fn, args, constexpr_and_config: dict, binaries: dict) -> None:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     key = (fn.__name__, tuple(signature.items()), repr(sorted(constexprs.items())), warps, stages)
     if key not in binaries:
-        dtype = next((t[1:] for t in signature.values() if t.startswith("*fp") or t == "*bf16"))
+        dtype = next(t[1:] for t in signature.values() if t.startswith("*fp") or t == "*bf16")
+        if dtype == "fp32" and constexprs.get("DOT_PRECISION") == "ieee":
+            dtype = "fp32-ieee"
         tiles = {k: v for k, v in constexprs.items() if k.startswith("BLOCK")}
         flags = {k: v for k, v in constexprs.items() if not k.startswith("BLOCK")}
         binaries[key] = dict(
@@ -168,10 +180,11 @@ def describe(fn, args, constexpr_and_config: dict, binaries: dict) -> None:
         )  # fmt: skip
 
 
-# ptxas -v: "Used 168 registers, used 1 barriers, 80 bytes cmem[0]" and
-# "8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads".
-USED_RE = re.compile(r"Used (\d+) registers")
-FRAME_RE = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+# cuobjdump --dump-resource-usage, per function:
+#   Function _conv2d_fwd_kernel:
+#   REG:128 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:... TEXTURE:0 SURFACE:0 SAMPLER:0
+# STACK / LOCAL above 0: registers spilled to local memory.
+USAGE_RE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
 def compile_one(item: dict) -> dict:
@@ -190,22 +203,18 @@ def compile_one(item: dict) -> dict:
             options={"num_warps": item["warps"], "num_stages": item["stages"]},
         )
         out["smem"] = compiled.metadata.shared
-        ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+        tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
         with tempfile.TemporaryDirectory() as tmp:
-            ptx = Path(tmp) / "k.ptx"
-            ptx.write_text(compiled.asm["ptx"])
+            cubin = Path(tmp) / "k.cubin"
+            cubin.write_bytes(compiled.asm["cubin"])
             proc = subprocess.run(
-                [str(ptxas), "-v", "--gpu-name=sm_90a", str(ptx), "-o", str(Path(tmp) / "k.o")],
-                capture_output=True, text=True,
-            )  # fmt: skip
-        log = proc.stdout + proc.stderr
-        if proc.returncode != 0:
-            raise RuntimeError(log[-2000:])
-        out["regs"] = int(USED_RE.search(log).group(1))
-        frame = FRAME_RE.search(log)
-        out["stack"], out["spill"] = (
-            (int(frame.group(1)), int(frame.group(2)) + int(frame.group(3))) if frame else (0, 0)
-        )
+                [str(tool), "--dump-resource-usage", str(cubin)], capture_output=True, text=True
+            )
+        usage = USAGE_RE.search(proc.stdout)
+        if proc.returncode != 0 or usage is None:
+            raise RuntimeError(f"cuobjdump: {proc.stdout[-1000:]}{proc.stderr[-1000:]}")
+        out["regs"], out["stack"] = int(usage.group(1)), int(usage.group(2))
+        out["spill"] = int(usage.group(4))  # local memory: spilled registers
     except Exception as error:  # noqa: BLE001  (reported per binary, the gate fails)
         out["error"] = f"{type(error).__name__}: {str(error)[-1500:]}"
     out["seconds"] = time.time() - start
@@ -215,7 +224,7 @@ def compile_one(item: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--dtypes", default="bf16,fp16,fp32")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
     args = parser.parse_args()
     start = time.time()
     binaries = record_launches([d.strip() for d in args.dtypes.split(",")])
@@ -229,7 +238,7 @@ def main() -> int:
     ) as pool:
         results = list(pool.map(compile_one, items))
     failures = []
-    header = ["kernel", "config", "dtype", "flags", "regs", "smem B", "spill B", "stack B"]
+    header = ["kernel", "config", "dtype", "flags", "regs", "smem B", "local B", "stack B"]
     table = [header]
     for r in sorted(results, key=lambda r: (r["kernel"], r["dtype"], r["config"], str(r["flags"]))):
         flags = ",".join(f"{k}={_short(v)}" for k, v in r["flags"].items())
@@ -241,7 +250,7 @@ def main() -> int:
         table.append([r["kernel"], r["config"], r["dtype"], flags,
                       *(str(r[k]) for k in ("regs", "smem", "spill", "stack"))])  # fmt: skip
         if r["spill"] or r["stack"]:
-            failures.append(f"{what}: {r['spill']} B spilled, {r['stack']} B stack")
+            failures.append(f"{what}: spills: {r['spill']} B local memory, {r['stack']} B stack")
         if r["smem"] > SMEM_LIMIT:
             failures.append(f"{what}: {r['smem']} B shared memory > {SMEM_LIMIT}")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -3,7 +3,7 @@ two commands of under 8 minutes each (a lent machine: 15 minutes in all, its
 start included, at most 10 per command):
 
     python benchmarks/gpu_check.py --command 1 --out $OUT/part1   # build, tests
-    python benchmarks/gpu_check.py --command 2 --out $OUT/part2   # sanitize, bench, triton, models
+    python benchmarks/gpu_check.py --command 2 --out $OUT/part2   # sanitize, benchmarks
     python benchmarks/gpu_check.py --merge $OUT/part1/gpu_check.json $OUT/part2/gpu_check.json --out DIR
 
 Steps, and their budget (estimated from CPU equivalents measured on the

@@ -6,9 +6,8 @@ It is written with differentiable torch ops, so gradients flow to the conv
 weight and the BN affine parameters (fine-tuning with frozen statistics).
 """
 
-from collections.abc import Callable, Sequence
-
 import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

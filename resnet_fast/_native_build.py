@@ -159,5 +159,5 @@ def _import(library: str) -> ModuleType:
 def _register(module: ModuleType) -> ModuleType:
     """Makes the library resnet_fast._C, as an ahead-of-time build is."""
     sys.modules["resnet_fast._C"] = module
-    setattr(sys.modules["resnet_fast"], "_C", module)
+    sys.modules["resnet_fast"]._C = module
     return module

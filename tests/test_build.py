@@ -109,7 +109,11 @@ REPO = Path(__file__).resolve().parent.parent
 def _tracked_copy(dest: Path) -> Path:
     """The repository's tracked files (what a fresh clone has) under dest."""
     files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
         if (REPO / rel).is_file():
@@ -195,7 +199,11 @@ def test_shipped_sources_load_from_the_cache(tmp_path):
     """An install without _C (pure wheel) computes the cache key from the
     shipped sources and loads the library cached there, without building."""
     site = tmp_path / "site"
-    shutil.copytree(REPO / "resnet_fast", site / "resnet_fast", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    shutil.copytree(
+        REPO / "resnet_fast",
+        site / "resnet_fast",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+    )
     shutil.copytree(REPO / "csrc", site / "resnet_fast" / "csrc")
     key = _native_build.build_plan(str(REPO))["key"]
     assert _native_build.build_plan(str(site / "resnet_fast"))["key"] == key
@@ -207,7 +215,9 @@ def test_shipped_sources_load_from_the_cache(tmp_path):
     code = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'ditable' not in repr(f)]\n"
     code += "import resnet_fast; print(resnet_fast._C.__file__); print(resnet_fast.build_info()['backends'])"
     env = {**os.environ, "PYTHONPATH": str(site), "RESNET_FAST_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[0] == str(cached / "_C.so")
     assert "building" not in proc.stderr

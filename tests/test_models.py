@@ -132,4 +132,6 @@ def test_convert_of_torchvision_models_computes_the_same(name):
     tv(x).square().sum().backward()
     fast(x).square().sum().backward()
     for (k, a), b in zip(fast.named_parameters(), tv.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-8 * b.grad.abs().max().item(), msg=k)
+        torch.testing.assert_close(
+            a.grad, b.grad, rtol=1e-8, atol=1e-8 * b.grad.abs().max().item(), msg=k
+        )

@@ -77,16 +77,31 @@ def _conv_configs() -> list[triton.Config]:
     ]
 
 
+# Shared memory one H100 block may use (A100: 163 KB; Triton then fails the
+# launch of a larger config, and the autotuner skips it).
+SMEM_LIMIT = 227 * 1024
+
+
+def conv_smem_bytes(config: triton.Config, element_size: int) -> int:
+    """Shared memory of the convolution's software pipeline: num_stages - 1
+    buffered [BLOCK_M, BLOCK_K] input and [BLOCK_K, BLOCK_N] weight tiles."""
+    m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    return max(config.num_stages - 1, 1) * (m + n) * k * element_size
+
+
 def _prune_conv(configs, named_args, **kwargs):
-    """Drops tiles far wider than the problem: a group with 8 output
+    """Drops tiles far wider than the problem (a group with 8 output
     channels gains nothing from BLOCK_N = 256, nor a stem with 3 input
-    channels from BLOCK_K = 64."""
+    channels from BLOCK_K = 64) and tiles whose pipeline cannot fit in
+    shared memory in this dtype (fp64's large tiles)."""
     c_out, c_in = named_args["C_out_g"], named_args["C_in_g"]
+    size = named_args["x_ptr"].element_size()
     kept = [
         c
         for c in configs
         if c.kwargs["BLOCK_N"] <= max(16, triton.next_power_of_2(c_out))
         and c.kwargs["BLOCK_K"] <= max(16, triton.next_power_of_2(c_in))
+        and conv_smem_bytes(c, size) <= SMEM_LIMIT
     ]
     return kept or configs[-1:]
 
