@@ -7,8 +7,9 @@
    BatchNorm (+ add) (+ ReLU) forward and backward at every BN shape, the
    add + ReLU; fp32 under both of PyTorch's precision policies (TF32, the
    default, and IEEE fp32 with torch.backends.cudnn.allow_tf32 off).
-   Kernels are not run: the autotuner's run() is replaced by a recorder that asks the autotuner which configs it may choose for that
-   launch (its own pruning, on the launch's real arguments).
+   Kernels are not run: the autotuner's run() is replaced by a recorder
+   that asks the autotuner which configs it may choose for that launch (its
+   own pruning, on the launch's real arguments).
 2. Compiles each distinct binary once, ahead of time, with Triton's compiler
    for GPUTarget("cuda", 90, 64). A binary depends on the kernel, its
    constexprs (the config's tiles included), warps, stages and argument

@@ -4,7 +4,8 @@ start included, at most 10 per command):
 
     python benchmarks/gpu_check.py --command 1 --out $OUT/part1   # build, tests
     python benchmarks/gpu_check.py --command 2 --out $OUT/part2   # sanitize, benchmarks
-    python benchmarks/gpu_check.py --merge $OUT/part1/gpu_check.json $OUT/part2/gpu_check.json --out DIR
+    python benchmarks/gpu_check.py --out DIR \\
+        --merge $OUT/part1/gpu_check.json $OUT/part2/gpu_check.json
 
 Steps, and their budget (estimated from CPU equivalents measured on the
 2-core CI machine, scaled to the GPU machine's 16 cores; each step has a
