@@ -188,6 +188,13 @@ def describe(fn, args, constexpr_and_config: dict, binaries: dict) -> None:
 USAGE_RE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
+_ITEMS: list[dict] = []  # the recorded binaries; forked workers inherit them
+
+
+def compile_index(i: int) -> dict:
+    return compile_one(_ITEMS[i])
+
+
 def compile_one(item: dict) -> dict:
     """Compiles one binary; returns the item with regs, smem, spills or error."""
     import triton
@@ -230,14 +237,14 @@ def main() -> int:
     start = time.time()
     binaries = record_launches([d.strip() for d in args.dtypes.split(",")])
     print(f"triton gate: {len(binaries)} distinct binaries recorded ({time.time() - start:.0f} s)")
-    items = list(binaries.values())
+    _ITEMS[:] = binaries.values()
     # fork: the workers inherit the recorded kernels (JITFunction objects).
     import multiprocessing
 
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=max(args.jobs, 1), mp_context=multiprocessing.get_context("fork")
     ) as pool:
-        results = list(pool.map(compile_one, items))
+        results = list(pool.map(compile_index, range(len(_ITEMS))))
     failures = []
     header = ["kernel", "config", "dtype", "flags", "regs", "smem B", "local B", "stack B"]
     table = [header]
