@@ -122,6 +122,21 @@ def test_fp32_precision_follows_pytorchs_tf32_policy(monkeypatch):
     assert "DOT_PRECISION" in _kernel.keys  # each policy autotunes (and compiles) its own
 
 
+def test_configs_that_cannot_fit_shared_memory_are_pruned():
+    """A 128x256x64 tile, 3 stages: 2 x (128 + 256) x 64 elements buffered,
+    192 KB in fp32 (fits in an H100's 227 KB), 384 KB in fp64 (cannot)."""
+    import triton
+
+    from resnet_fast.triton import configs
+
+    big = triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_stages=3)
+    small = triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_stages=4)
+    assert configs.conv_smem_bytes(big, 4) == 192 * 1024
+    for dtype, expected in ((torch.float32, [big, small]), (torch.float64, [small])):
+        args = {"C_out_g": 512, "C_in_g": 512, "x_ptr": torch.empty(1, dtype=dtype)}
+        assert configs._prune_conv([big, small], args) == expected
+
+
 @pytest.mark.skipif(TRITON_DEVICE != "cuda", reason="the interpreter multiplies in fp32 either way")
 @pytest.mark.parametrize("name", ["3x3_s1", "1x1_s2"])
 def test_fp32_ieee_when_tf32_is_off(name, gen, monkeypatch):
