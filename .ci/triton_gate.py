@@ -244,7 +244,12 @@ def main() -> int:
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=max(args.jobs, 1), mp_context=multiprocessing.get_context("fork")
     ) as pool:
-        results = list(pool.map(compile_index, range(len(_ITEMS))))
+        futures = [pool.submit(compile_index, i) for i in range(len(_ITEMS))]
+        results = []
+        for done in concurrent.futures.as_completed(futures):
+            results.append(done.result())
+            if len(results) % 50 == 0:
+                print(f"triton gate: {len(results)} / {len(futures)} compiled", flush=True)
     failures = []
     header = ["kernel", "config", "dtype", "flags", "regs", "smem B", "local B", "stack B"]
     table = [header]
