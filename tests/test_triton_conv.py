@@ -135,6 +135,11 @@ def test_configs_that_cannot_fit_shared_memory_are_pruned():
     for dtype, expected in ((torch.float32, [big, small]), (torch.float64, [small])):
         args = {"C_out_g": 512, "C_in_g": 512, "x_ptr": torch.empty(1, dtype=dtype)}
         assert configs._prune_conv([big, small], args) == expected
+    # IEEE fp32 (FMA, no tensor cores): 128 accumulator registers per thread spill.
+    wide = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4)
+    args = {"C_out_g": 512, "C_in_g": 512, "x_ptr": torch.empty(1)}
+    assert configs._prune_conv([wide, small], args, DOT_PRECISION="tf32") == [wide, small]
+    assert configs._prune_conv([wide, small], args, DOT_PRECISION="ieee") == [small]
 
 
 @pytest.mark.skipif(TRITON_DEVICE != "cuda", reason="the interpreter multiplies in fp32 either way")
