@@ -1,74 +1,91 @@
-"""Builds resnet_fast._C: the C++ CPU kernels always, the CUDA kernels when the
-installed torch has CUDA and nvcc is found (RESNET_FAST_CUDA=0/1 forces).
+"""Builds resnet_fast.
 
+    pip install .                             # torch already installed
     pip install --no-build-isolation .        # or -e . for development
+
+With torch importable (``--no-build-isolation``), resnet_fast._C is compiled
+here, ahead of time: the C++ CPU kernels always, the CUDA kernels when the
+installed torch has CUDA and a CUDA toolkit is found (RESNET_FAST_CUDA=0/1
+forces). In pip's isolated build environment torch is not there (pip would
+otherwise download some torch to build against, not the one the user runs),
+so the wheel is pure Python and carries csrc/; the extension is then built
+against the installed torch at first import (resnet_fast/_native_build.py).
+The sources and flags of both builds come from resnet_fast/_extension_spec.py.
 """
 
-import glob
+import importlib.util
 import os
+import shutil
 
-import torch
 from setuptools import setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def _rel(paths):
-    return sorted(os.path.relpath(p, ROOT) for p in paths)
+def _load_spec():
+    # By path: importing the resnet_fast package would import torch.
+    path = os.path.join(ROOT, "resnet_fast", "_extension_spec.py")
+    module_spec = importlib.util.spec_from_file_location("_resnet_fast_extension_spec", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
-def _want_cuda():
-    forced = os.environ.get("RESNET_FAST_CUDA")
-    cuda_sources = glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))
-    if forced is not None and forced not in ("0", "1"):
-        raise SystemExit(f"RESNET_FAST_CUDA must be 0 or 1, got {forced!r}")
-    if forced == "0" or not cuda_sources:
-        return False
-    available = torch.version.cuda is not None and CUDA_HOME is not None
-    if forced == "1" and not available:
-        raise SystemExit(
-            "RESNET_FAST_CUDA=1 but the CUDA build is impossible: "
-            f"torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME}"
-        )
-    return available
+spec = _load_spec()
+
+
+class BuildPyWithSources(build_py):
+    """Copies csrc/ into the package (resnet_fast/csrc): the first-import
+    build compiles from there."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "resnet_fast", "csrc")
+        shutil.rmtree(target, ignore_errors=True)
+        for rel in spec.all_source_files(ROOT):
+            out = os.path.join(self.build_lib, "resnet_fast", rel)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            shutil.copyfile(os.path.join(ROOT, rel), out)
 
 
 def _extension():
-    # The portable kernel build comes first: see csrc/cpu/kernels/capability_default.cpp.
-    kernels = ["capability_default.cpp", "capability_avx2.cpp", "capability_avx512.cpp"]
-    sources = [os.path.join("csrc", "cpu", "kernels", k) for k in kernels]
-    sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
-    sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
-    # ATen's at::parallel_for is header code over OpenMP pragmas (torch's CPU
-    # builds use AT_PARALLEL_OPENMP): without -fopenmp it silently runs on one
-    # thread. The libgomp it links resolves, by soname, to the one torch loaded.
-    cxx = ["-O3", "-fopenmp", "-Wno-psabi", "-Wno-unknown-pragmas"]
-    link = ["-fopenmp"]
-    if not _want_cuda():
+    import torch  # noqa: F401  (cpp_extension expects it loaded)
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    try:
+        cuda, home, why = spec.want_cuda(ROOT, torch.version.cuda)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    sources = spec.cpu_sources(ROOT)
+    cxx, link = list(spec.CXX_FLAGS), list(spec.LINK_FLAGS)
+    if not cuda:
+        if torch.version.cuda is not None:
+            print(f"resnet_fast: building the CPU kernels only: {why}")
         return CppExtension(
             "resnet_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
-    # torch's cpp_extension turns TORCH_CUDA_ARCH_LIST into -gencode flags;
-    # without it, the default covers A100 (sm_80) and H100 (sm_90) plus PTX
-    # for newer GPUs.
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    spec.use_cuda_home(home)
+    archs = spec.cuda_archs()
     os.environ["TORCH_CUDA_ARCH_LIST"] = archs
-    # Entry points (torch-facing) and the pure-CUDA kernels with their launchers.
-    sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
-    sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "kernels", "*.cu")))
-    defines = ["-DRESNET_FAST_WITH_CUDA", f'-DRESNET_FAST_CUDA_ARCHS="{archs}"']
-    # -lineinfo: compute-sanitizer and profilers map back to source lines.
-    nvcc = ["-O3", "-lineinfo"] + defines
+    defines = spec.cuda_defines(archs)
     return CUDAExtension(
         "resnet_fast._C",
-        sources,
-        extra_compile_args={"cxx": cxx + defines, "nvcc": nvcc},
+        sources + spec.cuda_sources(ROOT),
+        extra_compile_args={"cxx": cxx + defines, "nvcc": spec.NVCC_FLAGS + defines},
         extra_link_args=link,
     )
 
 
-setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+if importlib.util.find_spec("torch") is None:
+    setup(cmdclass={"build_py": BuildPyWithSources})
+else:
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(
+        ext_modules=[_extension()],
+        cmdclass={
+            "build_py": BuildPyWithSources,
+            "build_ext": BuildExtension.with_options(use_ninja=True),
+        },
+    )

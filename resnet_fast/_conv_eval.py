@@ -6,6 +6,7 @@ It is written with differentiable torch ops, so gradients flow to the conv
 weight and the BN affine parameters (fine-tuning with frozen statistics).
 """
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,6 +16,10 @@ from torch import Tensor
 _IntOr2 = int | Sequence[int]
 # Read once: torch.compile does not trace into torch.backends.
 _ONEDNN = torch.backends.mkldnn.is_available()
+# Before torch 2.13, oneDNN's convolution with a sum post-op fails on a 1x1
+# input ("could not create a memory"); those calls take the unfused path.
+_BINARY_NEEDS_2PX = torch.torch_version.TorchVersion(torch.__version__) < (2, 13)
+_warned_1px = False
 
 
 def fold_bn(
@@ -86,6 +91,21 @@ def _onednn_post_ops_apply(input: Tensor, weight: Tensor, tensors: Sequence[Tens
     return not needs_grad
 
 
+def _binary_1px_unsupported(input: Tensor, residual: Tensor | None) -> bool:
+    global _warned_1px
+    if residual is None or not _BINARY_NEEDS_2PX or input.shape[-2] * input.shape[-1] != 1:
+        return False
+    if not _warned_1px:
+        _warned_1px = True
+        warnings.warn(
+            f"resnet_fast: torch {torch.__version__} cannot run oneDNN's fused convolution + add "
+            "on a 1x1 input; those convolutions run unfused (torch >= 2.13 fuses them)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return True
+
+
 def conv_folded_act(
     input: Tensor,
     weight: Tensor,
@@ -107,7 +127,9 @@ def conv_folded_act(
     cache); otherwise the convolution with bias followed by the fused add_relu
     op (or ReLU).
     """
-    if _onednn_post_ops_apply(input, weight, (bias, residual)):
+    if _onednn_post_ops_apply(input, weight, (bias, residual)) and not _binary_1px_unsupported(
+        input, residual
+    ):
         if packed is not None:
             weight = packed()
         unary = "relu" if relu else "none"

@@ -1,15 +1,38 @@
-"""Loads the compiled library resnet_fast._C, which registers torch.ops.resnet_fast."""
+"""Loads the compiled library resnet_fast._C, which registers torch.ops.resnet_fast
+(building it first when the install shipped sources only)."""
+
+import importlib.util
+import os
+import sys
 
 import torch  # noqa: F401  (torch must be loaded before the extension)
 
-try:
-    from . import _C
-except ImportError as error:  # pragma: no cover - exercised only on a broken install
-    raise ImportError(
-        "resnet_fast's compiled library resnet_fast._C is missing or does not load "
-        f"({error}). Build it with:  pip install --no-build-isolation -e .  "
-        "(from the repository root, with torch already installed)"
-    ) from error
+
+def _built_here() -> bool:
+    """Whether this package folder holds a compiled _C (an editable install
+    of another checkout can answer for resnet_fast._C too: not ours)."""
+    if "resnet_fast._C" in sys.modules:
+        return True
+    found = importlib.util.find_spec(".._C", __name__)
+    here = os.path.dirname(os.path.abspath(__file__))
+    return found is not None and os.path.dirname(os.path.abspath(found.origin or "")) == here
+
+
+if _built_here():
+    # Built ahead of time (pip install --no-build-isolation, setup.py build_ext).
+    try:
+        from . import _C
+    except ImportError as error:  # pragma: no cover - exercised only on a broken install
+        raise ImportError(
+            "resnet_fast's compiled library resnet_fast._C does not load "
+            f"({error}). Rebuild it against the installed torch with:  "
+            "pip install --no-build-isolation -e .  (from the repository root)"
+        ) from error
+else:
+    # A plain `pip install .` ships the sources: built once, at first import.
+    from ._native_build import load as _load
+
+    _C = _load()
 
 
 # Read once: a constant for torch.compile, which cannot trace into pybind11.

@@ -86,3 +86,168 @@ def test_missing_native_library_names_the_build_command():
     )
     out, _ = run_python(code)
     assert "pip install --no-build-isolation -e ." in out
+
+
+# --- installs that ship sources, the CUDA toolkit's root, the 1-pixel eval path ---
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+
+from resnet_fast import _conv_eval, _native_build  # noqa: E402
+from resnet_fast import _extension_spec as spec  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tracked_copy(dest: Path) -> Path:
+    """The repository's tracked files (what a fresh clone has) under dest."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / rel, dest / rel)
+    return dest
+
+
+def _fake_toolkit(tmp_path: Path, dryrun_top: bool) -> tuple[Path, Path]:
+    """A CUDA toolkit folder and a folder whose nvcc is a wrapper script exec'ing it."""
+    toolkit = tmp_path / "cuda-99.0"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "lib64").mkdir()
+    (toolkit / "lib64" / "libcudart.so").write_text("")
+    top = f'echo "#$ TOP={toolkit}/bin/.."' if dryrun_top else "true"
+    (toolkit / "bin" / "nvcc").write_text(f"#!/bin/sh\n{top}\n")
+    wrapper = tmp_path / "wrapper"
+    wrapper.mkdir()
+    (wrapper / "nvcc").write_text(f'#!/bin/sh\nexec {toolkit}/bin/nvcc "$@"\n')
+    for f in (toolkit / "bin" / "nvcc", wrapper / "nvcc"):
+        f.chmod(0o755)
+    return toolkit, wrapper
+
+
+@pytest.mark.parametrize("dryrun_top", [True, False])
+def test_cuda_home_found_through_a_wrapper_nvcc(tmp_path, monkeypatch, dryrun_top):
+    """torch guesses dirname(dirname(which nvcc)), the wrapper's folder, which
+    has no libcudart: the toolkit is found from nvcc --dryrun's TOP line."""
+    toolkit, wrapper = _fake_toolkit(tmp_path, dryrun_top)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", f"{wrapper}:/usr/bin:/bin")
+    found = spec.resolve_cuda_home()
+    if dryrun_top:
+        assert found == str(toolkit.resolve())
+        assert spec.want_cuda(str(REPO), "13.0") == (True, found, "")
+    else:  # a script, not a symlink: nothing names the toolkit
+        assert found is None or found != str(wrapper.parent)
+    # CUDA_HOME wins, and a wrong one is an error that says what to set.
+    monkeypatch.setenv("CUDA_HOME", str(toolkit))
+    assert spec.resolve_cuda_home() == str(toolkit)
+    monkeypatch.setenv("CUDA_HOME", str(wrapper))
+    with pytest.raises(RuntimeError, match="Set CUDA_HOME to the toolkit's root"):
+        spec.want_cuda(str(REPO), "13.0")
+    monkeypatch.setenv("RESNET_FAST_CUDA", "0")
+    assert spec.want_cuda(str(REPO), "13.0")[0] is False
+
+
+def test_forced_cuda_without_cuda_torch_is_an_error(monkeypatch):
+    monkeypatch.setenv("RESNET_FAST_CUDA", "1")
+    with pytest.raises(RuntimeError, match="install a CUDA build of torch"):
+        spec.want_cuda(str(REPO), None)
+    monkeypatch.setenv("RESNET_FAST_CUDA", "yes")
+    with pytest.raises(RuntimeError, match="must be 0 or 1"):
+        spec.want_cuda(str(REPO), None)
+
+
+def test_isolated_build_makes_a_pure_wheel_with_the_sources(tmp_path):
+    """pip's isolated build environment has no torch: setup.py then makes a
+    pure-Python wheel that carries csrc/ for the first-import build."""
+    src = _tracked_copy(tmp_path / "src")
+    hide_torch = (
+        "import sys; sys.modules['torch'] = None; "
+        "sys.argv = ['setup.py', '-q', 'bdist_wheel', '-d', sys.argv[1]]; "
+        "exec(compile(open('setup.py').read(), 'setup.py', 'exec'), "
+        "{'__file__': 'setup.py', '__name__': '__main__'})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", hide_torch, str(tmp_path / "dist")],
+        cwd=src, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for rel in spec.all_source_files(str(REPO)):
+        assert f"resnet_fast/{rel}" in names
+    assert "resnet_fast/_native_build.py" in names
+    assert not [n for n in names if n.endswith(".so")]
+
+
+def test_shipped_sources_load_from_the_cache(tmp_path):
+    """An install without _C (pure wheel) computes the cache key from the
+    shipped sources and loads the library cached there, without building."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        REPO / "resnet_fast",
+        site / "resnet_fast",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+    )
+    shutil.copytree(REPO / "csrc", site / "resnet_fast" / "csrc")
+    key = _native_build.build_plan(str(REPO))["key"]
+    assert _native_build.build_plan(str(site / "resnet_fast"))["key"] == key
+    cached = tmp_path / "cache" / key
+    cached.mkdir(parents=True)
+    shutil.copyfile(resnet_fast._C.__file__, cached / "_C.so")
+    (cached / "built").touch()
+    # An editable install of resnet_fast elsewhere must not supply the _C.
+    code = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'ditable' not in repr(f)]\n"
+    code += "import resnet_fast; print(resnet_fast._C.__file__); print(resnet_fast.build_info()['backends'])"
+    env = {**os.environ, "PYTHONPATH": str(site), "RESNET_FAST_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == str(cached / "_C.so")
+    assert "building" not in proc.stderr
+    # A changed source is another build: another key.
+    header = site / "resnet_fast" / "csrc" / "checks.h"
+    header.write_text(header.read_text() + "\n")
+    assert _native_build.build_plan(str(site / "resnet_fast"))["key"] != key
+
+
+def test_one_pixel_residual_conv_runs_unfused_where_onednn_cannot(monkeypatch):
+    """torch < 2.13: oneDNN's conv + sum post-op fails on 1x1 inputs; those
+    calls run unfused, with one warning, and give the same result."""
+    monkeypatch.setattr(_conv_eval, "_BINARY_NEEDS_2PX", True)
+    monkeypatch.setattr(_conv_eval, "_warned_1px", False)
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(8, 6, 1, 1, generator=g), torch.randn(8, generator=g)
+
+    def run(hw):
+        x = torch.randn(2, 6, hw, hw, generator=g)
+        r = torch.randn(2, 8, hw, hw, generator=g)
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = _conv_eval.conv_folded_act(
+                x, w, b, 1, 0, 1, 1, r, True, lambda a, c: torch.relu(a + c)
+            )
+        expected = torch.relu(F.conv2d(x.double(), w.double(), b.double()) + r.double())
+        torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+        return [str(c.message) for c in caught]
+
+    assert run(2) == []
+    (message,) = run(1)
+    assert "run unfused" in message
+    assert run(1) == []  # once

@@ -38,15 +38,26 @@ def test_parameter_count_and_keys(name):
     ],
 )
 def test_state_dict_round_trips_with_torchvision(name):
+    """Same keys both ways, and the same function: equal to rounding in
+    float64; in float32 no further from float64 than torchvision is (deep
+    models at init have outputs of 1e4 and more, so fp32 rounding is large)."""
     import torchvision
 
     tv = getattr(torchvision.models, name)()
     fast = getattr(M, name)()
     fast.load_state_dict(tv.state_dict(), strict=True)
     tv.load_state_dict(fast.state_dict(), strict=True)
-    x = torch.randn(2, 3, 64, 64)
     tv.eval(), fast.eval()
-    torch.testing.assert_close(fast(x), tv(x), rtol=1e-4, atol=1e-4)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        y_fast32, y_tv32 = fast(x.float()), tv(x.float())
+        fast, tv = fast.double(), tv.double()
+        y_fast, y_tv = fast(x), tv(x)
+    scale = y_tv.abs().max().item()
+    torch.testing.assert_close(y_fast, y_tv, rtol=1e-10, atol=1e-10 * scale)
+    tv_err = (y_tv32.double() - y_tv).abs().max().item()
+    fast_err = (y_fast32.double() - y_tv).abs().max().item()
+    assert fast_err <= 2 * tv_err + 1e-6 * scale, (fast_err, tv_err, scale)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +106,32 @@ def test_option_a_shortcut_pads_zeros():
     assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
     assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
     assert sum(p.numel() for p in shortcut.parameters()) == 0
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed (no CPU build here)")
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
+def test_convert_of_torchvision_models_computes_the_same(name):
+    """convert() of a real torchvision model: the same outputs and gradients
+    in float64 (training, then eval), the same state_dict."""
+    import torchvision
+
+    import resnet_fast
+
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)(num_classes=10).double()
+    fast = resnet_fast.convert(tv, inplace=False)
+    assert list(fast.state_dict()) == list(tv.state_dict())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    for mode in ("train", "eval"):
+        getattr(tv, mode)(), getattr(fast, mode)()
+        y_tv, y_fast = tv(x), fast(x)
+        torch.testing.assert_close(y_fast, y_tv, rtol=1e-10, atol=1e-10 * y_tv.abs().max().item())
+    for p in list(tv.parameters()) + list(fast.parameters()):
+        p.grad = None
+    tv.train(), fast.train()
+    tv(x).square().sum().backward()
+    fast(x).square().sum().backward()
+    for (k, a), b in zip(fast.named_parameters(), tv.parameters(), strict=True):
+        torch.testing.assert_close(
+            a.grad, b.grad, rtol=1e-8, atol=1e-8 * b.grad.abs().max().item(), msg=k
+        )

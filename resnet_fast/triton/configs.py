@@ -77,16 +77,47 @@ def _conv_configs() -> list[triton.Config]:
     ]
 
 
+# Shared memory one H100 block may use (A100: 163 KB; Triton then fails the
+# launch of a larger config, and the autotuner skips it).
+SMEM_LIMIT = 227 * 1024
+
+
+def conv_smem_bytes(config: triton.Config, element_size: int) -> int:
+    """Shared memory of the convolution's software pipeline: num_stages - 1
+    buffered [BLOCK_M, BLOCK_K] input and [BLOCK_K, BLOCK_N] weight tiles."""
+    m, n, k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    return max(config.num_stages - 1, 1) * (m + n) * k * element_size
+
+
+# IEEE fp32 and fp64 dots run on FMA units, the accumulator tile spread over
+# the threads' registers next to the operand fragments: past 64 accumulator
+# registers per thread (fp64: two per value) the kernel spills (the Triton
+# gate, .ci/triton_gate.py, checks every kept config for sm_90).
+FMA_ACC_REGS = 64
+
+
+def fma_acc_regs(config: triton.Config, element_size: int) -> int:
+    """32-bit registers per thread holding the accumulator of an FMA dot."""
+    m, n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    return m * n * max(element_size // 4, 1) // (32 * config.num_warps)
+
+
 def _prune_conv(configs, named_args, **kwargs):
-    """Drops tiles far wider than the problem: a group with 8 output
+    """Drops tiles far wider than the problem (a group with 8 output
     channels gains nothing from BLOCK_N = 256, nor a stem with 3 input
-    channels from BLOCK_K = 64."""
+    channels from BLOCK_K = 64), tiles whose pipeline cannot fit in shared
+    memory in this dtype (fp64's large tiles), and, for dots without tensor
+    cores (IEEE fp32, fp64), tiles whose accumulator would spill."""
     c_out, c_in = named_args["C_out_g"], named_args["C_in_g"]
+    size = named_args["x_ptr"].element_size()
+    fma = size == 8 or (size == 4 and kwargs.get("DOT_PRECISION") == "ieee")
     kept = [
         c
         for c in configs
         if c.kwargs["BLOCK_N"] <= max(16, triton.next_power_of_2(c_out))
         and c.kwargs["BLOCK_K"] <= max(16, triton.next_power_of_2(c_in))
+        and conv_smem_bytes(c, size) <= SMEM_LIMIT
+        and (not fma or fma_acc_regs(c, size) <= FMA_ACC_REGS)
     ]
     return kept or configs[-1:]
 

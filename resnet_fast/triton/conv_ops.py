@@ -26,9 +26,24 @@ from .conv_kernels import _conv2d_fwd_kernel
 
 _kernel = triton.autotune(
     configs.CONV,
-    key=["M", "C_in_g", "C_out_g", "H", "W", "stride_h", "sxc"],
+    # DOT_PRECISION: TF32 and IEEE fp32 are different kernels with different best tiles.
+    key=["M", "C_in_g", "C_out_g", "H", "W", "stride_h", "sxc", "DOT_PRECISION"],
     prune_configs_by=configs.CONV_PRUNE,
 )(_conv2d_fwd_kernel)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """The input precision of the convolution's dot products.
+
+    fp32 follows PyTorch's policy for its own fp32 convolutions:
+    torch.backends.cudnn.allow_tf32 (on by default) gives TF32 tensor-core
+    products (10-bit mantissa inputs, fp32 accumulation); off, IEEE fp32
+    products. fp64 is IEEE; Triton reads input_precision for fp32 operands
+    only, so bf16 / fp16 pass the default.
+    """
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    return "ieee" if dtype == torch.float64 else "tf32"
 
 
 def _pair(v: list[int]) -> tuple[int, int]:
@@ -73,9 +88,7 @@ def _launch(input, weight, bias, residual, stride, padding, dilation, groups, re
         KH=kh, KW=kw,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, RELU=relu, STATS=stats,
         ACC=tl_acc(input.dtype),
-        # fp32 stays fp32 (no TF32): the same numbers as the other backends.
-        # (Triton reads input_precision for fp32 operands only.)
-        DOT_PRECISION="ieee" if input.dtype in (torch.float32, torch.float64) else "tf32",
+        DOT_PRECISION=dot_precision(input.dtype),
         STATS_ROWS=rows,
         INTERPRETED=interpreting(),
     )  # fmt: skip
