@@ -123,16 +123,18 @@ def test_fp32_precision_follows_pytorchs_tf32_policy(monkeypatch):
 
 
 def test_configs_that_cannot_fit_shared_memory_are_pruned():
-    """A 128x256x64 tile, 3 stages: 2 x (128 + 256) x 64 elements buffered,
-    192 KB in fp32 (fits in an H100's 227 KB), 384 KB in fp64 (cannot)."""
+    """A 128x256x64 tile, 3 stages: 3 x (128 + 256) x 64 elements buffered,
+    144 KB in bf16 (fits in an H100's 227 KB), 288 KB in fp32 (the size Triton
+    compiles for sm_90: cannot fit), 576 KB in fp64."""
     import triton
 
     from resnet_fast.triton import configs
 
     big = triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_stages=3)
     small = triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_stages=4)
-    assert configs.conv_smem_bytes(big, 4) == 192 * 1024
-    for dtype, expected in ((torch.float32, [big, small]), (torch.float64, [small])):
+    assert configs.conv_smem_bytes(big, 4) == 294912
+    cases = ((torch.bfloat16, [big, small]), (torch.float32, [small]), (torch.float64, [small]))
+    for dtype, expected in cases:
         args = {"C_out_g": 512, "C_in_g": 512, "x_ptr": torch.empty(1, dtype=dtype)}
         assert configs._prune_conv([big, small], args) == expected
     # IEEE fp32 (FMA, no tensor cores): 128 accumulator registers per thread spill.
