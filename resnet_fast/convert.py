@@ -21,6 +21,7 @@ from torch import nn
 
 from .graph_fusion import TraceFailed
 from .graph_fusion.blocks import torchvision_dataflow
+from .graph_fusion.chains import NORMS
 from .models.reference import BasicBlock as PlainBasicBlock
 from .models.reference import Bottleneck as PlainBottleneck
 from .nn.batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, fuse_block_norms, unfuse_batchnorm
@@ -34,7 +35,6 @@ _BASIC = ("conv1", "bn1", "relu", "conv2", "bn2", "downsample")
 _BOTTLENECK = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu", "downsample")
 _FUSED_NORMS = (BatchNormReLU2d, BatchNormAddReLU2d)
 _DONE = (BasicBlock, Bottleneck, FusedGraph)
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def _block_kind(m: nn.Module) -> tuple[type | None, str]:
@@ -130,7 +130,7 @@ def _has_candidates(module: nn.Module) -> bool:
     """Whether a norm layer that is not fused yet lies in `module` outside fast modules."""
     if isinstance(module, _DONE):
         return False
-    if isinstance(module, _NORMS):
+    if isinstance(module, NORMS):
         return not isinstance(module, _FUSED_NORMS)
     return any(_has_candidates(c) for c in module._modules.values() if c is not None)
 

@@ -215,6 +215,8 @@ def test_load_state_dict_that_does_not_fit_loads_nothing():
         model.load_state_dict(state, assign=assign)
         with torch.no_grad():
             torch.testing.assert_close(model(x), donor.eval()(x))
+
+
 # --- the op surface: every argument checked at the entry ------------------------
 # Regressions of what tests/test_fuzz_ops.py found; each call below was a read
 # out of bounds, a wrong result or a crash before the checks.

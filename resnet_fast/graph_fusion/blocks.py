@@ -16,7 +16,7 @@ the fast-block route (nn/blocks.py) without changing what it computes.
 
 from torch import fx, nn
 
-from .chains import plain_bn
+from .chains import plain_bn, plain_conv
 from .spelling import add_operands, relu_operand
 from .tracing import TraceFailed, trace
 
@@ -36,8 +36,8 @@ def _single(node: fx.Node, name: str, source: fx.Node) -> bool:
 def _plain_parts(block: nn.Module, stages: int) -> str:
     for i in range(1, stages + 1):
         conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
-        if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros":
-            return f"conv{i} is not a plain nn.Conv2d"
+        if not plain_conv(conv):
+            return f"conv{i} is not a plain nn.Conv2d with numeric zero padding"
         if not plain_bn(bn):
             return (
                 f"bn{i} is {type(bn).__name__}, not nn.BatchNorm2d (fusing would change the math)"

@@ -50,10 +50,6 @@ class FusionState:
     cache: dict = field(default_factory=dict)
     memory: str = DEFAULT_MEMORY
 
-    def __getstate__(self):
-        # Folded weights are derived data (oneDNN-packed ones do not pickle).
-        return {"cache": {}, "memory": self.memory}
-
 
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:

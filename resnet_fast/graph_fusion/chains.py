@@ -21,7 +21,9 @@ from torch import fx, nn
 from ..nn.batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .spelling import add_operands, relu_operand, writes_in_place
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+# Every normalization layer: only plain nn.BatchNorm2d is fused; the others
+# are named in the report.
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
 def _named(prefix: str, node: fx.Node) -> str:
@@ -69,8 +71,18 @@ def plain_bn(module: nn.Module) -> bool:
     return type(module) is nn.BatchNorm2d
 
 
+def plain_conv(module: nn.Module) -> bool:
+    """Exactly nn.Conv2d with numeric zero padding: the fused convolutions take
+    explicit pads, not "same"/"valid" nor other padding modes."""
+    return (
+        type(module) is nn.Conv2d
+        and module.padding_mode == "zeros"
+        and isinstance(module.padding, tuple)
+    )
+
+
 def _plain_conv(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d and module.padding_mode == "zeros" and not _hooked(module)
+    return plain_conv(module) and not _hooked(module)
 
 
 def mutated_between(start: fx.Node, end: fx.Node, watched, modules) -> bool:
@@ -86,7 +98,7 @@ def mutated_between(start: fx.Node, end: fx.Node, watched, modules) -> bool:
 def _norm_note(node: fx.Node, module: nn.Module) -> LeftAlone | None:
     if plain_bn(module) or isinstance(module, (BatchNormReLU2d, BatchNormAddReLU2d)):
         return None
-    if isinstance(module, _NORMS):
+    if isinstance(module, NORMS):
         what = type(module).__name__
         return LeftAlone(
             str(node.target), f"{what} is not nn.BatchNorm2d (fusing would change the math)"
@@ -210,7 +222,7 @@ def find_chains(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[Chain | 
         if node.op != "call_module":
             continue
         module = modules.get(node.target)
-        if module is None or not isinstance(module, _NORMS):
+        if module is None or not isinstance(module, NORMS):
             continue
         if isinstance(module, (BatchNormReLU2d, BatchNormAddReLU2d)):
             continue  # fused already

@@ -24,13 +24,6 @@ _OPERATOR_IN_PLACE = {
 }  # fmt: skip
 
 
-def call_module(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None:
-    """The module a call_module node runs, else None."""
-    if node.op != "call_module":
-        return None
-    return modules.get(node.target)
-
-
 def relu_operand(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
     """The node a ReLU node reads, or None when `node` is no plain ReLU.
 

@@ -12,8 +12,9 @@ included, is seen by the next call.
 The fold itself is computed outside inference mode and outside autocast, so
 the cached tensors are ordinary tensors whatever context the first call ran
 in. Under autocast the folded convolution runs in autocast's dtype, as
-conv2d would, from a copy of the fold in that dtype cached beside it. Weights that are themselves inference tensors
-(a model built under torch.inference_mode()) carry no version counter: their
+conv2d would, from a copy of the fold in that dtype cached beside it.
+Weights that are themselves inference tensors (a model built under
+torch.inference_mode()) carry no version counter: their
 fold is recomputed on every call, with a warning once. Folds that need
 gradients (eval-mode fine-tuning) or happen under torch.compile are never
 cached. A cached fold that runs through oneDNN is also kept prepacked in

@@ -29,6 +29,9 @@ _SHARED = (
     "_forward_hooks_always_called",
     "_forward_pre_hooks",
     "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_is_full_backward_hook",
     "_state_dict_hooks",
     "_state_dict_pre_hooks",
     "_load_state_dict_pre_hooks",
@@ -83,6 +86,8 @@ class FusedGraph(FoldingMixin):
         self.__dict__["fusions"] = made
         self.__dict__["left_alone"] = left
         self.__dict__[STATE_ATTR] = FusionState(memory=memory)
+        # FoldingMixin's cache: train() and moving the module release it.
+        self.__dict__["_fold_cache"] = self.__dict__[STATE_ATTR].cache
         self.__dict__["memory"] = memory
 
     def __setattr__(self, name, value):
@@ -92,15 +97,6 @@ class FusedGraph(FoldingMixin):
 
     def forward(self, *args, **kwargs):
         return self._graph_forward(self, *args, **kwargs)
-
-    def train(self, mode: bool = True):
-        # Folded weights stay valid across eval() calls (they are keyed by the
-        # tensors' versions); training may change running statistics in
-        # ways that do not bump versions, so entering it drops them.
-        state = self.__dict__.get("_fusion_state")
-        if state is not None and mode:
-            state.cache.clear()
-        return super().train(mode)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(
