@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import conv1x1, conv3x3
 from ..nn.preact import PreActBasicBlock, PreActBottleneck
@@ -162,12 +163,8 @@ PREACT_SPECS = {
 def build_preact(name: str, blocks: dict[str, BlockType], fused: bool, **kwargs) -> PreActResNet:
     """A PREACT_SPECS model from the given block classes; kwargs: num_classes."""
     kind, layers, widths, stem, shortcut, init, classes = PREACT_SPECS[name]
-    unknown = set(kwargs) - {"num_classes"}
-    if unknown:
-        raise TypeError(f"{name}() got unexpected keyword arguments {sorted(unknown)}")
-    num_classes = kwargs.get("num_classes", classes)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
+    kwargs = check.model_kwargs(name, kwargs, ("num_classes",))
+    num_classes = check.positive_int(name, "num_classes", kwargs.get("num_classes", classes))
     return PreActResNet(
         blocks[kind], layers, widths, stem, shortcut, num_classes, fused=fused, init=init
     )
