@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -70,12 +71,17 @@ def sh(cmd: list[str], log: Path, env: dict | None = None, timeout: float | None
     print(f"+ {' '.join(cmd)}", flush=True)
     start = time.time()
     with open(log, "w") as f:
+        # Its own process group: on a timeout the whole tree goes (xdist
+        # workers, ninja/nvcc, the program under compute-sanitizer), so
+        # nothing of one step runs on into the next.
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         try:
-            proc = subprocess.run(
-                cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout
-            )
-            rc = proc.returncode
+            rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             rc = 124
     print(f"  rc={rc} in {time.time() - start:.0f} s (log: {log.name})", flush=True)
     return rc
@@ -106,7 +112,11 @@ def versions() -> dict:
     driver = ["--query-gpu=driver_version", "--format=csv,noheader"]
     for tool, args in (("nvcc", ["--version"]), ("nvidia-smi", driver)):
         path = shutil.which(tool)
-        out = subprocess.run([path, *args], capture_output=True, text=True).stdout if path else ""
+        out = (
+            subprocess.run([path, *args], capture_output=True, text=True, timeout=60).stdout
+            if path
+            else ""
+        )
         info[tool] = out.strip().splitlines()[-1] if out.strip() else None
     return info
 

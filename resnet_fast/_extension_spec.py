@@ -19,7 +19,11 @@ _ISA_KERNELS = ["capability_default.cpp", "capability_avx2.cpp", "capability_avx
 # ATen's at::parallel_for is header code over OpenMP pragmas (torch's CPU
 # builds use AT_PARALLEL_OPENMP): without -fopenmp it silently runs on one
 # thread. The libgomp it links resolves, by soname, to the one torch loaded.
-CXX_FLAGS = ["-O3", "-fopenmp", "-Wno-psabi", "-Wno-unknown-pragmas"]
+# -DNDEBUG and -fwrapv: what setuptools adds from Python's own flags to the
+# ahead-of-time build, stated here so the first-import build (which does not
+# add them) compiles the same code: without NDEBUG torch's headers keep their
+# debug asserts.
+CXX_FLAGS = ["-O3", "-DNDEBUG", "-fwrapv", "-fopenmp", "-Wno-psabi", "-Wno-unknown-pragmas"]
 LINK_FLAGS = ["-fopenmp"]
 # -lineinfo: compute-sanitizer and profilers map back to source lines.
 NVCC_FLAGS = ["-O3", "-lineinfo"]

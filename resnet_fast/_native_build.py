@@ -63,7 +63,10 @@ def build_plan(root: str) -> dict:
         cflags += spec.cuda_defines(archs)
         cuda_flags = spec.NVCC_FLAGS + spec.cuda_defines(archs)
     digest = hashlib.sha256()
-    for part in (torch.__version__, sys.version, repr(cflags), repr(cuda_flags), archs):
+    torch_build = f"{torch.__version__} {torch.version.git_version} {torch.version.cuda}"
+    parts = (torch_build, sys.version, repr(sources), repr(cflags), repr(cuda_flags),
+             repr(spec.LINK_FLAGS), archs, home or "")  # fmt: skip
+    for part in parts:
         digest.update(part.encode() + b"\0")
     for rel in spec.all_source_files(root):
         digest.update(rel.encode() + b"\0")
@@ -86,8 +89,8 @@ def load() -> ModuleType:
     """The compiled resnet_fast._C, built on first use and cached.
 
     Raises:
-        ImportError: no sources shipped, or the build failed (the compiler's
-            output is printed above the error).
+        ImportError: no sources shipped, the cache folder is not writable,
+            or the build failed (the compiler's output is in the message).
     """
     root = sources_root()
     if root is None:
@@ -97,8 +100,15 @@ def load() -> ModuleType:
     except RuntimeError as error:
         raise ImportError(f"resnet_fast: cannot build the C++ extension: {error}") from error
     folder = os.path.join(cache_root(), plan["key"])
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "build.lock"), "w") as lock:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock = open(os.path.join(folder, "build.lock"), "w")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise ImportError(
+            f"resnet_fast: cannot write the build cache {folder} ({error}); set "
+            "RESNET_FAST_CACHE_DIR to a writable folder"
+        ) from error
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build; the others wait, then load it
         try:
             return _build_or_load(plan, folder)
@@ -126,6 +136,11 @@ def _build_or_load(plan: dict, folder: str) -> ModuleType:
         print(f"resnet_fast: CPU kernels only: {plan['cpu_only_reason']}", file=sys.stderr)
     from torch.utils import cpp_extension
 
+    # cpp_extension's own lock file, left behind by a build that was killed,
+    # would make load() wait forever; holding build.lock, no one else builds.
+    stale = os.path.join(folder, "lock")
+    if os.path.exists(stale):
+        os.remove(stale)
     start = time.time()
     try:
         module = cpp_extension.load(
@@ -141,8 +156,8 @@ def _build_or_load(plan: dict, folder: str) -> ModuleType:
         )
     except (RuntimeError, OSError, ImportError) as error:
         raise ImportError(
-            f"resnet_fast: building the C++ extension in {folder} failed ({error}); the "
-            "compiler's output is above. Set RESNET_FAST_CUDA=0 for a CPU-only build."
+            f"resnet_fast: building the C++ extension in {folder} failed: {error}\n"
+            "Set RESNET_FAST_CUDA=0 for a CPU-only build."
         ) from error
     open(done, "w").close()
     print(f"resnet_fast: built in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
