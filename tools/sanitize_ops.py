@@ -4,9 +4,9 @@ valgrind memcheck: the check that the C++ entry points never read or write
 out of bounds, whatever arguments reach them.
 
 1. AddressSanitizer: builds the CPU extension again into a temporary folder
-   with -fsanitize=address (torch's CppExtension, the CPU sources of
-   setup.py, no CUDA), then runs the fuzz module in a subprocess with the
-   ASan runtime preloaded (LD_PRELOAD=$(gcc -print-file-name=libasan.so),
+   with -fsanitize=address (torch's CppExtension, the CPU sources and
+   flags of resnet_fast/_extension_spec.py, no CUDA), then runs the fuzz
+   module in a subprocess with the ASan runtime preloaded (LD_PRELOAD=$(gcc -print-file-name=libasan.so),
    ASAN_OPTIONS=detect_leaks=0: Python and torch keep memory until exit)
    and that build standing in for resnet_fast._C.
 2. valgrind memcheck, when valgrind is installed: the in-tree build (the
@@ -26,6 +26,7 @@ Exits non-zero when a sanitizer reports an error or a fuzz test fails.
 
 import argparse
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -56,13 +57,14 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-x", sys.argv[2], "-k", s
 """
 
 
-def sources() -> list[str]:
-    """The CPU sources setup.py compiles (the portable kernel build first)."""
-    kernels = ["capability_default.cpp", "capability_avx2.cpp", "capability_avx512.cpp"]
-    found = [os.path.join(ROOT, "csrc", "cpu", "kernels", k) for k in kernels]
-    found += sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
-    found += sorted(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
-    return found
+def extension_spec():
+    """resnet_fast/_extension_spec.py, loaded by path (importing resnet_fast
+    would load the uninstrumented _C into this process)."""
+    path = os.path.join(ROOT, "resnet_fast", "_extension_spec.py")
+    module_spec = importlib.util.spec_from_file_location("_resnet_fast_extension_spec", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def build_asan(build_dir: str) -> str:
@@ -72,13 +74,15 @@ def build_asan(build_dir: str) -> str:
     from setuptools import setup
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    cxx = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-fopenmp"]
-    cxx += ["-Wno-psabi", "-Wno-unknown-pragmas"]
+    spec = extension_spec()
+    # The project's flags, with -O1 -g for readable reports instead of -O3.
+    cxx = [f for f in spec.CXX_FLAGS if not f.startswith("-O")]
+    cxx += ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
     extension = CppExtension(
         "_C",
-        sources(),
+        [os.path.join(ROOT, s) for s in spec.cpu_sources(ROOT)],
         extra_compile_args={"cxx": cxx},
-        extra_link_args=["-fsanitize=address", "-fopenmp"],
+        extra_link_args=["-fsanitize=address", *spec.LINK_FLAGS],
     )
     setup(
         name="resnet_fast_asan",
