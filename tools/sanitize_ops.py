@@ -6,9 +6,9 @@ out of bounds, whatever arguments reach them.
 1. AddressSanitizer: builds the CPU extension again into a temporary folder
    with -fsanitize=address (torch's CppExtension, the CPU sources and
    flags of resnet_fast/_extension_spec.py, no CUDA), then runs the fuzz
-   module in a subprocess with the ASan runtime preloaded (LD_PRELOAD=$(gcc -print-file-name=libasan.so),
-   ASAN_OPTIONS=detect_leaks=0: Python and torch keep memory until exit)
-   and that build standing in for resnet_fast._C.
+   module in a subprocess with the ASan runtime preloaded
+   (LD_PRELOAD=$(gcc -print-file-name=libasan.so), ASAN_OPTIONS=detect_leaks=0:
+   Python and torch keep memory until exit) and that build standing in for resnet_fast._C.
 2. valgrind memcheck, when valgrind is installed: the in-tree build (the
    one users run) on a smaller set of examples, PYTHONMALLOC=malloc so that
    valgrind sees Python's allocations. Python, torch and OpenMP have
