@@ -85,11 +85,7 @@ def check_batch_norm(
         bias=bias,
     )
     check_running_stats(input, residual, weight, bias, running_mean, running_var, training)
-    if training and input.numel() // max(input.shape[1], 1) == 1 and input.shape[1] > 0:
-        # The same message as torch.nn.functional.batch_norm.
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {input.size()}"
-        )
+    check_batch_statistics(input, training)
 
 
 # --- the contracts of the torch.ops.resnet_fast ops ---------------------------
@@ -234,10 +230,7 @@ def check_bn_forward_op(
     check_running_stats(input, residual, weight, bias, running_mean, running_var, training)
     check_finite_nonneg("eps", eps)
     check_finite_nonneg("momentum", momentum)
-    if training and input.numel() // max(input.shape[1], 1) == 1 and input.shape[1] > 0:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {input.size()}"
-        )
+    check_batch_statistics(input, training)
 
 
 def check_affine_and_stats(
@@ -384,3 +377,12 @@ def check_conv2d_op(
                 f"residual must be on the device of input ({input.device}), got {residual.device}"
             )
     return h_out, w_out
+
+
+def check_batch_statistics(input: Tensor, training: bool) -> None:
+    """Training needs more than one value per channel to have a variance
+    (the same message as torch.nn.functional.batch_norm)."""
+    if training and input.numel() // max(input.shape[1], 1) == 1 and input.shape[1] > 0:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {input.size()}"
+        )
