@@ -216,8 +216,9 @@ def convert(
             appended per fusion made ("converted") and per chain or module
             left as it was ("left alone", "graph route"). A one-line summary
             is logged on the "resnet_fast" logger either way.
-        memory: "lean" (default) or "standard": what fast blocks and fused
-            stems keep for backward (see resnet_fast.nn.lean).
+        memory: "auto" (default), "lean" or "standard": what fast blocks
+            and fused stems keep for backward (see
+            resnet_fast.nn.lean.MEMORY_MODES).
 
     Returns:
         The converted model.

@@ -4,6 +4,9 @@ Every backend runs the same parametrized tests: the `backend` parameter lists
 them, and those that cannot run here (no GPU, not built) are skipped with the
 reason. Outputs are NaN-poisoned by the kernels before they are written
 (RESNET_FAST_POISON_OUTPUTS=1), so an element a kernel skips fails the test.
+Choices that resnet_fast measures on the machine (nn/measured.py) are not
+measured (RESNET_FAST_MEASURE=0): every test sees the same paths whatever the
+machine's timing; tests/test_measured.py checks the measured choices.
 
 The triton backend runs on a CUDA GPU when there is one, else on the CPU under
 Triton's interpreter: TRITON_INTERPRET=1 is set here, before anything imports
@@ -15,6 +18,7 @@ import os
 import sys
 
 os.environ.setdefault("RESNET_FAST_POISON_OUTPUTS", "1")
+os.environ.setdefault("RESNET_FAST_MEASURE", "0")
 
 import zlib  # noqa: E402
 

@@ -133,7 +133,7 @@ BAD_BLOCKS = {
     "downsample_int": (BasicBlock, (8, 8), dict(downsample=3), TypeError, r"BasicBlock: downsample must be None or callable, got int 3"),
     "norm_layer_int": (BasicBlock, (8, 8), dict(norm_layer=3), TypeError, r"norm_layer must be None or callable, got int 3"),
     "norm_layer_not_module": (Bottleneck, (8, 8), dict(norm_layer=lambda c: c), TypeError, r"Bottleneck: norm_layer must build an nn.Module .* norm_layer\(8\) gave int"),
-    "memory": (BasicBlock, (8, 8), dict(memory="fast"), ValueError, r"memory must be one of standard, lean; got 'fast'"),
+    "memory": (BasicBlock, (8, 8), dict(memory="fast"), ValueError, r"memory must be one of auto, lean, standard; got 'fast'"),
     # torchvision's own errors, kept.
     "basic_groups": (BasicBlock, (8, 8), dict(groups=2), ValueError, r"BasicBlock only supports groups=1 and base_width=64"),
     "basic_dilation": (BasicBlock, (8, 8), dict(dilation=2), NotImplementedError, r"Dilation > 1 not supported"),
@@ -154,7 +154,7 @@ BAD_MODEL_KWARGS = {
     "builder_fixed": ("resnet50", dict(fused_stem=False), TypeError, r"resnet50\(\) got unexpected keyword argument\(s\) 'fused_stem'"),
     "cifar_groups": ("resnet20", dict(groups=2), TypeError, r"resnet20\(\) got unexpected keyword argument\(s\) 'groups'; accepted: num_classes, norm_layer, memory"),
     "weights": ("resnet18", dict(weights="DEFAULT"), ValueError, r"resnet18: weights='DEFAULT': resnet_fast ships no pretrained weights"),
-    "memory": ("resnet18", dict(memory="LEAN"), ValueError, r"memory must be one of standard, lean; got 'LEAN'"),
+    "memory": ("resnet18", dict(memory="LEAN"), ValueError, r"memory must be one of auto, lean, standard; got 'LEAN'"),
     "zero_init_residual": ("resnet18", dict(zero_init_residual="yes"), TypeError, r"ResNet: zero_init_residual must be True or False, got 'yes'"),
     "width_per_group": ("resnet50", dict(width_per_group=0), ValueError, r"ResNet: width_per_group must be at least 1, got 0"),
     "resnext_groups": ("resnext50_32x4d", dict(groups=8), ValueError, r"resnext50_32x4d fixes groups=32, got 8"),

@@ -1,6 +1,7 @@
 """Convolutions as matrix products (resnet_fast/nn/gemm_conv.py): the GEMM
 path against oneDNN's convolution and its backward in float64, for every
-kind of ResNet convolution, and the rule that picks between the two."""
+kind of ResNet convolution, and how the measured choice between the two is
+wired."""
 
 import os
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_fast.nn import gemm_conv
+from resnet_fast.nn import gemm_conv, measured
 
 CL = torch.channels_last
 _aten = torch.ops.aten
@@ -121,20 +122,63 @@ def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):
     return x, weight, gemm_conv.ConvSpec((stride, stride), (pad, pad), (1, 1), 1)
 
 
-def test_the_rule_takes_gemm_for_few_pixels_and_many_channels(monkeypatch):
+@pytest.mark.parametrize("gemm_ms, expected", [(1.0, True), (2.0, False), (1.99, False)])
+def test_auto_takes_the_measured_faster_path(gemm_ms, expected, monkeypatch):
+    """With measurement on, use_gemm takes what the timing of both paths
+    says (oneDNN unless the product is faster by more than the margin); the
+    timings are injected, so the test does not depend on this machine."""
     monkeypatch.setattr(gemm_conv, "MODE", "auto")
-    # ResNet-50's last stage at 64x64, batch 16: 64 pixels, 2048 / 512 channels.
-    assert gemm_conv.use_gemm(*_conv_args(16, 2048, 2, 512, 1))
-    assert gemm_conv.use_gemm(*_conv_args(16, 512, 2, 512, 3))
-    assert gemm_conv.use_gemm(*_conv_args(16, 1024, 4, 2048, 1, stride=2))
-    # Its first stage: 4096 pixels, 64 channels: oneDNN.
-    assert not gemm_conv.use_gemm(*_conv_args(16, 64, 16, 256, 1))
-    assert not gemm_conv.use_gemm(*_conv_args(16, 64, 16, 64, 3))
-    # The boundaries of the rule.
-    assert gemm_conv.gemm_is_faster(512, 512, 128, pointwise=True)
-    assert not gemm_conv.gemm_is_faster(513, 512, 128, pointwise=True)
-    assert gemm_conv.gemm_is_faster(128, 256, 512, pointwise=False)
-    assert not gemm_conv.gemm_is_faster(129, 256, 512, pointwise=False)
+    monkeypatch.setattr(measured, "ENABLED", True)
+    monkeypatch.setattr(measured, "_choices", {})
+    timed = []
+
+    def fake_medians(candidates):
+        timed.append(sorted(candidates))
+        return {"onednn": 2.0, "gemm": gemm_ms}
+
+    monkeypatch.setattr(measured, "_interleaved_medians", fake_medians)
+    args = _conv_args(16, 512, 2, 512, 3)
+    assert gemm_conv.use_gemm(*args) is expected
+    assert gemm_conv.use_gemm(*args) is expected  # remembered: timed once
+    assert timed == [["gemm", "onednn"]]
+
+
+def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
+    """What the measurement times is the convolution each way: forward and
+    both gradients agree in float64."""
+    x, weight, spec = _conv_args(3, 12, 5, 8, 3, stride=2, dtype=torch.float64)
+    grad = torch.randn(3, 8, 3, 3, dtype=torch.float64).contiguous(memory_format=CL)
+    mask = [True, True, False]
+    want = _aten.convolution_backward(
+        grad, x, weight, None, spec.stride, spec.padding, spec.dilation, False, [0, 0], 1, mask
+    )
+    got = gemm_conv._gemm_backward(grad, x, weight, spec, mask)
+    for g, w in zip(got[:2], want[:2], strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        gemm_conv._gemm_forward(x, weight, None, spec),
+        F.conv2d(x, weight, None, spec.stride, spec.padding),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    assert sorted(gemm_conv._candidates(x, weight, spec)) == ["gemm", "onednn"]
+
+
+def test_auto_without_measurement_and_large_patches_take_onednn(monkeypatch):
+    monkeypatch.setattr(gemm_conv, "MODE", "auto")
+    monkeypatch.setattr(measured, "_choices", {})
+    monkeypatch.setattr(measured, "ENABLED", False)
+    assert not gemm_conv.use_gemm(*_conv_args(16, 512, 2, 512, 3))
+    # Measurement on, but the patch matrix would exceed MAX_PATCH_BYTES: no
+    # timing at all.
+    monkeypatch.setattr(measured, "ENABLED", True)
+    monkeypatch.setattr(gemm_conv, "MAX_PATCH_BYTES", 1000)
+
+    def no_timing(candidates):
+        raise AssertionError("measured a convolution over the patch limit")
+
+    monkeypatch.setattr(measured, "_interleaved_medians", no_timing)
+    assert not gemm_conv.use_gemm(*_conv_args(16, 512, 2, 512, 3))
 
 
 @pytest.mark.parametrize(

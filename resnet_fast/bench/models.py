@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..nn import measured
 from ..profiling import saved_activations
 from .backends import fast_backend_for
 from .fusion import count_fusion, fusion_dict, warn_if_unfused
@@ -33,7 +34,6 @@ from .timing import interleaved_ms, summarize, synchronize
 # the same precision: max(2 x eager's, this floor).
 ERROR_FLOOR = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 CHECK_BATCH = 8  # the accuracy check runs at most this many images (float64 is slow)
-FUSION_BATCH = 2  # the fusion count's forward: the count does not depend on the batch
 
 
 @dataclass
@@ -192,6 +192,23 @@ def saved_bytes_per_image(model: nn.Module, x, settings: BenchSettings) -> float
     return saved.bytes / x.shape[0]
 
 
+def settle_measured_choices(model: nn.Module, x, y, settings: BenchSettings) -> dict:
+    """Runs one training forward and backward of a copy of ``model`` on
+    ``x``, which measures every choice its shapes need (nn/measured.py), and
+    returns what was chosen: {kind: {choice: number of shapes}}, e.g.
+    {"block": {"lean": 5, "eager": 3}, "conv": {"gemm": 6, "onednn": 8}}."""
+    probe = copy.deepcopy(model).train()
+    with measured.recording() as used:
+        with autocast(settings):
+            loss = nn.functional.cross_entropy(probe(x), y)
+        loss.backward()
+    summary: dict = {}
+    for key, choice in used.items():
+        kind = summary.setdefault(key[0], {})
+        kind[choice] = kind.get(choice, 0) + 1
+    return summary
+
+
 def train_step(model: nn.Module, x, y, settings: BenchSettings) -> Callable[[], None]:
     """One training step: forward, cross-entropy, backward, SGD with momentum."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
@@ -254,8 +271,11 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
     row: dict = {"model": name, "backend": fast_backend_for(device)}
     row.update(batch_size=batch, resolution=resolution)
     row["check"] = check_accuracy(models, x, y, settings)
+    # Measured choices first (what a user's first step does), so that the
+    # count, the saved bytes and the timings below see the settled model.
+    row["measured"] = settle_measured_choices(models["fast"], x, y, settings)
     with autocast(settings):
-        fusion = count_fusion(models["fast"], models["eager"], x[:FUSION_BATCH])
+        fusion = count_fusion(models["fast"], models["eager"], x)
     row["fusion"] = fusion_dict(fusion)
     row["fusion"]["warning"] = warn_if_unfused(name, fusion)
     progress.advance()

@@ -155,12 +155,27 @@ def bench_caption(result: dict) -> str:
 
 def bench_notes(result: dict) -> list[str]:
     """What a reader of the tables must know: models whose fast variant fused
-    nothing (its timings are eager's own computation)."""
-    return [
+    nothing (its timings are eager's own computation), and the choices the
+    fast models measured on this machine (block shapes run eager instead of
+    lean, convolution shapes run as matrix products)."""
+    notes = [
         row["fusion"]["warning"]
         for row in result["rows"]
         if row.get("fusion") and row["fusion"].get("warning")
     ]
+    for row in result["rows"]:
+        measured = row.get("measured")
+        if measured:
+            kinds = "; ".join(
+                f"{_MEASURED_KINDS.get(kind, kind)}: "
+                + ", ".join(f"{n} {choice}" for choice, n in sorted(choices.items()))
+                for kind, choices in sorted(measured.items())
+            )
+            notes.append(f"{row['model']}: measured on this machine, shapes per choice: {kinds}")
+    return notes
+
+
+_MEASURED_KINDS = {"block": "residual blocks", "conv": "convolutions"}
 
 
 def ops_table(result: dict) -> Table:

@@ -29,16 +29,8 @@ from torch import Tensor, nn
 from .. import functional as RF
 from ..nn.batchnorm import _bn_arguments
 from ..nn.folding import can_fold, conv_bn_eval
-from ..nn.lean import (
-    DEFAULT_MEMORY,
-    BlockPlan,
-    _bn_tensors,
-    _conv_spec,
-    _conv_tensors,
-    _LeanBlockFunction,
-    lean_backend,
-    lean_bn_relu_maxpool,
-)
+from ..nn.lean import DEFAULT_MEMORY, lean_backend, lean_bn_relu_maxpool, runs_lean
+from ..nn.residual import residual_train
 
 _warned: set[str] = set()
 
@@ -202,27 +194,11 @@ def conv_bn_relu_pool(
     if can_fold(bn) and x.dim() == 4:
         return pool(conv_bn_eval(conv, bn, x, state.cache, key, None, True))
     y = conv(x)
-    if state.memory == "lean":
+    if runs_lean(state.memory):
         backend = lean_backend(y, [bn])
         if backend is not None:
             return lean_bn_relu_maxpool(backend, y, bn, pool)
     return pool(bn_act(y, bn))
-
-
-def _lean_block(backend, x, stages, projection, given) -> Tensor:
-    """The lean node of nn/lean.py over a traced block's (conv, bn) stages."""
-    pairs = list(stages) + ([projection] if projection is not None else [])
-    convs, bns, tensors = [], [], []
-    for conv, bn in pairs:
-        bn_spec, bn_tensors = _bn_tensors(bn, x)
-        convs.append(_conv_spec(conv))
-        bns.append(bn_spec)
-        tensors += _conv_tensors(conv) + bn_tensors
-    shortcut = (
-        "projection" if projection is not None else "given" if given is not None else "identity"
-    )
-    plan = BlockPlan(backend, tuple(convs), tuple(bns), len(stages), shortcut)
-    return _LeanBlockFunction.apply(plan, x, given, *tensors)
 
 
 def residual_block(
@@ -276,10 +252,10 @@ def residual_block(
             residual = conv_bn_eval(conv, bn, x, state.cache, f"{key}/shortcut", relu=False)
         conv, bn = stages[-1]
         return conv_bn_eval(conv, bn, h, state.cache, f"{key}/last", residual)
-    if fits and state.memory == "lean" and x.dim() == 4:
+    if fits and runs_lean(state.memory) and x.dim() == 4:
         backend = lean_backend(x, norms)
         if backend is not None:
-            return _lean_block(backend, x, stages, projection, given)
+            return residual_train(backend, state.memory, x, stages, projection, given)
     h = x
     for conv, bn in stages[:-1]:
         h = bn_act(conv(h), bn)

@@ -60,7 +60,8 @@ class CifarResNet(StemNet):
         init: "torchvision" (Kaiming fan_out on convolutions) or "he"
             (Kaiming fan_in on convolutions and the classifier, as in the
             6n+2 networks' common implementation).
-        memory: "lean" or "standard", for every block (see resnet_fast.nn.lean).
+        memory: "auto", "lean" or "standard", for every block (see
+            resnet_fast.nn.lean.MEMORY_MODES).
 
     Shape:
         input [N, 3, 32, 32] -> logits [N, num_classes].
@@ -161,7 +162,7 @@ def build_cifar(
 def _builder(name: str):
     doc = (
         f"{name} for 32x32 inputs with fused blocks; kwargs: num_classes, norm_layer, "
-        "memory ('lean' | 'standard')."
+        "memory ('auto' | 'lean' | 'standard')."
     )
     return fused_builder(name, build_cifar, doc)
 

@@ -16,6 +16,7 @@ from ..nn.lean import (
     check_memory_mode,
     lean_backend,
     lean_bn_relu_maxpool,
+    runs_lean,
     set_memory,
 )
 
@@ -56,7 +57,7 @@ class ResNet(StemNet):
         norm_layer: builds a norm module from a channel count (BatchNorm2d).
         fused_stem: run the stem's BN + ReLU as one fused op (when the norm
             layer builds a plain nn.BatchNorm2d).
-        memory: "lean" or "standard", for the stem and every block (see
+        memory: "auto", "lean" or "standard", for the stem and every block (see
             resnet_fast.nn.lean).
 
     Shape:
@@ -148,7 +149,7 @@ class ResNet(StemNet):
         return nn.Sequential(*layers)
 
     def _stem_pooled(self, x: Tensor) -> Tensor:
-        if self.stem_fused and self.memory == "lean" and type(self.maxpool) is nn.MaxPool2d:
+        if self.stem_fused and runs_lean(self.memory) and type(self.maxpool) is nn.MaxPool2d:
             backend = lean_backend(x, [self.bn1])
             if backend is not None:
                 return lean_bn_relu_maxpool(backend, self.conv1(x), self.bn1, self.maxpool)
@@ -240,7 +241,7 @@ def _builder(name: str):
         build,
         f"{name} with fused blocks; keyword arguments as torchvision.models.{name} "
         "(num_classes, zero_init_residual, groups, width_per_group, "
-        "replace_stride_with_dilation, norm_layer), plus memory='lean' | 'standard' "
+        "replace_stride_with_dilation, norm_layer), plus memory='auto' | 'lean' | 'standard' "
         "(see resnet_fast.nn.lean). Returns a ResNet.",
     )
 

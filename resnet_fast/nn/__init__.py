@@ -1,9 +1,10 @@
 """Modules: fused BatchNorm subclasses, drop-in ResNet blocks, pre-activation
-blocks, memory modes."""
+blocks, memory modes, choices measured on this machine."""
 
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .blocks import BasicBlock, Bottleneck
 from .lean import MEMORY_MODES, set_memory
+from .measured import measured_choices, reset_measured_choices
 from .preact import PreActBasicBlock, PreActBottleneck
 from .sync_batchnorm import SyncBatchNorm2d, SyncBatchNormAddReLU2d, SyncBatchNormReLU2d
 
@@ -16,6 +17,8 @@ __all__ = [
     "BatchNormAddReLU2d",
     "MEMORY_MODES",
     "set_memory",
+    "measured_choices",
+    "reset_measured_choices",
     "SyncBatchNorm2d",
     "SyncBatchNormReLU2d",
     "SyncBatchNormAddReLU2d",

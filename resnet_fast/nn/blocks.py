@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from . import arguments as check
 from .batchnorm import fuse_block_norms
 from .folding import FoldingMixin, can_fold, foldable_downsample
-from .lean import DEFAULT_MEMORY, check_memory_mode, lean_backend, lean_block
+from .lean import DEFAULT_MEMORY, check_memory_mode, is_projection, lean_backend, runs_lean
+from .residual import residual_train
 
 _warned_unfused: set[str] = set()
 
@@ -80,9 +81,20 @@ class _FoldingBlock(FoldingMixin):
 
     def _lean_ready(self, x: Tensor, norms) -> str | None:
         """The backend for a memory-lean forward, or None (standard path)."""
-        if not self.fused or self.memory != "lean":
+        if not self.fused or not runs_lean(self.memory):
             return None
         return lean_backend(x, norms)
+
+    def _train_lean(self, backend: str, x: Tensor, stages) -> Tensor:
+        """The training step of :func:`~resnet_fast.nn.residual.residual_train`
+        over this block's stages and its ``downsample`` shortcut."""
+        projection, given = None, None
+        if self.downsample is not None:
+            if is_projection(self.downsample) and self.downsample[1].training:
+                projection = (self.downsample[0], self.downsample[1])
+            else:
+                given = self.downsample(x)
+        return residual_train(backend, self.memory, x, stages, projection, given)
 
     def _eval_ready(self, norms) -> bool:
         return self.fused and not self.training and all(can_fold(bn) for bn in norms)
@@ -108,10 +120,12 @@ class BasicBlock(_FoldingBlock):
         dilation: must be 1 (as in torchvision).
         norm_layer: callable building a norm module from a channel count;
             nn.BatchNorm2d (default) is fused, anything else runs unfused.
-        memory: "lean" (default) keeps only the convolution outputs for
-            backward and recomputes the BN-ReLU outputs (see nn/lean.py);
-            "standard" keeps what eager PyTorch keeps. Keyword-only, an
-            addition to torchvision's signature.
+        memory: "lean" keeps only the convolution outputs for backward and
+            recomputes the BN-ReLU outputs (see nn/lean.py); "standard"
+            keeps what eager PyTorch keeps; "auto" (default) runs lean
+            unless eager PyTorch is measurably faster for the block's shape
+            (see nn/residual.py). Keyword-only, an addition to
+            torchvision's signature.
 
     Shape:
         input [N, inplanes, H, W] -> output [N, planes, H / stride, W / stride].
@@ -154,8 +168,7 @@ class BasicBlock(_FoldingBlock):
             return self._conv_bn(self.conv2, self.bn2, out, "2", residual=self._shortcut(x))
         backend = self._lean_ready(x, (self.bn1, self.bn2))
         if backend is not None:
-            stages = ((self.conv1, self.bn1), (self.conv2, self.bn2))
-            return lean_block(backend, x, stages, self.downsample)
+            return self._train_lean(backend, x, ((self.conv1, self.bn1), (self.conv2, self.bn2)))
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
             out = self.bn1(self.conv1(x))
@@ -229,7 +242,7 @@ class Bottleneck(_FoldingBlock):
         backend = self._lean_ready(x, (self.bn1, self.bn2, self.bn3))
         if backend is not None:
             stages = ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3))
-            return lean_block(backend, x, stages, self.downsample)
+            return self._train_lean(backend, x, stages)
         identity = x if self.downsample is None else self.downsample(x)
         if self.fused:
             out = self.bn1(self.conv1(x))

@@ -15,19 +15,19 @@ keeps it as it is instead of copying it into the parameter's layout.
 oneDNN's convolution is the better choice on large feature maps. Where there
 are few pixels against many channels (the last stages of an ImageNet ResNet
 at a small resolution or batch: [16, 2048, 2, 2] at 64x64 and batch 16) it
-is up to three times slower than the BLAS product it amounts to, so the lean
-blocks run those convolutions here. Where the two cross was measured for
-every ResNet-50 convolution (``python benchmarks/gemm_conv.py``,
-``benchmarks/results/cpu_gemm_conv.json``):
+can be several times slower than the BLAS product it amounts to. Where the
+two cross depends on the machine (``python benchmarks/gemm_conv.py`` prints
+both for every ResNet-50 convolution), so the lean blocks time both, forward
+and backward, the first time they meet a convolution shape and keep the
+faster (measured.py; oneDNN unless the product is faster by more than its
+margin). Convolutions whose patch matrix would exceed ``MAX_PATCH_BYTES``
+are left to oneDNN unmeasured: the copy alone would cost more memory than
+the choice is worth.
 
-    1x1 (no padding)   GEMM when pixels <= max(C_in, C_out)
-    kxk                GEMM when 2 * pixels <= min(C_in, C_out) (building
-                       the patches costs a kH*kW-fold copy of the input)
-
-with pixels = N * H_out * W_out. Only float32 / float64 tensors on the CPU
-in channels_last, outside autocast, with groups=1, take this path;
-``RESNET_FAST_CPU_GEMM_CONV`` (read at import: ``auto``, the default, or
-``always`` / ``never``) overrides the rule.
+Only float32 / float64 tensors on the CPU in channels_last, outside
+autocast, with groups=1, take this path; ``RESNET_FAST_CPU_GEMM_CONV``
+(read at import: ``auto``, the default, or ``always`` / ``never``) overrides
+the measurement.
 """
 
 from __future__ import annotations
@@ -39,17 +39,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import measured
+
 _aten = torch.ops.aten
 
 MODES = ("auto", "always", "never")
-"""``auto``: the measured rule below; ``always``: every eligible convolution
-(tests, benchmarks); ``never``: oneDNN only."""
+"""``auto``: measured per shape (see the module doc); ``always``: every
+eligible convolution (tests, benchmarks); ``never``: oneDNN only."""
 
 MODE = os.environ.get("RESNET_FAST_CPU_GEMM_CONV", "auto")
 if MODE not in MODES:
     raise ValueError(f"RESNET_FAST_CPU_GEMM_CONV must be one of {', '.join(MODES)}; got {MODE!r}")
 
 _GEMM_DTYPES = (torch.float32, torch.float64)
+
+MAX_PATCH_BYTES = 64 << 20
+"""Largest [N*H_out*W_out, kH*kW*C_in] patch matrix the GEMM path may build."""
 
 
 class ConvSpec(NamedTuple):
@@ -89,23 +94,57 @@ def eligible(input: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
     return input.is_contiguous(memory_format=torch.channels_last) and input.numel() > 0
 
 
-def gemm_is_faster(pixels: int, c_in: int, c_out: int, pointwise: bool) -> bool:
-    """The measured rule of the module doc (pixels = N * H_out * W_out)."""
-    if pointwise:
-        return pixels <= max(c_in, c_out)
-    return 2 * pixels <= min(c_in, c_out)
+def _patch_bytes(input: Tensor, weight: Tensor, spec: ConvSpec, out_hw: tuple[int, int]) -> int:
+    """Bytes of the patch matrix the GEMM path builds (0: it reads the input)."""
+    k = (weight.shape[2], weight.shape[3])
+    if k == (1, 1) and spec.stride == (1, 1) and not any(spec.padding):
+        return 0
+    pixels = input.shape[0] * out_hw[0] * out_hw[1]
+    return pixels * k[0] * k[1] * input.shape[1] * input.element_size()
 
 
 def use_gemm(input: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
     """Whether the convolution of ``input`` [N, C_in, H, W] by ``weight``
-    [C_out, C_in, kH, kW] runs as a matrix product (see the module doc)."""
+    [C_out, C_in, kH, kW] runs as a matrix product (see the module doc):
+    measured on first use of its shape, for training (forward + backward).
+    While torch.compile traces, oneDNN: a trace cannot time anything."""
     if MODE == "never" or not eligible(input, weight, spec):
         return False
     if MODE == "always":
         return True
-    h_out, w_out = _output_hw(input, weight, spec)
-    pixels = input.shape[0] * h_out * w_out
-    return gemm_is_faster(pixels, weight.shape[1], weight.shape[0], _is_pointwise(weight, spec))
+    out_hw = _output_hw(input, weight, spec)
+    if torch.compiler.is_compiling() or _patch_bytes(input, weight, spec, out_hw) > MAX_PATCH_BYTES:
+        return False
+    key = (
+        "conv", tuple(input.shape), tuple(weight.shape), spec, input.dtype,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    choice = measured.choose(key, "onednn", lambda: _candidates(input, weight, spec), input.device)
+    return choice == "gemm"
+
+
+def _candidates(input: Tensor, weight: Tensor, spec: ConvSpec) -> dict:
+    """One training use of the convolution each way: forward, then the
+    input and weight gradients, on detached copies (no autograd state)."""
+    x, w = input.detach(), weight.detach()
+    out_hw = _output_hw(x, w, spec)
+    grad = x.new_ones((x.shape[0], w.shape[0], *out_hw)).contiguous(
+        memory_format=torch.channels_last
+    )
+    mask = [True, True, False]
+
+    def onednn():
+        F.conv2d(x, w, None, spec.stride, spec.padding, spec.dilation, spec.groups)
+        _aten.convolution_backward(
+            grad, x, w, None, spec.stride, spec.padding, spec.dilation, False, [0, 0],
+            spec.groups, mask,
+        )  # fmt: skip
+
+    def gemm():
+        _gemm_forward(x, w, None, spec)
+        _gemm_backward(grad, x, w, spec, mask)
+
+    return {"onednn": onednn, "gemm": gemm}
 
 
 def _tap_slices(k: tuple[int, int], out_hw: tuple[int, int], spec: ConvSpec):

@@ -47,7 +47,8 @@ class FusedGraph(FoldingMixin):
     Args:
         original: the module whose forward was traced.
         leaf_paths: submodules that were kept as leaves when tracing.
-        memory: "lean" or "standard" (residual blocks and stems in training).
+        memory: "auto", "lean" or "standard" (residual blocks and stems in
+            training; see resnet_fast.nn.lean.MEMORY_MODES).
         path: where `original` sits in the converted model (for the report).
 
     Shape:

@@ -46,11 +46,20 @@ from .gemm_conv import ConvSpec
 from .gemm_conv import conv2d as _conv
 from .gemm_conv import conv2d_backward as _conv_backward
 
-MEMORY_MODES = ("standard", "lean")
-"""``memory=`` choices: "standard" saves what the op-level autograd saves (as
-eager does); "lean" saves each block's convolution outputs only."""
+MEMORY_MODES = ("auto", "lean", "standard")
+"""``memory=`` choices: "lean" saves each block's convolution outputs only;
+"standard" saves what the op-level autograd saves (as eager does); "auto"
+runs each residual block lean unless eager PyTorch's training step is
+measurably faster for that block's shape on this machine (measured once per
+shape, see residual.py), and the stem lean."""
 
-DEFAULT_MEMORY = "lean"
+DEFAULT_MEMORY = "auto"
+
+
+def runs_lean(memory: str) -> bool:
+    """Whether ``memory`` runs lean nodes (always or where measured faster)."""
+    return memory in ("auto", "lean")
+
 
 _aten = torch.ops.aten
 
@@ -177,13 +186,14 @@ def is_projection(downsample: nn.Module | None) -> bool:
     )
 
 
-def lean_block(
+def lean_residual(
     backend: str,
     x: Tensor,
     stages: Sequence[tuple[nn.Conv2d, nn.BatchNorm2d]],
-    downsample: nn.Module | None,
+    projection: tuple[nn.Conv2d, nn.BatchNorm2d] | None,
+    given: Tensor | None,
 ) -> Tensor:
-    """relu(bn_k(conv_k(... relu(bn_1(conv_1(x))) ...)) + shortcut(x)) as one
+    """relu(bn_k(conv_k(... relu(bn_1(conv_1(x))) ...)) + shortcut) as one
     autograd node that saves only the convolution outputs.
 
     Args:
@@ -191,29 +201,23 @@ def lean_block(
         x: [N, C_in, H, W], the block input.
         stages: the main path's (conv, bn) pairs; BN-ReLU after all but the
             last, BN + shortcut + ReLU after the last.
-        downsample: None (identity shortcut), a projection
-            Sequential(Conv2d, BatchNorm2d), or any parameter-free module
-            (run outside the node; its output is kept for backward).
+        projection: the shortcut's (conv, bn) pair (BN without ReLU), or None.
+        given: the shortcut tensor when there is no projection (computed
+            outside the node), or None for the identity.
 
     Returns:
         [N, C_out, H_out, W_out], the block output.
     """
     convs, bns, tensors = [], [], []
-    pairs = list(stages)
-    given = None
-    if downsample is None:
-        shortcut = "identity"
-    elif is_projection(downsample) and downsample[1].training:
-        shortcut = "projection"
-        pairs.append((downsample[0], downsample[1]))
-    else:
-        shortcut = "given"
-        given = downsample(x)
+    pairs = list(stages) + ([projection] if projection is not None else [])
     for conv, bn in pairs:
         bn_spec, bn_tensors = _bn_tensors(bn, x)
         convs.append(_conv_spec(conv))
         bns.append(bn_spec)
         tensors += _conv_tensors(conv) + bn_tensors
+    shortcut = (
+        "projection" if projection is not None else "given" if given is not None else "identity"
+    )
     plan = BlockPlan(backend, tuple(convs), tuple(bns), len(stages), shortcut)
     return _LeanBlockFunction.apply(plan, x, given, *tensors)
 

@@ -1,0 +1,155 @@
+"""Choices measured on the machine (resnet_fast/nn/measured.py) and the
+residual blocks' measured choice between the lean node and eager PyTorch
+(resnet_fast/nn/residual.py). Timings are injected where a test checks which
+way a choice goes, so no assertion depends on this machine's speed."""
+
+import time
+
+import pytest
+import torch
+from test_lean import BLOCKS, _blocks, _grads
+from user_models import tutorial_resnet18
+
+import resnet_fast
+from resnet_fast.bench.fusion import count_calls
+from resnet_fast.nn import measured
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def measuring(monkeypatch):
+    """Measurement on, with an empty memory of choices."""
+    monkeypatch.setattr(measured, "ENABLED", True)
+    monkeypatch.setattr(measured, "_choices", {})
+
+
+def _timed(monkeypatch, times: dict[str, float]) -> list:
+    """Makes every measurement report ``times`` (name -> ms); returns the
+    list of candidate-name lists measured."""
+    calls = []
+
+    def fake(candidates):
+        calls.append(sorted(candidates))
+        for fn in candidates.values():  # the candidates still run once
+            fn()
+        return {name: times[name] for name in candidates}
+
+    monkeypatch.setattr(measured, "_interleaved_medians", fake)
+    return calls
+
+
+def test_choose_times_the_candidates_and_remembers_the_faster(measuring):
+    def slow():
+        time.sleep(0.02)
+
+    runs = []
+    candidates = {"slow": slow, "fast": lambda: runs.append(1)}
+    assert measured.choose(("t", 1), "slow", lambda: candidates, CPU) == "fast"
+    assert runs  # the fast candidate ran (untimed once, then timed)
+    assert len(runs) == 1 + measured.ROUNDS
+    # Remembered: the candidates are not even built again.
+    assert measured.choose(("t", 1), "slow", lambda: pytest.fail("measured twice"), CPU) == "fast"
+    assert measured.measured_choices() == {("t", 1): "fast"}
+    measured.reset_measured_choices()
+    assert measured.measured_choices() == {}
+
+
+@pytest.mark.parametrize("other_ms, expected", [(0.96, "other"), (0.98, "default")])
+def test_the_default_is_kept_unless_another_is_faster_by_the_margin(
+    other_ms, expected, measuring, monkeypatch
+):
+    _timed(monkeypatch, {"default": 1.0, "other": other_ms})
+    candidates = {"default": lambda: None, "other": lambda: None}
+    assert measured.choose(("m",), "default", lambda: candidates, CPU) == expected
+
+
+@pytest.mark.parametrize("why", ["disabled", "on-a-gpu", "compiling"])
+def test_no_measurement_gives_the_default_and_remembers_nothing(why, measuring, monkeypatch):
+    device = CPU
+    if why == "disabled":
+        monkeypatch.setattr(measured, "ENABLED", False)
+    elif why == "on-a-gpu":
+        device = torch.device("cuda")
+    else:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    built = lambda: pytest.fail("measured")  # noqa: E731
+    assert measured.choose(("n",), "default", built, device) == "default"
+    assert measured.measured_choices() == {}
+
+
+def test_recording_collects_the_choices_made_inside(measuring, monkeypatch):
+    _timed(monkeypatch, {"a": 2.0, "b": 1.0})
+    candidates = {"a": lambda: None, "b": lambda: None}
+    measured.choose(("before",), "a", lambda: candidates, CPU)
+    with measured.recording() as used:
+        measured.choose(("inside",), "a", lambda: candidates, CPU)
+        measured.choose(("before",), "a", lambda: candidates, CPU)  # remembered, still used
+    measured.choose(("after",), "a", lambda: candidates, CPU)
+    assert used == {("inside",): "b", ("before",): "b"}
+
+
+def test_a_bad_setting_in_the_environment_is_refused():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import resnet_fast"],
+        env={"RESNET_FAST_MEASURE": "yes", "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "RESNET_FAST_MEASURE must be 0 or 1" in proc.stderr
+
+
+@pytest.mark.parametrize("winner", ["eager", "lean"])
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_a_block_runs_what_was_measured_and_computes_the_same(name, winner, measuring, monkeypatch):
+    """memory="auto": the block is timed both ways once (injected times
+    here), runs the winner, and matches the reference block in float64:
+    outputs, gradients, and the running statistics of exactly one update
+    (the measurement's own steps leave no trace in them, nor in .grad)."""
+    calls = _timed(monkeypatch, {"lean": 1.0 if winner == "lean" else 2.0, "eager": 1.5})
+    fast, ref = _blocks(BLOCKS[name], memory="auto")
+    gen = torch.Generator().manual_seed(3)
+    for step in range(2):
+        x = torch.randn(3, BLOCKS[name][1], 9, 9, dtype=torch.float64, generator=gen) + step
+        x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_fast, out_ref = fast(x_fast), ref(x_ref)
+        grad = torch.randn(out_ref.shape, dtype=torch.float64, generator=gen)
+        out_fast.backward(grad)
+        out_ref.backward(grad)
+        torch.testing.assert_close(out_fast, out_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+        for key, g in _grads(ref).items():
+            torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-10, atol=1e-10, msg=key)
+        for key, value in ref.state_dict().items():
+            torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    assert calls.count(["eager", "lean"]) == 1  # one shape: measured once
+    # What runs: eager leaves aten batch norms and calls no fused op.
+    batch_norms, fused_ops = count_calls(fast, x)
+    if winner == "eager":
+        assert batch_norms > 0 and fused_ops == 0
+    else:
+        assert batch_norms == 0 and fused_ops > 0
+
+
+def test_a_converted_user_model_measures_its_blocks_too(measuring, monkeypatch):
+    """The graph route (convert of a user's model) takes the same choice."""
+    _timed(monkeypatch, {"lean": 2.0, "eager": 1.0, "onednn": 1.0, "gemm": 2.0})
+    torch.manual_seed(0)
+    model = tutorial_resnet18(width=8).double()
+    original = tutorial_resnet18(width=8).double()
+    original.load_state_dict(model.state_dict())
+    converted = resnet_fast.convert(model)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with measured.recording() as used:
+        out = converted(x)
+    torch.testing.assert_close(out, original(x), rtol=1e-12, atol=1e-12)
+    blocks = {key: choice for key, choice in used.items() if key[0] == "block"}
+    assert blocks and set(blocks.values()) == {"eager"}
+    batch_norms, _ = count_calls(converted, x)  # the blocks' BNs run as aten's
+    assert batch_norms >= 2 * len(blocks)
+    for key, value in original.state_dict().items():
+        torch.testing.assert_close(converted.state_dict()[key], value, rtol=1e-12, atol=1e-12)
