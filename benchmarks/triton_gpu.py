@@ -1,4 +1,4 @@
-"""Triton backend on a GPU (issue 5): the implicit-GEMM convolution with
+"""Triton backend on a GPU: the implicit-GEMM convolution with
 fused epilogues against cuDNN and torch.compile, and the fused BN kernels'
 effective bandwidth next to the CUDA kernels'. Needs a CUDA GPU; writes JSON.
 

@@ -181,7 +181,7 @@ def test_lean_block_compiles_fullgraph(path, monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "bound"), [("resnet18", 0.75), ("resnet50", 0.82)])
-def test_lean_models_save_at_most_the_issue_bound_of_eager(name, bound):
+def test_lean_models_save_at_most_a_bound_of_eager(name, bound):
     """Saved activation bytes per image at 224x224, lean vs eager (the
     reference model: torchvision's architecture in plain PyTorch)."""
     x = torch.randn(1, 3, 224, 224)

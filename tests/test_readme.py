@@ -12,7 +12,7 @@ def test_readme_example_runs():
         exec(compile(block, "README.md", "exec"), {})
 
 
-# --- resnet-fast command (issue 6) ---
+# --- resnet-fast command ---
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
