@@ -31,9 +31,10 @@ def _batch_norm_act(
     eps: float,
     relu: bool,
 ) -> Tensor:
-    """act(batch_norm(input) [+ residual]), act = ReLU or identity: the one
-    entry that every public BN function (and the blocks' downsample BN, which
-    has no ReLU) goes through. Arguments as in batch_norm_add_relu."""
+    """act(batch_norm(input) [+ residual]), act = ReLU or identity: the entry
+    of the public BN functions and of the fused BN modules (a block's BNs
+    outside its lean node: memory "standard", or a downsample BN without
+    ReLU). Arguments as in batch_norm_add_relu."""
     _checks.check_batch_norm(input, residual, running_mean, running_var, weight, bias, training)
     _checks.check_finite_nonneg("eps", eps)
     _checks.check_finite_nonneg("momentum", momentum)
