@@ -135,6 +135,20 @@ def test_a_block_runs_what_was_measured_and_computes_the_same(name, winner, meas
         assert batch_norms == 0 and fused_ops > 0
 
 
+def test_a_frozen_block_in_training_mode_is_measured_too(measuring, monkeypatch):
+    """BN in training mode with every parameter frozen (a frozen backbone
+    whose statistics still update): the forward-only step is measured."""
+    calls = _timed(monkeypatch, {"lean": 2.0, "eager": 1.0})
+    fast, ref = _blocks(BLOCKS["basic-projection-s2"], memory="auto")
+    for p in [*fast.parameters(), *ref.parameters()]:
+        p.requires_grad_(False)
+    x = torch.randn(3, 8, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-12, atol=1e-12)
+    assert calls == [["eager", "lean"]]
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+
+
 def test_a_converted_user_model_measures_its_blocks_too(measuring, monkeypatch):
     """The graph route (convert of a user's model) takes the same choice."""
     _timed(monkeypatch, {"lean": 2.0, "eager": 1.0, "onednn": 1.0, "gemm": 2.0})

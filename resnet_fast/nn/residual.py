@@ -112,7 +112,8 @@ def _candidates(backend, x, stages, projection, given) -> dict:
             inputs = [t for t in (xs, gs) if t is not None and t.requires_grad] + params
             with keep:  # backward included: autograd may have saved the buffers
                 out = forward(xs, gs)
-                torch.autograd.grad(out, inputs, torch.ones_like(out), allow_unused=True)
+                if out.requires_grad:  # not when everything is frozen
+                    torch.autograd.grad(out, inputs, torch.ones_like(out), allow_unused=True)
 
         return run
 
