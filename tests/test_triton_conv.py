@@ -177,6 +177,31 @@ def test_contiguous_nchw_input(gen):
     _check(out, F.conv2d(x.double(), w.double(), **g), torch.float32, "NCHW")
 
 
+@pytest.mark.parametrize("name", ["3x3_s2", "3x3_groups"])
+def test_int64_offsets_compute_the_same(name, gen, monkeypatch):
+    """The int64 offset path (tensors past int32 offsets, forced here) reads
+    and writes exactly the elements the int32 path does."""
+    import triton.language as tl
+
+    from resnet_fast.triton import _common
+
+    x, w, g = _problem(name, torch.float32, gen)
+    x = x[:, :, :, 1:]  # a cropped view: general strides
+    bias = randn((w.shape[0],), gen, torch.float32).to(TRITON_DEVICE)
+    res = randn(F.conv2d(x, w, **g).shape, gen, torch.float32).to(TRITON_DEVICE)
+
+    def run():
+        out = torch.ops.resnet_fast.triton_conv2d(x, w, bias, res, *_geometry(g), True)
+        return (out, *torch.ops.resnet_fast.triton_conv2d_stats(x, w, bias, *_geometry(g)))
+
+    narrow = run()
+    monkeypatch.setattr(_common, "_INT32_MAX", 0)
+    assert _common.offset_dtype(x) == tl.int64
+    wide = run()
+    for what, a, e in zip(["out", "stats out", "mean", "var"], wide, narrow, strict=True):
+        assert torch.equal(a, e), f"{name} {what} differs with int64 offsets"
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_training_statistics_epilogue(name, gen):
     dtype = torch.float32
