@@ -2,7 +2,8 @@
 """Compile gate of the Triton kernels for sm_90 (H100), on a machine with no GPU.
 
 1. Records every kernel launch the Triton backend makes for ResNet-50 in
-   bf16, fp16 and fp32 (batch 1, 224x224): every convolution geometry with
+   bf16, fp16 and fp32 (224x224, batch 1 and a training batch of 32; the
+   batch decides which sizes divide by 16): every convolution geometry with
    its training (statistics) and inference (bias, residual, ReLU) epilogues,
    BatchNorm (+ add) (+ ReLU) forward and backward at every BN shape, the
    add + ReLU; fp32 under both of PyTorch's precision policies (TF32, the
@@ -12,21 +13,28 @@
    own pruning, on the launch's real arguments).
 2. Compiles each distinct binary once, ahead of time, with Triton's compiler
    for GPUTarget("cuda", 90, 64). A binary depends on the kernel, its
-   constexprs (the config's tiles included), warps, stages and argument
-   dtypes, not on the shape: the integer arguments are compiled unspecialized
-   (no divisibility hints) and the pointers 16-byte aligned (as torch
-   allocates them), so every shape shares it.
+   constexprs (the config's tiles included), warps, stages, argument dtypes
+   and how the launch specializes its arguments: Triton's launcher turns an
+   integer equal to 1 into a constant and marks integers and pointers
+   divisible by 16 (a channels_last tensor's channel stride is 1; with C a
+   multiple of 16 its other strides divide by 16, and its loads vectorize).
+   The gate specializes each recorded launch with the launcher's own binder,
+   so the binary compiled here is the one the GPU runs for that launch;
+   shapes whose integers agree on both share it.
 3. Reads each binary's resources: registers and spill stores/loads from
    ptxas's own report (Triton runs ptxas -v; TRITON_DUMP_PTXAS_LOG prints
    it), the stack frame from the cubin (cuobjdump, Triton's own; a frame
    holds spills and call frames alike, so it is shown, not judged), shared
    memory from Triton's metadata (what the launch asks for).
 
-Prints a table (kernel, config, dtype, regs, smem, spills, stack) and exits
-non-zero on a compile error, on any spill store, or on shared memory over the
-227 KB an H100 block may use, in any config the autotuner may choose.
+Prints a table (kernel, config, dtype, constexpr flags, the integers
+specialized to 1 and those without the divisibility hint, regs, smem, spills,
+stack) and exits non-zero on a compile error, on any spill store, or on
+shared memory over the 227 KB an H100 block may use, in any config the
+autotuner may choose.
 
-    python .ci/triton_gate.py [--jobs 2] [--dtypes bf16,fp16,fp32]
+    python .ci/triton_gate.py [--jobs 2] [--dtypes bf16,fp16,fp32,fp32-ieee]
+                              [--batches 1,32] [--kernels _conv2d,_bn_act_fwd]
 """
 
 import argparse
@@ -73,7 +81,7 @@ RESNET50_BN = [(64, 112), (64, 56), (256, 56), (128, 56), (128, 28), (512, 28), 
                (256, 14), (1024, 14), (512, 14), (512, 7), (2048, 7)]  # fmt: skip
 
 
-def record_launches(dtype_names: list[str]) -> dict:
+def record_launches(dtype_names: list[str], batches: list[int]) -> dict:
     """{binary key: binary description} for every launch of ResNet-50's ops."""
     import torch
     from triton.runtime.autotuner import Autotuner
@@ -82,7 +90,7 @@ def record_launches(dtype_names: list[str]) -> dict:
 
     binaries: dict = {}
 
-    def recorder(self, *args, **kwargs):
+    def recorder(self, *args, grid, warmup, **kwargs):
         self.nargs = dict(zip(self.arg_names, args, strict=False))
         for config in self.prune_configs(kwargs):
             describe(self.fn, args, {**kwargs, **config.all_kwargs()}, binaries)
@@ -91,26 +99,26 @@ def record_launches(dtype_names: list[str]) -> dict:
     for name in dtype_names:
         dtype = getattr(torch, DTYPES[name])
         torch.backends.cudnn.allow_tf32 = name != "fp32-ieee"
-        with torch.no_grad():
-            _drive_convs(RT, torch, dtype)
-        _drive_bn(RT, torch, dtype)
+        for n in batches:
+            with torch.no_grad():
+                _drive_convs(RT, torch, n, dtype)
+            _drive_bn(RT, torch, n, dtype)
     torch.backends.cudnn.allow_tf32 = True
     return binaries
 
 
-def _act(torch, c, h, dtype, grad=False):
-    x = torch.empty(1, c, h, h, dtype=dtype).contiguous(memory_format=torch.channels_last)
+def _act(torch, n, c, h, dtype, grad=False):
+    # Never written nor read: the kernels do not run.
+    x = torch.empty(n, c, h, h, dtype=dtype, memory_format=torch.channels_last)
     return x.requires_grad_(grad)
 
 
-def _drive_convs(RT, torch, dtype):
+def _drive_convs(RT, torch, n, dtype):
     for c_in, c_out, k, stride, h, epilogue in RESNET50_CONVS:
-        x = _act(torch, c_in, h, dtype)
-        w = torch.empty(c_out, c_in, k, k, dtype=dtype).contiguous(
-            memory_format=torch.channels_last
-        )
+        x = _act(torch, n, c_in, h, dtype)
+        w = _act(torch, c_out, c_in, k, dtype)
         h_out = (h + 2 * (k // 2) - k) // stride + 1
-        res = _act(torch, c_out, h_out, dtype) if epilogue == "res_relu" else None
+        res = _act(torch, n, c_out, h_out, dtype) if epilogue == "res_relu" else None
         stats = [torch.zeros(c_out), torch.ones(c_out), torch.ones(c_out), torch.zeros(c_out)]
         geometry = ([stride] * 2, [k // 2] * 2, [1, 1], 1)
         for training in (True, False):
@@ -119,71 +127,81 @@ def _drive_convs(RT, torch, dtype):
             )
 
 
-def _drive_bn(RT, torch, dtype):
+def _drive_bn(RT, torch, n, dtype):
     for c, h in RESNET50_BN:
         for training in (True, False):
             # BN + ReLU, BN + add + ReLU (a block's last), BN alone (downsample).
             for residual, relu in ((False, True), (True, True), (False, False)):
-                x, r = _act(torch, c, h, dtype, True), _act(torch, c, h, dtype, True)
+                x, r = _act(torch, n, c, h, dtype, True), _act(torch, n, c, h, dtype, True)
                 w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
                 stats = [torch.zeros(c), torch.ones(c), w, b]
                 res = r if residual else None
                 y = RT.batch_norm_act(x, res, *stats, training, 0.1, 1e-5, relu)
                 y.backward(torch.empty_like(y))
-        x, r = _act(torch, c, h, dtype, True), _act(torch, c, h, dtype, True)
+        x, r = _act(torch, n, c, h, dtype, True), _act(torch, n, c, h, dtype, True)
         y = RT.add_relu(x, r)
         y.backward(torch.empty_like(y))
 
 
-def _sig_type(value) -> str:
-    import torch
+def describe(fn, args, kwargs: dict, binaries: dict) -> None:
+    """Records the binary Triton's launcher would compile for this launch.
 
-    if isinstance(value, torch.Tensor):
-        return "*" + {
-            torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-            torch.float64: "fp64", torch.int64: "i64", torch.int32: "i32", torch.bool: "i1",
-        }[value.dtype]  # fmt: skip
-    if isinstance(value, bool):
-        return "i1"
-    if isinstance(value, int):
-        return "i32" if -(2**31) <= value < 2**31 else "i64"
-    if isinstance(value, float):
-        return "fp32"
-    raise TypeError(f"unexpected kernel argument {value!r}")
+    The arguments are specialized exactly as JITFunction.run specializes
+    them (its binder and _pack_args): integers equal to 1 become constexprs,
+    integers and pointers divisible by 16 get a divisibility hint. Those
+    specializations decide vectorization and address arithmetic, so the
+    binary compiled here is the one the GPU would run for this launch.
+    """
+    from triton.runtime.jit import create_function_from_signature
+
+    binder = _BINDERS.get(fn)
+    if binder is None:
+        binder = _BINDERS[fn] = create_function_from_signature(fn.signature, fn.params, _backend())
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(
+        _backend(), kwargs, bound, specialization, options
+    )
+    named = {fn.arg_names[path[0]]: value for path, value in constexprs.items()}
+    key = (
+        fn.__name__, tuple(signature.items()), repr(sorted(named.items())),
+        repr(sorted(attrs.items())), options.num_warps, options.num_stages,
+    )  # fmt: skip
+    if key in binaries:
+        return
+    declared = {p.name for p in fn.params if p.is_constexpr}
+    dtype = next(t[1:] for t in signature.values() if t.startswith(("*fp", "*bf")))
+    if dtype == "fp32" and named.get("DOT_PRECISION") == "ieee":
+        dtype = "fp32-ieee"
+    tiles = {k: v for k, v in named.items() if k.startswith("BLOCK")}
+    flags = {k: v for k, v in named.items() if k in declared and not k.startswith("BLOCK")}
+    # How the launch specialized the integers: those equal to 1 and those
+    # not divisible by 16 (the rest carry the divisibility hint).
+    ints = [(i, k) for i, (k, t) in enumerate(signature.items()) if t in ("i32", "i64")]
+    spec = ",".join(k for k in named if k not in declared)
+    spec += " !16:" + ",".join(k for i, k in ints if not attrs.get((i,)))
+    warps, stages = options.num_warps, options.num_stages
+    binaries[key] = dict(
+        src=(fn, signature, constexprs, attrs), options=options.__dict__, kernel=fn.__name__,
+        dtype=dtype, flags=flags, spec=spec,
+        config=" ".join(f"{k[6:] or k}={v}" for k, v in tiles.items()) + f" w{warps} s{stages}",
+    )  # fmt: skip
 
 
-def describe(fn, args, constexpr_and_config: dict, binaries: dict) -> None:
-    names = fn.arg_names
-    values = dict(zip(names, args, strict=False))
-    values.update(constexpr_and_config)
-    warps = values.pop("num_warps", 4)
-    stages = values.pop("num_stages", 3)
-    for extra in ("num_ctas", "maxnreg", "num_buffers_warp_spec", "num_consumer_groups",
-                  "reg_dec_producer", "reg_inc_consumer", "ir_override"):  # fmt: skip
-        values.pop(extra, None)
-    signature, constexprs, attrs = {}, {}, {}
-    for i, param in enumerate(fn.params):
-        name = names[i]
-        if param.is_constexpr:
-            signature[name] = "constexpr"
-            constexprs[name] = values[name]
-        else:
-            signature[name] = _sig_type(values[name])
-            if signature[name].startswith("*"):
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    key = (fn.__name__, tuple(signature.items()), repr(sorted(constexprs.items())), warps, stages)
-    if key not in binaries:
-        dtype = next(t[1:] for t in signature.values() if t.startswith("*fp") or t == "*bf16")
-        if dtype == "fp32" and constexprs.get("DOT_PRECISION") == "ieee":
-            dtype = "fp32-ieee"
-        tiles = {k: v for k, v in constexprs.items() if k.startswith("BLOCK")}
-        flags = {k: v for k, v in constexprs.items() if not k.startswith("BLOCK")}
-        binaries[key] = dict(
-            fn=fn, signature=signature, constexprs=constexprs, attrs=attrs, warps=warps,
-            stages=stages, kernel=fn.__name__, dtype=dtype,
-            config=" ".join(f"{k[6:] or k}={v}" for k, v in tiles.items()) + f" w{warps} s{stages}",
-            flags=flags,
-        )  # fmt: skip
+_BINDERS: dict = {}
+
+
+def _backend():
+    """Triton's CUDA backend for sm_90 (built without a GPU)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = make_backend(GPUTarget("cuda", 90, 64))
+    return _BACKEND
+
+
+_BACKEND = None
 
 
 # cuobjdump --dump-resource-usage, per function:
@@ -208,16 +226,14 @@ def compile_one(item: dict) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    out = {k: item[k] for k in ("kernel", "dtype", "config", "flags")}
+    out = {k: item[k] for k in ("kernel", "dtype", "config", "flags", "spec")}
     start = time.time()
     try:
-        src = ASTSource(item["fn"], item["signature"], item["constexprs"], item["attrs"])
+        src = ASTSource(*item["src"])
         ptxas_log = io.StringIO()
         with contextlib.redirect_stdout(ptxas_log):
             compiled = triton.compile(
-                src,
-                target=GPUTarget("cuda", 90, 64),
-                options={"num_warps": item["warps"], "num_stages": item["stages"]},
+                src, target=GPUTarget("cuda", 90, 64), options=item["options"]
             )
         spills = SPILL_RE.search(ptxas_log.getvalue())
         if spills is None:
@@ -248,11 +264,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--batches", default="1,32", help="batch sizes of the recorded launches")
+    parser.add_argument(
+        "--kernels", default="", help="compile only kernels whose name contains one of these"
+    )
     args = parser.parse_args()
     start = time.time()
-    binaries = record_launches([d.strip() for d in args.dtypes.split(",")])
-    print(f"triton gate: {len(binaries)} distinct binaries recorded ({time.time() - start:.0f} s)")
-    _ITEMS[:] = binaries.values()
+    binaries = record_launches(
+        [d.strip() for d in args.dtypes.split(",")], [int(n) for n in args.batches.split(",")]
+    )
+    wanted = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    items = [b for b in binaries.values() if not wanted or any(k in b["kernel"] for k in wanted)]
+    print(
+        f"triton gate: {len(binaries)} distinct binaries recorded, {len(items)} to compile "
+        f"({time.time() - start:.0f} s)"
+    )
+    _ITEMS[:] = items
     # fork: the workers inherit the recorded kernels (JITFunction objects).
     import multiprocessing
 
@@ -266,17 +293,19 @@ def main() -> int:
             if len(results) % 50 == 0:
                 print(f"triton gate: {len(results)} / {len(futures)} compiled", flush=True)
     failures = []
-    header = ["kernel", "config", "dtype", "flags", "regs", "smem B", "spill B", "stack B"]
+    header = ["kernel", "config", "dtype", "flags", "specialized", "regs", "smem B", "spill B",
+              "stack B"]  # fmt: skip
     table = [header]
-    for r in sorted(results, key=lambda r: (r["kernel"], r["dtype"], r["config"], str(r["flags"]))):
+    order = lambda r: (r["kernel"], r["dtype"], r["config"], str(r["flags"]), r["spec"])  # noqa: E731
+    for r in sorted(results, key=order):
         flags = ",".join(f"{k}={_short(v)}" for k, v in r["flags"].items())
-        what = f"{r['kernel']} {r['config']} {r['dtype']} {flags}"
+        what = f"{r['kernel']} {r['config']} {r['dtype']} {flags} {r['spec']}"
+        row = [r["kernel"], r["config"], r["dtype"], flags, r["spec"]]
         if "error" in r:
             failures.append(f"{what}: compile error: {r['error']}")
-            table.append([r["kernel"], r["config"], r["dtype"], flags, "ERR", "-", "-", "-"])
+            table.append(row + ["ERR", "-", "-", "-"])
             continue
-        table.append([r["kernel"], r["config"], r["dtype"], flags,
-                      *(str(r[k]) for k in ("regs", "smem", "spill", "stack"))])  # fmt: skip
+        table.append(row + [str(r[k]) for k in ("regs", "smem", "spill", "stack")])
         if r["spill"]:
             failures.append(f"{what}: {r['spill']} B spill stores ({r['stack']} B stack frame)")
         if r["smem"] > SMEM_LIMIT:
@@ -290,9 +319,10 @@ def main() -> int:
         for f in failures:
             print(f"  {f}", file=sys.stderr)
         return 1
+    regs = max((r["regs"] for r in results), default=0)
     print(
-        f"triton gate: OK: {len(results)} binaries for sm_90, no spills, shared memory "
-        f"within {SMEM_LIMIT // 1024} KB ({elapsed:.0f} s)"
+        f"triton gate: OK: {len(results)} binaries for sm_90, no spills, at most {regs} "
+        f"registers, shared memory within {SMEM_LIMIT // 1024} KB ({elapsed:.0f} s)"
     )
     return 0
 

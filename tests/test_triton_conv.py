@@ -122,26 +122,39 @@ def test_fp32_precision_follows_pytorchs_tf32_policy(monkeypatch):
     assert "DOT_PRECISION" in _kernel.keys  # each policy autotunes (and compiles) its own
 
 
-def test_configs_that_cannot_fit_shared_memory_are_pruned():
-    """A 128x256x64 tile, 3 stages: 3 x (128 + 256) x 64 elements buffered,
-    144 KB in bf16 (fits in an H100's 227 KB), 288 KB in fp32 (the size Triton
-    compiles for sm_90: cannot fit), 576 KB in fp64."""
+def test_conv_configs_are_pruned_per_dot_and_dtype(monkeypatch):
+    """A launch keeps the tiles made for its dot (tensor cores: bf16, fp16,
+    TF32; FMA: IEEE fp32, fp64) whose pipeline fits in shared memory and
+    whose accumulator and input gather fit in registers."""
     import triton
 
     from resnet_fast.triton import configs
 
-    big = triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_stages=3)
-    small = triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, num_stages=4)
-    assert configs.conv_smem_bytes(big, 4) == 294912
-    cases = ((torch.bfloat16, [big, small]), (torch.float32, [small]), (torch.float64, [small]))
-    for dtype, expected in cases:
-        args = {"C_out_g": 512, "C_in_g": 512, "x_ptr": torch.empty(1, dtype=dtype)}
-        assert configs._prune_conv([big, small], args) == expected
-    # IEEE fp32 (FMA, no tensor cores): 128 accumulator registers per thread spill.
-    wide = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4)
-    args = {"C_out_g": 512, "C_in_g": 512, "x_ptr": torch.empty(1)}
-    assert configs._prune_conv([wide, small], args, DOT_PRECISION="tf32") == [wide, small]
-    assert configs._prune_conv([wide, small], args, DOT_PRECISION="ieee") == [small]
+    def config(m, n, k, stages, warps):
+        meta = {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}
+        return triton.Config(meta, num_stages=stages, num_warps=warps)
+
+    def kept(dtype, c_out=512, c_in=512, **kwargs):
+        every = [config(*s) for s in configs.MMA_SHAPES + configs.FMA_SHAPES]
+        args = {"C_out_g": c_out, "C_in_g": c_in, "x_ptr": torch.empty(1, dtype=dtype)}
+        return [configs._conv_shape(c) for c in configs._prune_conv(every, args, **kwargs)]
+
+    assert kept(torch.bfloat16) == kept(torch.float16) == configs.MMA_SHAPES
+    # TF32: fp32 doubles the input gather; 128 x 64 x 64 on 4 warps is 256 B a thread.
+    tf32 = kept(torch.float32, DOT_PRECISION="tf32")
+    assert tf32 == [s for s in configs.MMA_SHAPES if s != (128, 64, 64, 4, 4)]
+    assert kept(torch.float32, DOT_PRECISION="ieee") == configs.FMA_SHAPES
+    # fp64: two registers per accumulator value; 128 x 128 on 8 warps takes 128.
+    assert kept(torch.float64) == [s for s in configs.FMA_SHAPES if s != (128, 128, 8, 3, 8)]
+    # A group of 8 output channels, a stem of 3 input channels.
+    assert kept(torch.bfloat16, c_out=8) == kept(torch.bfloat16, c_in=3) == [(64, 16, 16, 2, 2)]
+    # Shared memory: 4 stages of 128 x 128 x 64 take 128 KB in bf16 (fits in an
+    # H100's 227 KB), 256 KB in fp32 (the size Triton compiles for sm_90).
+    deep = (128, 128, 64, 4, 8)
+    assert configs.conv_smem_bytes(config(*deep), 4) == 262144
+    monkeypatch.setattr(configs, "MMA_SHAPES", [*configs.MMA_SHAPES, deep])
+    assert deep in kept(torch.bfloat16)
+    assert deep not in kept(torch.float32, DOT_PRECISION="tf32")
 
 
 @pytest.mark.skipif(TRITON_DEVICE != "cuda", reason="the interpreter multiplies in fp32 either way")
@@ -175,6 +188,31 @@ def test_contiguous_nchw_input(gen):
     out = torch.ops.resnet_fast.triton_conv2d(x, w, None, None, *_geometry(g), False)
     assert out.is_contiguous()
     _check(out, F.conv2d(x.double(), w.double(), **g), torch.float32, "NCHW")
+
+
+@pytest.mark.parametrize("name", ["3x3_s2", "3x3_groups"])
+def test_int64_offsets_compute_the_same(name, gen, monkeypatch):
+    """The int64 offset path (tensors past int32 offsets, forced here) reads
+    and writes exactly the elements the int32 path does."""
+    import triton.language as tl
+
+    from resnet_fast.triton import _common
+
+    x, w, g = _problem(name, torch.float32, gen)
+    x = x[:, :, :, 1:]  # a cropped view: general strides
+    bias = randn((w.shape[0],), gen, torch.float32).to(TRITON_DEVICE)
+    res = randn(F.conv2d(x, w, **g).shape, gen, torch.float32).to(TRITON_DEVICE)
+
+    def run():
+        out = torch.ops.resnet_fast.triton_conv2d(x, w, bias, res, *_geometry(g), True)
+        return (out, *torch.ops.resnet_fast.triton_conv2d_stats(x, w, bias, *_geometry(g)))
+
+    narrow = run()
+    monkeypatch.setattr(_common, "_INT32_MAX", 0)
+    assert _common.offset_dtype(x) == tl.int64
+    wide = run()
+    for what, a, e in zip(["out", "stats out", "mean", "var"], wide, narrow, strict=True):
+        assert torch.equal(a, e), f"{name} {what} differs with int64 offsets"
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -188,6 +188,52 @@ def test_compile_fullgraph_matches_eager(layout, gen):
         assert_close(sc, se, torch.float32, "running stat")
 
 
+def test_offsets_are_int32_exactly_when_every_offset_fits():
+    import triton.language as tl
+
+    from resnet_fast.triton._common import offset_dtype
+
+    def strided(shape, stride):
+        return torch.empty_strided(shape, stride, device="meta")
+
+    small = strided((2, 3, 4, 5), (60, 1, 15, 3))
+    largest_int32 = strided((2, 1, 3, 1), (2**31 - 9, 1, 4, 1))  # last element at 2^31 - 1
+    past_int32 = strided((2, 1, 3, 1), (2**31 - 8, 1, 4, 1))
+    size_one = strided((1, 3, 1, 1), (2**40, 1, 2**40, 2**40))  # index always 0
+    assert offset_dtype(small, largest_int32, size_one) == tl.int32
+    assert offset_dtype(small, past_int32) == tl.int64
+    assert offset_dtype(past_int32, small) == tl.int64
+
+
+@pytest.mark.parametrize("layout", ["channels_last_slice", "spatial_crop"])
+def test_int64_offsets_compute_the_same(layout, gen, monkeypatch):
+    """The kernels' int64 offset path (tensors past int32 offsets, forced
+    here) loads and stores exactly the elements the int32 path does."""
+    import triton.language as tl
+
+    from resnet_fast.triton import _common
+
+    x, r, w, b, *_ = _bn_inputs(gen, layout, shape=(3, 6, 5, 4), dtype=torch.float32)
+    g = make_activation(x.shape, layout, torch.float32, gen, TRITON_DEVICE)
+
+    def run():
+        mean, var = ops.triton_bn_stats(x)
+        invstd = (var + 1e-5).rsqrt().float()
+        return (
+            mean, var,
+            ops.triton_bn_add_act_fwd(x, r, w, b, mean, invstd, True, True),
+            *ops.triton_bn_add_act_bwd(g, x, r, w, b, mean, invstd, True, True),
+            *ops.triton_bn_act_bwd(g, x, w, b, mean, invstd, True, True),
+        )  # fmt: skip
+
+    narrow = run()
+    monkeypatch.setattr(_common, "_INT32_MAX", 0)
+    assert _common.offset_dtype(x) == tl.int64
+    wide = run()
+    for i, (a, e) in enumerate(zip(wide, narrow, strict=True)):
+        assert torch.equal(a, e), f"result {i} differs with int64 offsets"
+
+
 def test_cpu_tensors_without_the_interpreter_are_refused():
     # A fresh process: TRITON_INTERPRET is read once, when triton is imported.
     out, _ = run_python(

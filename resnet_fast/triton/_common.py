@@ -27,6 +27,28 @@ def tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+# The largest element offset the kernels address in int32.
+_INT32_MAX = 2**31 - 1
+
+
+def offset_dtype(*tensors: Tensor):
+    """The integer dtype of the element offsets a kernel computes into these
+    tensors (an ``IDX`` constexpr argument of the kernels).
+
+    tl.int32 when every element of every tensor lies within int32 of its
+    base (sum over dimensions of (size - 1) * stride), else tl.int64. A tile
+    of 32-bit offsets takes one register per element instead of two, and
+    its arithmetic half the instructions; it matters most where the loads do
+    not vectorize (no unit stride), and every element has its own offset.
+    Lanes past a tensor's end are masked off and never dereferenced, so
+    their offsets may wrap.
+    """
+    largest = max(
+        sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) for t in tensors
+    )
+    return tl.int32 if largest <= _INT32_MAX else tl.int64
+
+
 def strides4(t: Tensor) -> tuple[int, int, int, int]:
     """(n, c, h, w) strides in elements of an [N, C, H, W] tensor.
 

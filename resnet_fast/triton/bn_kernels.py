@@ -6,6 +6,8 @@ strided views all run without a copy. A tile is [BLOCK_R, BLOCK_C] when the
 channels are the contiguous axis (CH_INNER) and [BLOCK_C, BLOCK_R] otherwise,
 so that the fast axis of the tile is the contiguous one in memory; per-channel
 vectors are kept 2-D (keep_dims) so the same code serves both orientations.
+Offsets are IDX integers: int32 whenever the launcher proves every operand's
+offsets fit (see offset_dtype), int64 otherwise.
 
 Numerics follow csrc/cpu/kernels/kernels_impl.h: statistics are accumulated
 on x - shift[c] (shift = one sample of the channel, so the subtraction is
@@ -22,21 +24,21 @@ from ._store import to_dtype
 
 
 @triton.jit
-def _rows(r0, HW, W, BLOCK_R: tl.constexpr):
-    """Row indices r0 .. r0 + BLOCK_R and their (n, h, w) in int64."""
+def _rows(r0, HW, W, BLOCK_R: tl.constexpr, IDX: tl.constexpr):
+    """Row indices r0 .. r0 + BLOCK_R and their (n, h, w) in the offset dtype."""
     r = r0 + tl.arange(0, BLOCK_R)
     n = r // HW
     hw = r - n * HW
     h = hw // W
     w = hw - h * W
-    return r, n.to(tl.int64), h.to(tl.int64), w.to(tl.int64)
+    return r, n.to(IDX), h.to(IDX), w.to(IDX)
 
 
 @triton.jit
-def _tile(n, h, w, c, sn, sc, sh, sw, CH_INNER: tl.constexpr):
+def _tile(n, h, w, c, sn, sc, sh, sw, CH_INNER: tl.constexpr, IDX: tl.constexpr):
     """Element offsets of a tile of rows (n, h, w) x channels c."""
     row = n * sn + h * sh + w * sw
-    col = c.to(tl.int64) * sc
+    col = c.to(IDX) * sc
     if CH_INNER:
         return row[:, None] + col[None, :]
     else:
@@ -91,6 +93,7 @@ def _bn_stats_fwd_kernel(
     BLOCK_C: tl.constexpr,
     CH_INNER: tl.constexpr,
     ACC: tl.constexpr,
+    IDX: tl.constexpr,
 ):  # fmt: skip
     pid_r = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -100,9 +103,9 @@ def _bn_stats_fwd_kernel(
     start = pid_r * ROWS_PER_PROG
     end = tl.minimum(start + ROWS_PER_PROG, NHW)
     for r0 in range(start, end, BLOCK_R):
-        r, n, h, w = _rows(r0, HW, W, BLOCK_R)
+        r, n, h, w = _rows(r0, HW, W, BLOCK_R, IDX)
         mask = _mask(r, end, c, C, CH_INNER)
-        x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER), mask=mask)
+        x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER, IDX), mask=mask)
         d = tl.where(mask, x.to(ACC) - shift, 0.0)
         # Chan's merge of this chunk's (count, mean, M2) into the running one.
         n_prev = (r0 - start).to(ACC)
@@ -134,21 +137,22 @@ def _bn_act_fwd_kernel(
     BLOCK_C: tl.constexpr,
     CH_INNER: tl.constexpr,
     ACC: tl.constexpr,
+    IDX: tl.constexpr,
     EXPLICIT_RNE: tl.constexpr,
 ):  # fmt: skip
     """out = act((x - mean) * scale + bias [+ residual])."""
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    r, n, h, w = _rows(tl.program_id(0) * BLOCK_R, HW, W, BLOCK_R)
+    r, n, h, w = _rows(tl.program_id(0) * BLOCK_R, HW, W, BLOCK_R, IDX)
     mask = _mask(r, NHW, c, C, CH_INNER)
-    x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER), mask=mask).to(ACC)
+    x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER, IDX), mask=mask).to(ACC)
     xc = (x - _channel(mean_hi_ptr, c, C, CH_INNER)) - _channel(mean_lo_ptr, c, C, CH_INNER)
     y = xc * _channel(scale_ptr, c, C, CH_INNER) + _channel(bias_ptr, c, C, CH_INNER)
     if HAS_RES:
-        res = tl.load(res_ptr + _tile(n, h, w, c, srn, src, srh, srw, CH_INNER), mask=mask)
+        res = tl.load(res_ptr + _tile(n, h, w, c, srn, src, srh, srw, CH_INNER, IDX), mask=mask)
         y += res.to(ACC)
     if RELU:
         y = tl.maximum(y, 0.0)
-    out_offsets = _tile(n, h, w, c, son, soc, soh, sow, CH_INNER)
+    out_offsets = _tile(n, h, w, c, son, soc, soh, sow, CH_INNER, IDX)
     tl.store(out_ptr + out_offsets, to_dtype(y, out_ptr.dtype.element_ty, EXPLICIT_RNE), mask=mask)
 
 
@@ -173,6 +177,7 @@ def _bn_act_bwd_reduce_kernel(
     BLOCK_C: tl.constexpr,
     CH_INNER: tl.constexpr,
     ACC: tl.constexpr,
+    IDX: tl.constexpr,
     EXPLICIT_RNE: tl.constexpr,
 ):  # fmt: skip
     """g = dy * [pre > 0] (pre recomputed as in the forward); per-program
@@ -188,20 +193,20 @@ def _bn_act_bwd_reduce_kernel(
     start = pid_r * ROWS_PER_PROG
     end = tl.minimum(start + ROWS_PER_PROG, NHW)
     for r0 in range(start, end, BLOCK_R):
-        r, n, h, w = _rows(r0, HW, W, BLOCK_R)
+        r, n, h, w = _rows(r0, HW, W, BLOCK_R, IDX)
         mask = _mask(r, end, c, C, CH_INNER)
-        x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER), mask=mask)
-        dy = tl.load(dy_ptr + _tile(n, h, w, c, sdn, sdc, sdh, sdw, CH_INNER), mask=mask)
+        x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER, IDX), mask=mask)
+        dy = tl.load(dy_ptr + _tile(n, h, w, c, sdn, sdc, sdh, sdw, CH_INNER, IDX), mask=mask)
         xc = (x.to(ACC) - mean_hi) - mean_lo
         g = dy.to(ACC)
         if RELU:
             pre = xc * scale + bias
             if HAS_RES:
-                res = tl.load(res_ptr + _tile(n, h, w, c, srn, src, srh, srw, CH_INNER), mask=mask)
-                pre += res.to(ACC)
+                res_offsets = _tile(n, h, w, c, srn, src, srh, srw, CH_INNER, IDX)
+                pre += tl.load(res_ptr + res_offsets, mask=mask).to(ACC)
             g = tl.where(pre > 0, g, 0.0)
         if HAS_RES:
-            g_offsets = _tile(n, h, w, c, sgn, sgc, sgh, sgw, CH_INNER)
+            g_offsets = _tile(n, h, w, c, sgn, sgc, sgh, sgw, CH_INNER, IDX)
             g_stored = to_dtype(g, gres_ptr.dtype.element_ty, EXPLICIT_RNE)
             tl.store(gres_ptr + g_offsets, g_stored, mask=mask)
         g = tl.where(mask, g, 0.0)
@@ -227,18 +232,19 @@ def _bn_act_bwd_apply_kernel(
     BLOCK_C: tl.constexpr,
     CH_INNER: tl.constexpr,
     ACC: tl.constexpr,
+    IDX: tl.constexpr,
     EXPLICIT_RNE: tl.constexpr,
 ):  # fmt: skip
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    r, n, h, w = _rows(tl.program_id(0) * BLOCK_R, HW, W, BLOCK_R)
+    r, n, h, w = _rows(tl.program_id(0) * BLOCK_R, HW, W, BLOCK_R, IDX)
     mask = _mask(r, NHW, c, C, CH_INNER)
-    x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER), mask=mask).to(ACC)
-    g = tl.load(g_ptr + _tile(n, h, w, c, sgn, sgc, sgh, sgw, CH_INNER), mask=mask).to(ACC)
+    x = tl.load(x_ptr + _tile(n, h, w, c, sxn, sxc, sxh, sxw, CH_INNER, IDX), mask=mask).to(ACC)
+    g = tl.load(g_ptr + _tile(n, h, w, c, sgn, sgc, sgh, sgw, CH_INNER, IDX), mask=mask).to(ACC)
     xc = (x - _channel(mean_hi_ptr, c, C, CH_INNER)) - _channel(mean_lo_ptr, c, C, CH_INNER)
     if MASK_FROM_X:
         pre = xc * _channel(scale_ptr, c, C, CH_INNER) + _channel(bias_ptr, c, C, CH_INNER)
         g = tl.where(pre > 0, g, 0.0)
     dx = _channel(a_ptr, c, C, CH_INNER) * g + _channel(b_ptr, c, C, CH_INNER) * xc
     dx += _channel(d_ptr, c, C, CH_INNER)
-    dx_offsets = _tile(n, h, w, c, sdn, sdc, sdh, sdw, CH_INNER)
+    dx_offsets = _tile(n, h, w, c, sdn, sdc, sdh, sdw, CH_INNER, IDX)
     tl.store(dx_ptr + dx_offsets, to_dtype(dx, dx_ptr.dtype.element_ty, EXPLICIT_RNE), mask=mask)

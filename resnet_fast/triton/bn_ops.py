@@ -24,7 +24,15 @@ from torch.library import triton_op, wrap_triton
 from .. import _checks
 from .._ops import output_memory_format
 from . import configs
-from ._common import acc_dtype, channels_inner, interpreting, rows_per_program, strides4, tl_acc
+from ._common import (
+    acc_dtype,
+    channels_inner,
+    interpreting,
+    offset_dtype,
+    rows_per_program,
+    strides4,
+    tl_acc,
+)
 from .bn_kernels import (
     _bn_act_bwd_apply_kernel,
     _bn_act_bwd_reduce_kernel,
@@ -106,7 +114,7 @@ def triton_bn_stats(input: Tensor) -> tuple[Tensor, Tensor]:
     part_m2 = input.new_empty((programs, c), dtype=acc)
     wrap_triton(_stats_kernel)[grid](
         input, shift, part_mean, part_m2, nhw, hw, w, c, *strides4(input), per,
-        CH_INNER=channels_inner(input), ACC=tl_acc(input.dtype),
+        CH_INNER=channels_inner(input), ACC=tl_acc(input.dtype), IDX=offset_dtype(input),
     )  # fmt: skip
     mean_d, var = merge_partials(part_mean, part_m2, _program_counts(nhw, per, input.device))
     return shift.double() + mean_d, var
@@ -135,6 +143,7 @@ def _forward(input, residual, weight, bias, save_mean, save_invstd, relu) -> Ten
         nhw, hw, w, c,
         *strides4(input), *strides4(residual if has_res else input), *strides4(out),
         HAS_RES=has_res, RELU=relu, CH_INNER=channels_inner(input), ACC=tl_acc(input.dtype),
+        IDX=offset_dtype(input, residual if has_res else input, out),
         EXPLICIT_RNE=interpreting(),
     )  # fmt: skip
     return out
@@ -163,6 +172,7 @@ def _backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, t
         )
 
     ch_inner = channels_inner(input)
+    idx = offset_dtype(grad_out, input, grad_input, *([residual, grad_residual] if has_res else []))
     per, grid = _reduce_grid(nhw, c)
     programs = triton.cdiv(nhw, per)
     part_g = input.new_empty((programs, c), dtype=acc)
@@ -175,7 +185,7 @@ def _backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, t
         *strides4(grad_out), *strides4(input),
         *strides4(residual if has_res else input), *strides4(gres),
         per,
-        HAS_RES=has_res, RELU=relu, CH_INNER=ch_inner, ACC=tl_acc(input.dtype),
+        HAS_RES=has_res, RELU=relu, CH_INNER=ch_inner, ACC=tl_acc(input.dtype), IDX=idx,
         EXPLICIT_RNE=interpreting(),
     )  # fmt: skip
     # Partials merged in float64: P rows of fp32 sums.
@@ -195,7 +205,7 @@ def _backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, t
         gsrc, input, grad_input, mean_hi, mean_lo, scale, shift, a, b, d,
         nhw, hw, w, c,
         *strides4(gsrc), *strides4(input), *strides4(grad_input),
-        MASK_FROM_X=relu and not has_res, CH_INNER=ch_inner, ACC=tl_acc(input.dtype),
+        MASK_FROM_X=relu and not has_res, CH_INNER=ch_inner, ACC=tl_acc(input.dtype), IDX=idx,
         EXPLICIT_RNE=interpreting(),
     )  # fmt: skip
     grad_weight = (sum_gx * invstd.double()).to(acc)

@@ -7,7 +7,9 @@ input are gathered on the fly (no im2col buffer): for each (kh, kw) the
 kernel loads a [BLOCK_M, BLOCK_K] slab of input channels at the shifted
 positions, zero where the window falls in the padding. With NHWC
 (channels_last) operands the channels are contiguous, so every load is
-coalesced; any strides are accepted.
+coalesced; any strides are accepted. Element offsets are IDX integers:
+int32 whenever the launcher proves every operand's offsets fit (see
+offset_dtype), half the registers and instructions of int64 offsets.
 
 Epilogues, applied to the fp32 accumulator before the only write of the
 output:
@@ -51,6 +53,7 @@ def _conv2d_fwd_kernel(
     RELU: tl.constexpr,
     STATS: tl.constexpr,
     ACC: tl.constexpr,
+    IDX: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     STATS_ROWS: tl.constexpr,
     INTERPRETED: tl.constexpr,
@@ -69,13 +72,13 @@ def _conv2d_fwd_kernel(
     ohw = m - n * hw_out
     oh = ohw // W_out
     ow = ohw - oh * W_out
-    x_row = n.to(tl.int64) * sxn
+    x_row = n.to(IDX) * sxn
     ih0 = oh * stride_h - pad_h
     iw0 = ow * stride_w - pad_w
 
     co_g = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # within the group
     co_ok = co_g < C_out_g
-    co = group * C_out_g + co_g
+    co = (group * C_out_g + co_g).to(IDX)
     ci_base = group * C_in_g
     k = tl.arange(0, BLOCK_K)
 
@@ -86,18 +89,18 @@ def _conv2d_fwd_kernel(
         ih = ih0 + kh * dil_h
         iw = iw0 + kw * dil_w
         pos_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x_pos = x_row + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-        w_pos = co.to(tl.int64) * swo + kh * swh + kw * sww
+        x_pos = x_row + ih.to(IDX) * sxh + iw.to(IDX) * sxw
+        w_pos = co * swo + tl.cast(kh, IDX) * swh + tl.cast(kw, IDX) * sww
         for c0 in range(0, C_in_g, BLOCK_K):
             ci = c0 + k
             ci_ok = ci < C_in_g
             a = tl.load(
-                x_ptr + x_pos[:, None] + ((ci_base + ci) * sxc)[None, :],
+                x_ptr + x_pos[:, None] + ((ci_base + ci).to(IDX) * sxc)[None, :],
                 mask=pos_ok[:, None] & ci_ok[None, :],
                 other=0.0,
             )
             b = tl.load(
-                w_ptr + w_pos[None, :] + (ci * swi)[:, None],
+                w_ptr + w_pos[None, :] + (ci.to(IDX) * swi)[:, None],
                 mask=ci_ok[:, None] & co_ok[None, :],
                 other=0.0,
             )
@@ -114,13 +117,24 @@ def _conv2d_fwd_kernel(
     if HAS_BIAS:
         y += tl.load(bias_ptr + co, mask=co_ok, other=0.0).to(ACC)[None, :]
     tile_ok = m_ok[:, None] & co_ok[None, :]
+    o_row = n.to(IDX) * son + oh.to(IDX) * soh + ow.to(IDX) * sow
+    if HAS_RES:
+        r_row = n.to(IDX) * srn + oh.to(IDX) * srh + ow.to(IDX) * srw
+        res = tl.load(res_ptr + r_row[:, None] + (co * src)[None, :], mask=tile_ok)
+        y += res.to(ACC)
+    if RELU:
+        y = tl.maximum(y, 0.0)
+    out_offsets = o_row[:, None] + (co * soc)[None, :]
+    y_stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED)
+    tl.store(out_ptr + out_offsets, y_stored, mask=tile_ok)
     if STATS:
         # Statistics of the values BN will read: the output as stored, per
         # block of STATS_ROWS rows (a size every config divides, so the
         # partial buffer does not depend on the config autotuning picks).
+        # Taken after the store, from the stored tile alone: the fp32 tile
+        # y is dead by then, which leaves the registers to the reductions.
         SUB: tl.constexpr = BLOCK_M // STATS_ROWS
-        stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED).to(ACC)
-        stored = tl.where(tile_ok, stored, 0.0)
+        stored = tl.where(tile_ok, y_stored.to(ACC), 0.0)
         stored = tl.reshape(stored, (SUB, STATS_ROWS, BLOCK_N))
         sub = tl.arange(0, SUB)
         row = pid_m * BLOCK_M + sub[:, None] * STATS_ROWS + tl.arange(0, STATS_ROWS)[None, :]
@@ -134,13 +148,3 @@ def _conv2d_fwd_kernel(
         part_ok = (part_row * STATS_ROWS < M)[:, None] & co_ok[None, :]
         tl.store(part_mean_ptr + part, sub_mean, mask=part_ok)
         tl.store(part_m2_ptr + part, sub_m2, mask=part_ok)
-    o_row = n.to(tl.int64) * son + oh.to(tl.int64) * soh + ow.to(tl.int64) * sow
-    if HAS_RES:
-        r_row = n.to(tl.int64) * srn + oh.to(tl.int64) * srh + ow.to(tl.int64) * srw
-        res = tl.load(res_ptr + r_row[:, None] + (co.to(tl.int64) * src)[None, :], mask=tile_ok)
-        y += res.to(ACC)
-    if RELU:
-        y = tl.maximum(y, 0.0)
-    out_offsets = o_row[:, None] + (co.to(tl.int64) * soc)[None, :]
-    y_stored = to_dtype(y, out_ptr.dtype.element_ty, INTERPRETED)
-    tl.store(out_ptr + out_offsets, y_stored, mask=tile_ok)

@@ -20,7 +20,7 @@ from torch.library import triton_op, wrap_triton
 
 from .. import _checks
 from . import configs
-from ._common import acc_dtype, interpreting, tl_acc
+from ._common import acc_dtype, interpreting, offset_dtype, tl_acc
 from .bn_ops import merge_partials
 from .conv_kernels import _conv2d_fwd_kernel
 
@@ -88,6 +88,7 @@ def _launch(input, weight, bias, residual, stride, padding, dilation, groups, re
         KH=kh, KW=kw,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, RELU=relu, STATS=stats,
         ACC=tl_acc(input.dtype),
+        IDX=offset_dtype(input, weight, res, out),
         DOT_PRECISION=dot_precision(input.dtype),
         STATS_ROWS=rows,
         INTERPRETED=interpreting(),
