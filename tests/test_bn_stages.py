@@ -1,8 +1,9 @@
 """The BN stage ops (bn_stats, bn_apply, bn_*_bwd_reduce, bn_bwd_apply), in
 one process: composed as synchronized BN composes them, they must give the
-fp64 reference's output and gradients; both the native ops and the
-pure-PyTorch fallback; plus opcheck, combine_stats and the fallback warning.
-The multi-process behaviour is in test_distributed.py."""
+fp64 reference's output and gradients; the native ops on every device that
+has them (CPU; CUDA, skipped without a GPU) and the pure-PyTorch fallback;
+plus opcheck, combine_stats and the fallback warning. The multi-process
+behaviour is in test_distributed.py."""
 
 import warnings
 
@@ -15,10 +16,14 @@ from resnet_fast import _backend, _stage_ops, reference
 from resnet_fast.distributed import combine_stats
 
 ops = torch.ops.resnet_fast
+# (stage functions, device)
 STAGES = [
-    pytest.param(_stage_ops.NATIVE, id="native"),
-    pytest.param(_stage_ops.TORCH, id="torch"),
+    pytest.param((_stage_ops.NATIVE, "cpu"), id="native"),
+    pytest.param((_stage_ops.NATIVE, "cuda"), id="native-cuda", marks=pytest.mark.cuda),
+    pytest.param((_stage_ops.TORCH, "cpu"), id="torch"),
 ]
+# The native ops on each device (opcheck, torch.compile).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 SHAPES = [(3, 67, 5, 7), (6, 48, 1, 1), (2, 20, 9, 4)]
 
 
@@ -59,10 +64,11 @@ def _run_oracle(x, residual, weight, bias, relu, grad_out):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("kind", ["relu", "add_relu", "identity"])
 def test_stages_compose_to_batch_norm(stages, dtype, layout, shape, kind, gen):
-    x = make_activation(shape, layout, dtype, gen, scale=2.0, shift=0.5)
-    residual = make_activation(shape, layout, dtype, gen) if kind == "add_relu" else None
-    weight, bias, _, _ = channel_params(shape[1], gen, dtype=dtype)
-    grad_out = make_activation(shape, layout, dtype, gen)
+    stages, device = stages
+    x = make_activation(shape, layout, dtype, gen, device, scale=2.0, shift=0.5)
+    residual = make_activation(shape, layout, dtype, gen, device) if kind == "add_relu" else None
+    weight, bias, _, _ = channel_params(shape[1], gen, device, dtype=dtype)
+    grad_out = make_activation(shape, layout, dtype, gen, device)
     relu = kind != "identity"
     ours = _run_stages(stages, x, residual, weight, bias, relu, grad_out)
     oracle = _run_oracle(x, residual, weight, bias, relu, grad_out)
@@ -71,6 +77,7 @@ def test_stages_compose_to_batch_norm(stages, dtype, layout, shape, kind, gen):
         if expected is None:
             assert mine is None, name
             continue
+        assert mine.device == x.device, name
         assert_close(mine, expected.detach(), dtype, name)
     assert ours[0].shape == x.shape and ours[0].dtype == dtype
 
@@ -78,7 +85,8 @@ def test_stages_compose_to_batch_norm(stages, dtype, layout, shape, kind, gen):
 @pytest.mark.parametrize("stages", STAGES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_stats_of_a_large_mean_normalize_exactly(stages, layout, gen):
-    x = make_activation((4, 8, 6, 5), layout, torch.float32, gen, scale=1.0, shift=1e4)
+    stages, device = stages
+    x = make_activation((4, 8, 6, 5), layout, torch.float32, gen, device, scale=1.0, shift=1e4)
     mean, var = stages.stats(x)
     assert mean.dtype == var.dtype == torch.float64
     invstd = torch.rsqrt(var + 1e-5).float()
@@ -89,13 +97,15 @@ def test_stats_of_a_large_mean_normalize_exactly(stages, layout, gen):
 
 @pytest.mark.parametrize("stages", STAGES)
 def test_empty_batch(stages):
-    x = torch.randn(0, 5, 3, 3)
+    stages, device = stages
+    x = torch.randn(0, 5, 3, 3, device=device)
     mean, var = stages.stats(x)
-    assert torch.equal(mean, torch.zeros(5, dtype=torch.float64)) and torch.equal(var, mean)
-    invstd = torch.ones(5)
+    zeros = torch.zeros(5, dtype=torch.float64, device=device)
+    assert torch.equal(mean, zeros) and torch.equal(var, zeros)
+    invstd = torch.ones(5, device=device)
     assert stages.apply(x, None, None, None, mean, invstd, True).shape == x.shape
     sum_g, sum_gx = stages.act_bwd_reduce(x, x, None, None, mean, invstd, True)
-    assert torch.equal(sum_g, torch.zeros(5)) and torch.equal(sum_gx, torch.zeros(5))
+    assert torch.equal(sum_g, zeros.float()) and torch.equal(sum_gx, zeros.float())
     assert stages.bwd_apply(x, x, None, None, mean, invstd, sum_g, sum_gx, True).shape == x.shape
 
 
@@ -103,10 +113,11 @@ def test_empty_batch(stages):
 def test_low_precision_matches_the_fused_op(stages, gen):
     """bf16 / fp16 through the stages equals the fused op on the same batch
     (both round once from the same fp32 arithmetic) to one unit in the last place."""
+    stages, device = stages
     for dtype in (torch.bfloat16, torch.float16):
-        x = make_activation((4, 12, 5, 5), "channels_last", dtype, gen, scale=2.0)
-        r = make_activation((4, 12, 5, 5), "channels_last", dtype, gen)
-        w, b, _, _ = channel_params(12, gen)
+        x = make_activation((4, 12, 5, 5), "channels_last", dtype, gen, device, scale=2.0)
+        r = make_activation((4, 12, 5, 5), "channels_last", dtype, gen, device)
+        w, b, _, _ = channel_params(12, gen, device)
         mean, var = stages.stats(x)
         out = stages.apply(x, r, w, b, mean, torch.rsqrt(var + 1e-5).float(), True)
         fused = ops.bn_add_act_fwd(x, r, w, b, None, None, True, 0.1, 1e-5, True)[0]
@@ -114,14 +125,15 @@ def test_low_precision_matches_the_fused_op(stages, gen):
         assert ((out.float() - fused.float()).abs() <= ulp).all(), dtype
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", ["float64", "float32", "channels_last", "no_affine"])
-def test_opcheck(case, gen):
+def test_opcheck(case, device, gen):
     dtype = torch.float32 if case == "float32" else torch.float64
     layout = "channels_last" if case == "channels_last" else "contiguous"
-    x = make_activation((3, 5, 4, 3), layout, dtype, gen, scale=2.0, shift=0.3)
-    r = make_activation((3, 5, 4, 3), layout, dtype, gen)
-    g = make_activation((3, 5, 4, 3), layout, dtype, gen)
-    w, b, _, _ = channel_params(5, gen, dtype=dtype)
+    x = make_activation((3, 5, 4, 3), layout, dtype, gen, device, scale=2.0, shift=0.3)
+    r = make_activation((3, 5, 4, 3), layout, dtype, gen, device)
+    g = make_activation((3, 5, 4, 3), layout, dtype, gen, device)
+    w, b, _, _ = channel_params(5, gen, device, dtype=dtype)
     if case == "no_affine":
         w = b = None
     mean, var = ops.bn_stats(x)
@@ -138,10 +150,11 @@ def test_opcheck(case, gen):
         )
 
 
-def test_stage_ops_compile_fullgraph(gen):
+@pytest.mark.parametrize("device", DEVICES)
+def test_stage_ops_compile_fullgraph(device, gen):
     torch._dynamo.reset()
-    x = make_activation((4, 6, 5, 5), "channels_last", torch.float32, gen)
-    w, b, _, _ = channel_params(6, gen)
+    x = make_activation((4, 6, 5, 5), "channels_last", torch.float32, gen, device)
+    w, b, _, _ = channel_params(6, gen, device)
 
     def normalize(x, w, b):
         mean, var = ops.bn_stats(x)
@@ -151,16 +164,21 @@ def test_stage_ops_compile_fullgraph(gen):
     assert_close(compiled(x, w, b), normalize(x, w, b), torch.float32, "compiled")
 
 
-def test_bad_statistics_are_rejected():
-    x = torch.randn(2, 3, 4, 4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_statistics_are_rejected(device):
+    x = torch.randn(2, 3, 4, 4, device=device)
+    mean, invstd = torch.zeros(3, dtype=torch.float64, device=device), torch.ones(3, device=device)
+    g = torch.randn_like(x)
     with pytest.raises(RuntimeError, match=r"mean must be a \[3\] Double tensor"):
-        ops.bn_apply(x, None, None, None, torch.zeros(3), torch.ones(3), True)
+        ops.bn_apply(x, None, None, None, mean.float(), invstd, True)
     with pytest.raises(RuntimeError, match=r"invstd must be a \[3\] Float tensor"):
-        ops.bn_apply(x, None, None, None, torch.zeros(3, dtype=torch.float64), torch.ones(4), True)
+        ops.bn_apply(x, None, None, None, mean, torch.ones(4, device=device), True)
     with pytest.raises(RuntimeError, match="weight must be"):
-        ops.bn_apply(
-            x, None, torch.ones(2), None, torch.zeros(3, dtype=torch.float64), torch.ones(3), True
-        )
+        ops.bn_apply(x, None, torch.ones(2, device=device), None, mean, invstd, True)
+    with pytest.raises(RuntimeError, match=r"mean_g must be a \[3\] Float tensor"):
+        ops.bn_bwd_apply(g, x, None, None, mean, invstd, mean, invstd, True)
+    with pytest.raises(RuntimeError, match="grad_out must have the shape of input"):
+        ops.bn_act_bwd_reduce(g[:1], x, None, None, mean, invstd, True)
 
 
 @pytest.mark.parametrize("sizes", [(5, 3), (1, 7, 0, 2), (0, 4)])
@@ -184,7 +202,10 @@ def test_stage_selection_and_the_fallback_warning(monkeypatch):
     assert _stage_ops.stages_for(cpu) is _stage_ops.NATIVE
     with resnet_fast.use_backend("reference"):
         assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
-    # A backend without stage kernels (a CUDA or Triton build lacking them):
+    # Every native build has the stage kernels of its devices.
+    built = resnet_fast.build_info()["backends"]
+    assert _stage_ops._NATIVE_BY_DEVICE_TYPE == {"cpu": True, "cuda": "cuda" in built}
+    # A backend without stage kernels (Triton without the CUDA build):
     # pure PyTorch, with one warning.
     monkeypatch.setattr(_stage_ops, "_has_native_kernels", lambda device: False)
     monkeypatch.setattr(_backend, "_warned", set())

@@ -1,6 +1,7 @@
 // The [C]-sized steps between the streaming kernels: merging the per-block
 // partial results, the running-statistics update, the per-channel
-// coefficients of the apply kernels, and the parameter gradients.
+// coefficients of the apply kernels (from merged or from given statistics),
+// and the parameter gradients.
 //
 // Passes over memory: none over activations; reads splits * C partials
 // (kilobytes) and writes a few [C] vectors. One warp per channel: its lanes
@@ -17,6 +18,31 @@ constexpr int kWarpsPerBlock = 8;
 
 __device__ __forceinline__ int64_t warp_channel() {
   return static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+}
+
+// Rows 0-3 of a coefficient table: what ApplyParams reads, and the first
+// rows of BackwardApplyParams'.
+template <typename A>
+__device__ __forceinline__ void store_affine(void* coefs_, int64_t C, int64_t c,
+                                             const ChannelAffine<A>& k) {
+  A* coefs = static_cast<A*>(coefs_);
+  coefs[0 * C + c] = k.mean_hi;
+  coefs[1 * C + c] = k.mean_lo;
+  coefs[2 * C + c] = k.scale;
+  coefs[3 * C + c] = k.shift;
+}
+
+// Rows 4-6: dx = a * g + b * (x - mean) + d, from the sums of g and
+// g * (x - mean) over the batch times inv_n = 1 / count (the CPU kernels'
+// order of operations; means given: inv_n = 1).
+template <typename A>
+__device__ __forceinline__ void store_grad_input(void* coefs_, int64_t C, int64_t c,
+                                                 const ChannelAffine<A>& k, A invstd, A sum_g,
+                                                 A sum_gx, A inv_n) {
+  A* coefs = static_cast<A*>(coefs_);
+  coefs[4 * C + c] = k.scale;  // a
+  coefs[5 * C + c] = -k.scale * invstd * invstd * sum_gx * inv_n;
+  coefs[6 * C + c] = -k.scale * sum_g * inv_n;
 }
 
 template <typename A>
@@ -61,15 +87,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     store_channel(rv.data, rv.dtype, rv.stride, c,
                   (1 - p.momentum) * old_var + p.momentum * var * unbias);
   }
-  const A invstd = static_cast<A>(1.0 / sqrt(var + p.eps));
   p.save_mean[c] = mean;
+  if (p.batch_var != nullptr) p.batch_var[c] = var;
+  if (p.save_invstd == nullptr) return;  // the statistics alone
+  const A invstd = static_cast<A>(1.0 / sqrt(var + p.eps));
   static_cast<A*>(p.save_invstd)[c] = invstd;
-  const ChannelAffine<A> k = channel_affine<A>(mean, invstd, p.weight, p.bias, c);
-  A* coefs = static_cast<A*>(p.coefs);
-  coefs[0 * p.C + c] = k.mean_hi;
-  coefs[1 * p.C + c] = k.mean_lo;
-  coefs[2 * p.C + c] = k.scale;
-  coefs[3 * p.C + c] = k.shift;
+  store_affine<A>(p.coefs, p.C, c, channel_affine<A>(mean, invstd, p.weight, p.bias, c));
 }
 
 template <typename A>
@@ -92,26 +115,41 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   if (lane != 0) return;
 
   const A sum_g = static_cast<A>(sg), sum_gx = static_cast<A>(sgx);
+  if (p.sum_g != nullptr) {  // the sums alone
+    static_cast<A*>(p.sum_g)[c] = sum_g;
+    static_cast<A*>(p.sum_gx)[c] = sum_gx;
+    return;
+  }
   const A invstd = static_cast<const A*>(p.saved.save_invstd)[c];
   const ChannelAffine<A> k =
       channel_affine<A>(p.saved.save_mean[c], invstd, p.saved.weight, p.saved.bias, c);
   store_channel(p.grad_weight, p.grad_weight_dtype, 1, c, static_cast<double>(sum_gx * invstd));
   store_channel(p.grad_bias, p.grad_bias_dtype, 1, c, static_cast<double>(sum_g));
 
-  A b = A(0), d = A(0);
+  store_affine<A>(p.coefs, p.C, c, k);
   if (p.training) {
-    const A inv_n = A(1) / static_cast<A>(p.count);
-    b = -k.scale * invstd * invstd * sum_gx * inv_n;
-    d = -k.scale * sum_g * inv_n;
+    store_grad_input<A>(p.coefs, p.C, c, k, invstd, sum_g, sum_gx,
+                        A(1) / static_cast<A>(p.count));
+  } else {  // dx = scale * g
+    A* coefs = static_cast<A*>(p.coefs);
+    coefs[4 * p.C + c] = k.scale;
+    coefs[5 * p.C + c] = A(0);
+    coefs[6 * p.C + c] = A(0);
   }
-  A* coefs = static_cast<A*>(p.coefs);
-  coefs[0 * p.C + c] = k.mean_hi;
-  coefs[1 * p.C + c] = k.mean_lo;
-  coefs[2 * p.C + c] = k.scale;
-  coefs[3 * p.C + c] = k.shift;
-  coefs[4 * p.C + c] = k.scale;  // a
-  coefs[5 * p.C + c] = b;
-  coefs[6 * p.C + c] = d;
+}
+
+// One thread per channel: a handful of loads and stores each.
+template <typename A>
+__global__ void bn_given_coefs_kernel(GivenCoefsParams p) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= p.C) return;
+  const A invstd = static_cast<const A*>(p.saved.save_invstd)[c];
+  const ChannelAffine<A> k =
+      channel_affine<A>(p.saved.save_mean[c], invstd, p.saved.weight, p.saved.bias, c);
+  store_affine<A>(p.coefs, p.C, c, k);
+  if (p.mean_g == nullptr) return;
+  store_grad_input<A>(p.coefs, p.C, c, k, invstd, static_cast<const A*>(p.mean_g)[c],
+                      static_cast<const A*>(p.mean_gx)[c], A(1));
 }
 
 unsigned finalize_blocks(int64_t C) {
@@ -119,6 +157,19 @@ unsigned finalize_blocks(int64_t C) {
 }
 
 }  // namespace
+
+cudaError_t launch_bn_given_coefs(const GivenCoefsParams& p, cudaStream_t stream) {
+  if (p.C == 0) return cudaSuccess;
+  constexpr unsigned threads = 256;
+  if (ceil_div(p.C, threads) > INT32_MAX) return cudaErrorInvalidConfiguration;
+  const unsigned blocks = static_cast<unsigned>(ceil_div(p.C, threads));
+  if (p.acc_double) {
+    bn_given_coefs_kernel<double><<<blocks, threads, 0, stream>>>(p);
+  } else {
+    bn_given_coefs_kernel<float><<<blocks, threads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
 
 cudaError_t launch_bn_finalize_forward(const FinalizeForwardParams& p, cudaStream_t stream) {
   if (p.C == 0) return cudaSuccess;

@@ -30,6 +30,9 @@ cudaError_t launch_bn_finalize_backward(const FinalizeBackwardParams& p, cudaStr
 
 cudaError_t launch_bn_backward_apply(const BackwardApplyParams& p, cudaStream_t stream);
 
+// The stage ops: apply coefficients from given statistics.
+cudaError_t launch_bn_given_coefs(const GivenCoefsParams& p, cudaStream_t stream);
+
 cudaError_t launch_add_relu(const AddReluParams& p, cudaStream_t stream);
 cudaError_t launch_relu_backward(const ReluBackwardParams& p, cudaStream_t stream);
 

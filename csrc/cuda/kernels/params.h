@@ -73,8 +73,10 @@ struct StatsParams {
 //   training: mean/var from `partials` (splits == 0: an empty batch, mean =
 //             var = 0 and the running statistics are left alone).
 //   eval:     mean/var = running_mean/running_var.
-// Outputs, all [C]: save_mean (float64), save_invstd (acc type), and the
-// coefficients of the apply kernel (acc type, see ApplyParams).
+// Outputs, all [C]: save_mean (float64), batch_var (float64, the biased
+// variance; nullptr: not written), save_invstd (acc type) and the
+// coefficients of the apply kernel (acc type, see ApplyParams); save_invstd
+// == coefs == nullptr writes the statistics alone (the bn_stats op).
 struct FinalizeForwardParams {
   int64_t C;
   bool training;
@@ -86,8 +88,9 @@ struct FinalizeForwardParams {
   int64_t count;  // N * H * W
   bool acc_double;
   double* save_mean;   // [C]
-  void* save_invstd;   // [C] acc type
-  void* coefs;         // [4][C] acc type: mean_hi, mean_lo, scale, shift
+  double* batch_var;   // [C] or nullptr
+  void* save_invstd;   // [C] acc type, or nullptr
+  void* coefs;         // [4][C] acc type: mean_hi, mean_lo, scale, shift; or nullptr
 };
 
 // Centering in the acc type with the float64 mean split in two:
@@ -142,6 +145,8 @@ struct BackwardReduceParams {
 // grad_weight_dtype), grad_bias = sum_g (in grad_bias_dtype), and the
 // grad-input coefficients, [7][C] acc type: mean_hi, mean_lo, scale, shift,
 // a, b, d, with dx = a * g + b * (x - mean) + d (b = d = 0 in eval).
+// With sum_g set it writes the sums alone, [C] acc type each (the
+// bn_*_bwd_reduce ops), and reads neither `saved` nor the outputs above.
 struct FinalizeBackwardParams {
   int64_t C;
   bool training;
@@ -155,6 +160,22 @@ struct FinalizeBackwardParams {
   void* grad_bias;    // [C]
   Dtype grad_bias_dtype;
   void* coefs;        // [7][C] acc type
+  void* sum_g;        // [C] acc type, or nullptr
+  void* sum_gx;       // [C] acc type, with sum_g
+};
+
+// The coefficients of the apply kernels from statistics the caller gives
+// (the stage ops): [4][C] acc type (ApplyParams) from saved alone, or [7][C]
+// (BackwardApplyParams) when mean_g and mean_gx are given, with
+//   a = scale, b = -scale * invstd^2 * mean_gx, d = -scale * mean_g,
+// the backward finalize's formulas with the batch means given.
+struct GivenCoefsParams {
+  int64_t C;
+  bool acc_double;
+  SavedStats saved;
+  const void* mean_g;   // [C] acc type, or nullptr
+  const void* mean_gx;  // [C] acc type, with mean_g
+  void* coefs;          // [4][C] or [7][C] acc type
 };
 
 // dx = a * g + b * (x - mean) + d; g = gsrc, times [pre > 0] when
