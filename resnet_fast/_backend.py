@@ -105,7 +105,12 @@ def _triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _triton_interpreting() -> bool:
+def triton_interpreting() -> bool:
+    """True when Triton runs its kernels on the CPU (TRITON_INTERPRET set to
+    anything but "" or "0", as Triton itself reads it).
+
+    Triton reads the variable when it is imported, so this reflects the
+    state of the process, not a switch that can be flipped later."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -114,7 +119,7 @@ def _check_triton(device: torch.device) -> None:
     (TRITON_INTERPRET=1, set before triton is imported: slow, for tests)."""
     if not _triton_installed():
         raise RuntimeError("backend 'triton' was asked for but triton is not installed")
-    if device.type == "cuda" or (device.type == "cpu" and _triton_interpreting()):
+    if device.type == "cuda" or (device.type == "cpu" and triton_interpreting()):
         return
     raise ValueError(
         f"backend 'triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set "

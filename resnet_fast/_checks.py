@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from ._numerics import acc_dtype
+
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -99,11 +101,6 @@ def check_float(t: Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
     if t.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {t.dtype}")
-
-
-def acc_dtype(input: Tensor) -> torch.dtype:
-    """The accumulation dtype of the kernels: float64 for float64, else float32."""
-    return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
 def check_channel_vector(t: Tensor | None, name: str, input: Tensor) -> None:
@@ -246,7 +243,7 @@ def check_affine_and_stats(
     check_channel_vector(weight, "weight", input)
     check_channel_vector(bias, "bias", input)
     check_channel_stat(mean, mean_name, input, torch.float64)
-    check_channel_stat(invstd, invstd_name, input, acc_dtype(input))
+    check_channel_stat(invstd, invstd_name, input, acc_dtype(input.dtype))
 
 
 def check_bn_apply_op(

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from . import _checks, _native  # noqa: F401  (_native registers the schemas)
+from ._numerics import acc_dtype
 
 ops = torch.ops.resnet_fast
 _lib = torch.library.Library("resnet_fast", "IMPL")  # noqa: TOR901 (kept alive by the module)
@@ -41,10 +42,6 @@ def output_memory_format(input: Tensor) -> torch.memory_format:
     return torch.channels_last if suggested else torch.contiguous_format
 
 
-def _acc_dtype(t: Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
 def _empty_activation(input: Tensor) -> Tensor:
     return torch.empty(input.shape, dtype=input.dtype, device=input.device).contiguous(
         memory_format=output_memory_format(input)
@@ -52,7 +49,7 @@ def _empty_activation(input: Tensor) -> Tensor:
 
 
 def _empty_channels(input: Tensor, like: Tensor | None = None) -> Tensor:
-    dtype = like.dtype if like is not None else _acc_dtype(input)
+    dtype = like.dtype if like is not None else acc_dtype(input.dtype)
     return input.new_empty((input.shape[1],), dtype=dtype)
 
 

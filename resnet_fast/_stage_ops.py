@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from . import _backend, _checks
+from ._numerics import acc_dtype, split_mean
 from ._ops import (
-    _acc_dtype,
     _empty_activation,
     _empty_channels,
     _empty_mean,
@@ -63,8 +63,8 @@ def _bn_bwd_apply_fake(grad, input, weight, bias, mean, invstd, mean_g, mean_gx,
     _checks.check_bn_backward_op(
         grad, input, None, weight, bias, mean, invstd, "grad", "mean", "invstd"
     )
-    _checks.check_channel_stat(mean_g, "mean_g", input, _checks.acc_dtype(input))
-    _checks.check_channel_stat(mean_gx, "mean_gx", input, _checks.acc_dtype(input))
+    _checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
+    _checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
     return _empty_activation(input)
 
 
@@ -77,10 +77,8 @@ def _channel(v: Tensor) -> Tensor:
 
 def _affine(input: Tensor, weight, bias, mean: Tensor, invstd: Tensor):
     """(centered input, pre-activation without residual), both in the acc dtype."""
-    acc = _acc_dtype(input)
-    # The mean split in two acc-type parts, as the kernels center (params.h).
-    mean_hi = mean.to(acc)
-    mean_lo = (mean - mean_hi.double()).to(acc)
+    acc = acc_dtype(input.dtype)
+    mean_hi, mean_lo = split_mean(mean, acc)  # as the kernels center
     centered = (input.to(acc) - _channel(mean_hi)) - _channel(mean_lo)
     scale = invstd if weight is None else invstd * weight.to(acc)
     pre = centered * _channel(scale)
@@ -185,8 +183,8 @@ def _has_native_kernels(device: torch.device) -> bool:
 def stages_for(device: torch.device) -> Stages:
     """The stage functions for tensors on ``device`` under the current backend
     (see resnet_fast.use_backend). The "reference" backend runs pure PyTorch;
-    a native backend without kernels for the stage ops (CUDA or Triton
-    builds that lack them) falls back to pure PyTorch with a one-time warning."""
+    so does, with a one-time warning, a device without native stage kernels
+    (CUDA tensors on Triton when the CUDA kernels were not built)."""
     backend = _backend.resolve(device)
     if backend == "reference":
         return TORCH

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _checks
-from ._ops import _acc_dtype
+from ._numerics import acc_dtype, merge_moments, update_running_stats
 from ._stage_ops import Stages, stages_for
 
 __all__ = ["combine_stats", "sync_batch_norm", "sync_world_size"]
@@ -50,26 +50,9 @@ def sync_world_size(process_group=None) -> int:
     return dist.get_world_size(process_group)
 
 
-def combine_stats(means: Tensor, vars: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Merges per-process batch statistics (Chan's parallel formula).
-
-    Args:
-        means: [P, C] per-process means.
-        vars: [P, C] per-process biased variances.
-        counts: [P] values per channel on each process (0 for an empty batch).
-
-    Returns:
-        (mean [C], biased var [C], total count []) of the union of the
-        batches, in float64.
-    """
-    means, vars, counts = means.double(), vars.double(), counts.double()
-    total = counts.sum()
-    weights = (counts / total.clamp_min(1)).unsqueeze(1)  # [P, 1]
-    mean = (weights * means).sum(0)
-    # M2 / total: each process's spread plus its mean's offset from the global
-    # mean, both in fp64, so no large sums cancel.
-    var = (weights * (vars + (means - mean).square())).sum(0)
-    return mean, var, total
+# Chan's merge of the per-process statistics: the one the Triton reductions
+# use for their per-program partials.
+combine_stats = merge_moments
 
 
 def _gather_stats(mean: Tensor, var: Tensor, count: int, group) -> tuple[Tensor, Tensor, int]:
@@ -90,17 +73,6 @@ def _gather_stats(mean: Tensor, var: Tensor, count: int, group) -> tuple[Tensor,
     return g_mean, g_var, int(total.item())
 
 
-def _update_running_stats(running_mean, running_var, mean, var, momentum, count) -> None:
-    """running = (1 - momentum) * running + momentum * batch in fp64, as the
-    CPU kernels do, with the unbiased variance of the global batch."""
-    if running_mean is None:
-        return
-    unbiased = var * (count / (count - 1))
-    with torch.no_grad():
-        running_mean.copy_((1 - momentum) * running_mean.double() + momentum * mean)
-        running_var.copy_((1 - momentum) * running_var.double() + momentum * unbiased)
-
-
 class _SyncBatchNormAct(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -116,8 +88,8 @@ class _SyncBatchNormAct(torch.autograd.Function):
                 "Expected more than 1 value per channel when training, got input size "
                 f"{input.size()} with {count} value(s) per channel over all processes"
             )
-        _update_running_stats(running_mean, running_var, mean, var, momentum, count)
-        invstd = torch.rsqrt(var + eps).to(_acc_dtype(input))
+        update_running_stats(running_mean, running_var, mean, var, momentum, count)
+        invstd = torch.rsqrt(var + eps).to(acc_dtype(input.dtype))
         out = stages.apply(input, residual, weight, bias, mean, invstd, relu)
         ctx.save_for_backward(input, residual, weight, bias, mean, invstd)
         ctx.count, ctx.relu, ctx.group, ctx.stages = count, relu, group, stages

@@ -7,7 +7,6 @@ kernels run on the CPU only under TRITON_INTERPRET=1, which must be set
 before triton is first imported (tests/conftest.py does it for the tests).
 """
 
-from ._common import interpreting
 from .functional import (
     add_relu,
     batch_norm_act,
@@ -15,7 +14,6 @@ from .functional import (
     conv2d_act,
     conv_bn_act,
     conv_bn_act_train,
-    update_running_stats,
 )
 
 __all__ = [
@@ -25,6 +23,4 @@ __all__ = [
     "conv2d_act",
     "conv_bn_act",
     "conv_bn_act_train",
-    "interpreting",
-    "update_running_stats",
 ]

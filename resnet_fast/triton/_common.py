@@ -1,29 +1,17 @@
-"""What every Triton launcher here shares: the interpreter switch, dtype
-mapping, [N, C, H, W] strides, and a few launch-size helpers."""
-
-import os
+"""What every Triton launcher here shares: dtype mapping, [N, C, H, W]
+strides, and a few launch-size helpers."""
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-
-def interpreting() -> bool:
-    """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1).
-
-    Triton reads the variable when it is imported, so this reflects the
-    state of the process, not a switch that can be flipped later."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The accumulation dtype of the kernels: fp64 for fp64, else fp32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .._backend import triton_interpreting
 
 
 def tl_acc(dtype: torch.dtype):
-    """acc_dtype() as a Triton dtype (a constexpr argument of the kernels)."""
+    """resnet_fast._numerics.acc_dtype as a Triton dtype (a constexpr
+    argument of the kernels)."""
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
@@ -72,7 +60,7 @@ def rows_per_program(rows: int, channel_blocks: int, quantum: int = 256) -> int:
     (about 1024 in flight), each a multiple of ``quantum`` (the largest
     BLOCK_R of any autotuning config) so partial buffers do not depend on
     which config the autotuner picks."""
-    if interpreting():
+    if triton_interpreting():
         # One program along the rows: the interpreter pays per program.
         return triton.cdiv(max(rows, 1), quantum) * quantum
     target = max(1, 1024 // max(channel_blocks, 1))

@@ -11,7 +11,6 @@ from torch.library import triton_op, wrap_triton
 
 from .. import _backend, _checks
 from . import configs
-from ._common import interpreting
 from .add_relu_kernels import _add_relu_fwd_kernel
 
 _kernel = triton.autotune(configs.ELEMENTWISE, key=["numel"])(_add_relu_fwd_kernel)
@@ -61,7 +60,7 @@ def _launch(a: Tensor, b: Tensor, backward: bool) -> Tensor:
     numel = a.numel()
     wrap_triton(_kernel)[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](
         a, b, out, numel, shape[1], shape[2], shape[3], *sa, *sb, *so,
-        BACKWARD=backward, FLAT=flat, EXPLICIT_RNE=interpreting(),
+        BACKWARD=backward, FLAT=flat, EXPLICIT_RNE=_backend.triton_interpreting(),
     )  # fmt: skip
     return out
 

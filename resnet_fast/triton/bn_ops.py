@@ -22,17 +22,11 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from .. import _checks
+from .._backend import triton_interpreting
+from .._numerics import acc_dtype, merge_moments, split_mean
 from .._ops import output_memory_format
 from . import configs
-from ._common import (
-    acc_dtype,
-    channels_inner,
-    interpreting,
-    offset_dtype,
-    rows_per_program,
-    strides4,
-    tl_acc,
-)
+from ._common import channels_inner, offset_dtype, rows_per_program, strides4, tl_acc
 from .bn_kernels import (
     _bn_act_bwd_apply_kernel,
     _bn_act_bwd_reduce_kernel,
@@ -77,20 +71,17 @@ def _reduce_grid(nhw: int, c: int) -> tuple[int, object]:
 
 
 def merge_partials(part_mean: Tensor, part_m2: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Chan's merge of per-program (mean, M2) rows, in float64.
+    """The per-program (mean, M2) rows of a reduction kernel, merged.
 
     Args:
         part_mean, part_m2: [P, C] statistics of P disjoint row ranges.
-        counts: [P] float64 number of rows in each range.
+        counts: [P] float64 number of rows in each range (each at least 1).
 
     Returns:
         (mean, biased variance), [C] float64 each.
     """
-    part_mean, part_m2 = part_mean.double(), part_m2.double()
-    total = counts.sum()
-    mean = (part_mean * counts[:, None]).sum(0) / total
-    m2 = (part_m2 + counts[:, None] * (part_mean - mean) ** 2).sum(0)
-    return mean, m2 / total
+    mean, var, _ = merge_moments(part_mean, part_m2.double() / counts[:, None], counts)
+    return mean, var
 
 
 def _program_counts(nhw: int, per: int, device) -> Tensor:
@@ -123,8 +114,7 @@ def triton_bn_stats(input: Tensor) -> tuple[Tensor, Tensor]:
 def _affine(input: Tensor, weight, bias, save_mean: Tensor, save_invstd: Tensor):
     """(mean_hi, mean_lo, scale, shift): [C] acc-type vectors of the apply."""
     acc = acc_dtype(input.dtype)
-    mean_hi = save_mean.to(acc)
-    mean_lo = (save_mean - mean_hi.double()).to(acc)
+    mean_hi, mean_lo = split_mean(save_mean, acc)
     invstd = save_invstd.to(acc)
     scale = invstd * weight.to(acc) if weight is not None else invstd.clone()
     shift = bias.to(acc).contiguous() if bias is not None else torch.zeros_like(invstd)
@@ -144,7 +134,7 @@ def _forward(input, residual, weight, bias, save_mean, save_invstd, relu) -> Ten
         *strides4(input), *strides4(residual if has_res else input), *strides4(out),
         HAS_RES=has_res, RELU=relu, CH_INNER=channels_inner(input), ACC=tl_acc(input.dtype),
         IDX=offset_dtype(input, residual if has_res else input, out),
-        EXPLICIT_RNE=interpreting(),
+        EXPLICIT_RNE=triton_interpreting(),
     )  # fmt: skip
     return out
 
@@ -186,7 +176,7 @@ def _backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, t
         *strides4(residual if has_res else input), *strides4(gres),
         per,
         HAS_RES=has_res, RELU=relu, CH_INNER=ch_inner, ACC=tl_acc(input.dtype), IDX=idx,
-        EXPLICIT_RNE=interpreting(),
+        EXPLICIT_RNE=triton_interpreting(),
     )  # fmt: skip
     # Partials merged in float64: P rows of fp32 sums.
     sum_g = part_g.double().sum(0)
@@ -206,7 +196,7 @@ def _backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, t
         nhw, hw, w, c,
         *strides4(gsrc), *strides4(input), *strides4(grad_input),
         MASK_FROM_X=relu and not has_res, CH_INNER=ch_inner, ACC=tl_acc(input.dtype), IDX=idx,
-        EXPLICIT_RNE=interpreting(),
+        EXPLICIT_RNE=triton_interpreting(),
     )  # fmt: skip
     grad_weight = (sum_gx * invstd.double()).to(acc)
     return (

@@ -9,11 +9,11 @@ behind for the next one (nothing needs restore_value / reset_to_zero).
 
 import triton
 
-from ._common import interpreting
+from .._backend import triton_interpreting
 
 
 def _configs(gpu: list[dict], interpreter: dict, warps: list[int]) -> list[triton.Config]:
-    if interpreting():
+    if triton_interpreting():
         return [triton.Config(interpreter, num_warps=1)]
     return [triton.Config(meta, num_warps=w) for meta, w in zip(gpu, warps, strict=True)]
 
@@ -91,7 +91,7 @@ def _conv_shape(config: triton.Config) -> tuple[int, int, int, int, int]:
 
 
 def _conv_configs() -> list[triton.Config]:
-    if interpreting():
+    if triton_interpreting():
         return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=1)]
     return [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_stages=s, num_warps=w)

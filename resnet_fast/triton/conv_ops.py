@@ -19,8 +19,10 @@ from torch._prims_common import suggest_memory_format
 from torch.library import triton_op, wrap_triton
 
 from .. import _checks
+from .._backend import triton_interpreting
+from .._numerics import acc_dtype
 from . import configs
-from ._common import acc_dtype, interpreting, offset_dtype, tl_acc
+from ._common import offset_dtype, tl_acc
 from .bn_ops import merge_partials
 from .conv_kernels import _conv2d_fwd_kernel
 
@@ -91,7 +93,7 @@ def _launch(input, weight, bias, residual, stride, padding, dilation, groups, re
         IDX=offset_dtype(input, weight, res, out),
         DOT_PRECISION=dot_precision(input.dtype),
         STATS_ROWS=rows,
-        INTERPRETED=interpreting(),
+        INTERPRETED=triton_interpreting(),
     )  # fmt: skip
     return out, part_mean, part_m2, rows
 

@@ -11,36 +11,10 @@ from torch.nn.modules.utils import _pair
 
 from .. import _checks
 from .._conv_eval import fold_bn
-from ._common import acc_dtype
+from .._numerics import acc_dtype, update_running_stats
 from .add_relu_ops import triton_add_relu_fwd
 from .bn_ops import triton_bn_act_fwd, triton_bn_add_act_fwd, triton_bn_stats
 from .conv_ops import triton_conv2d, triton_conv2d_stats
-
-
-def update_running_stats(
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    mean: Tensor,
-    var: Tensor,
-    momentum: float,
-    count: int,
-) -> None:
-    """running = (1 - momentum) * running + momentum * batch, with the unbiased
-    variance, computed in float64 as the C++ kernels do.
-
-    Args:
-        running_mean, running_var: [C] buffers updated in place, or None.
-        mean, var: [C] float64 batch mean and biased variance.
-        count: elements per channel in the batch (N * H * W).
-    """
-    if running_mean is None or count == 0:
-        return
-    unbias = count / (count - 1) if count > 1 else float("inf")
-    with torch.no_grad():
-        new_mean = running_mean.double() * (1 - momentum) + mean * momentum
-        new_var = running_var.double() * (1 - momentum) + var * (unbias * momentum)
-        running_mean.copy_(new_mean)
-        running_var.copy_(new_var)
 
 
 def batch_statistics(
