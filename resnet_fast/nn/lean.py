@@ -100,7 +100,7 @@ def _lean_ops(backend: str, device: torch.device) -> LeanOps:
         native.bn_add_act_fwd,
         native.bn_act_bwd,
         native.bn_add_act_bwd,
-        stages_for(device).apply,  # pure PyTorch (warned) where a build lacks the stage ops
+        stages_for(device).apply,
     )
 
 
@@ -152,8 +152,23 @@ def _conv_spec(conv: nn.Conv2d) -> ConvSpec:
     return ConvSpec(tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation), conv.groups)
 
 
-def _conv_tensors(conv: nn.Conv2d) -> list[Tensor | None]:
-    return [conv.weight, conv.bias]
+class StageTensors(NamedTuple):
+    """The tensors of one (conv, BN) stage, in the order the node takes them
+    as inputs (and returns their gradients): the same record holds the
+    tensors, which of them need a gradient, and the gradients."""
+
+    conv_weight: Tensor | None
+    conv_bias: Tensor | None
+    bn_weight: Tensor | None
+    bn_bias: Tensor | None
+    running_mean: Tensor | None
+    running_var: Tensor | None
+
+
+def _stage_tensors(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> tuple[BNSpec, StageTensors]:
+    running_mean, running_var, _, momentum = _bn_arguments(bn, x)
+    tensors = StageTensors(conv.weight, conv.bias, bn.weight, bn.bias, running_mean, running_var)
+    return BNSpec(float(momentum), float(bn.eps)), tensors
 
 
 def _bn_tensors(bn: nn.BatchNorm2d, x: Tensor) -> tuple[BNSpec, list[Tensor | None]]:
@@ -161,7 +176,49 @@ def _bn_tensors(bn: nn.BatchNorm2d, x: Tensor) -> tuple[BNSpec, list[Tensor | No
     return BNSpec(float(momentum), float(bn.eps)), [bn.weight, bn.bias, running_mean, running_var]
 
 
-_PER_STAGE = 6  # conv weight, conv bias, BN weight, bias, running mean, running var
+_PER_STAGE = len(StageTensors._fields)
+
+
+class SavedStage(NamedTuple):
+    """What a lean node keeps of one (conv, BN) stage for its backward."""
+
+    conv_out: Tensor  # [N, C, H, W], the BN's input
+    mean: Tensor  # [C] float64, the batch mean
+    invstd: Tensor  # [C] acc type
+    conv_weight: Tensor
+    conv_bias: Tensor | None
+    bn_weight: Tensor | None
+    bn_bias: Tensor | None
+
+    def bn_output(self, ops: LeanOps, relu: bool) -> Tensor:
+        """The BN (ReLU) output of the forward, recomputed."""
+        return ops.bn_apply(
+            self.conv_out, None, self.bn_weight, self.bn_bias, self.mean, self.invstd, relu
+        )
+
+    def bn_backward(self, ops: LeanOps, grad: Tensor, relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """(grad of conv_out, grad of bn_weight, grad of bn_bias)."""
+        return ops.bn_act_bwd(
+            grad, self.conv_out, self.bn_weight, self.bn_bias, self.mean, self.invstd, True, relu
+        )
+
+
+class _StageGrads:
+    """The gradients of one stage's tensors, filled in as backward finds them."""
+
+    def __init__(self) -> None:
+        self.conv_weight = self.conv_bias = self.bn_weight = self.bn_bias = None
+
+    def as_inputs(self, stage: SavedStage) -> StageTensors:
+        # The BN ops return gradients for absent (None) affine parameters too.
+        return StageTensors(
+            self.conv_weight,
+            self.conv_bias,
+            self.bn_weight if stage.bn_weight is not None else None,
+            self.bn_bias if stage.bn_bias is not None else None,
+            None,
+            None,
+        )
 
 
 def lean_backend(x: Tensor, norms: Sequence[nn.Module]) -> str | None:
@@ -211,10 +268,10 @@ def lean_residual(
     convs, bns, tensors = [], [], []
     pairs = list(stages) + ([projection] if projection is not None else [])
     for conv, bn in pairs:
-        bn_spec, bn_tensors = _bn_tensors(bn, x)
+        bn_spec, stage_tensors = _stage_tensors(conv, bn, x)
         convs.append(_conv_spec(conv))
         bns.append(bn_spec)
-        tensors += _conv_tensors(conv) + bn_tensors
+        tensors += stage_tensors
     shortcut = (
         "projection" if projection is not None else "given" if given is not None else "identity"
     )
@@ -222,109 +279,91 @@ def lean_residual(
     return _LeanBlockFunction.apply(plan, x, given, *tensors)
 
 
+def _per_stage(flat: Sequence) -> list[StageTensors]:
+    return [StageTensors(*flat[i : i + _PER_STAGE]) for i in range(0, len(flat), _PER_STAGE)]
+
+
 class _LeanBlockFunction(torch.autograd.Function):
+    """Inputs: plan, x, given, then StageTensors per (conv, BN) stage: the
+    main path's stages in order, then the projection's."""
+
     @staticmethod
     def forward(ctx, plan: BlockPlan, x: Tensor, given: Tensor | None, *tensors):
         ops = _lean_ops(plan.backend, x.device)
-        per = [tensors[i : i + _PER_STAGE] for i in range(0, len(tensors), _PER_STAGE)]
-        outputs, stats = [], []
+        stages = _per_stage(tensors)
+        saved: list[SavedStage] = []
+
+        def conv_bn(i: int, input: Tensor, residual: Tensor | None, relu: bool) -> Tensor:
+            t, bn = stages[i], plan.bns[i]
+            c = _conv(input, t.conv_weight, t.conv_bias, plan.convs[i])
+            args = (t.bn_weight, t.bn_bias, t.running_mean, t.running_var, True, bn.momentum)
+            if residual is None:
+                out, mean, invstd = ops.bn_act_fwd(c, *args, bn.eps, relu)
+            else:
+                out, mean, invstd = ops.bn_add_act_fwd(c, residual, *args, bn.eps, relu)
+            saved.append(SavedStage(c, mean, invstd, *t[:4]))
+            return out
+
         h = x
         for i in range(plan.stages - 1):
-            w, b, bn_w, bn_b, rm, rv = per[i]
-            c = _conv(h, w, b, plan.convs[i])
-            h, mean, invstd = ops.bn_act_fwd(
-                c, bn_w, bn_b, rm, rv, True, plan.bns[i].momentum, plan.bns[i].eps, True
-            )
-            outputs.append(c)
-            stats += [mean, invstd]
-        last = plan.stages - 1
-        w, b, bn_w, bn_b, rm, rv = per[last]
-        c_last = _conv(h, w, b, plan.convs[last])
-        del h
+            h = conv_bn(i, h, None, True)
         if plan.shortcut == "identity":
             residual = x
         elif plan.shortcut == "projection":
-            dw, db, dbn_w, dbn_b, drm, drv = per[-1]
-            c_short = _conv(x, dw, db, plan.convs[-1])
-            residual, mean, invstd = ops.bn_act_fwd(
-                c_short, dbn_w, dbn_b, drm, drv, True, plan.bns[-1].momentum, plan.bns[-1].eps,
-                False,
-            )  # fmt: skip
-            outputs.append(c_short)
-            stats += [mean, invstd]
+            # Run before the last stage so that its record comes last.
+            residual = conv_bn(plan.stages, x, None, False)
         else:
             residual = given
-        out, mean, invstd = ops.bn_add_act_fwd(
-            c_last, residual, bn_w, bn_b, rm, rv, True, plan.bns[last].momentum,
-            plan.bns[last].eps, True,
-        )  # fmt: skip
-        outputs.insert(last, c_last)
-        stats[2 * last : 2 * last] = [mean, invstd]
-        params = [t for stage in per for t in stage[:4]]
+        out = conv_bn(plan.stages - 1, h, residual, True)
+        if plan.shortcut == "projection":  # main path's stages first
+            saved[-2], saved[-1] = saved[-1], saved[-2]
         ctx.plan = plan
-        ctx.present = tuple(t is not None for t in tensors)
-        ctx.save_for_backward(x, given, *outputs, *stats, *params)
+        ctx.save_for_backward(x, given, *(t for stage in saved for t in stage))
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         plan: BlockPlan = ctx.plan
         ops = _lean_ops(plan.backend, grad_out.device)
-        n_pairs = len(plan.convs)
-        saved = ctx.saved_tensors
-        x, given = saved[0], saved[1]
-        outputs = saved[2 : 2 + n_pairs]
-        stats = saved[2 + n_pairs : 2 + 3 * n_pairs]
-        params = saved[2 + 3 * n_pairs :]
-        mean = stats[0::2]
-        invstd = stats[1::2]
-        conv_w, conv_b = params[0::4], params[1::4]
-        bn_w, bn_b = params[2::4], params[3::4]
-        # needs_input_grad: plan, x, given, then _PER_STAGE tensors per pair.
-        needs = ctx.needs_input_grad
-        needs_t = needs[3:]
-        grads: list[Tensor | None] = [None] * len(needs_t)
+        x, given, *flat = ctx.saved_tensors
+        per = len(SavedStage._fields)
+        saved = [SavedStage(*flat[i : i + per]) for i in range(0, len(flat), per)]
+        needs_x = ctx.needs_input_grad[1]
+        needs = _per_stage(ctx.needs_input_grad[3:])
+        grads = [_StageGrads() for _ in saved]
+
+        def conv_backward(i: int, grad: Tensor, input: Tensor, needs_input: bool):
+            stage, want = saved[i], needs[i]
+            mask = (needs_input, want.conv_weight, stage.conv_bias is not None and want.conv_bias)
+            g_in, grads[i].conv_weight, grads[i].conv_bias = _conv_backward(
+                grad, input, stage.conv_weight, stage.conv_bias, plan.convs[i], mask
+            )
+            return g_in
+
         last = plan.stages - 1
-
-        def stage_needs(i: int, k: int) -> bool:
-            return needs_t[i * _PER_STAGE + k]
-
         if plan.shortcut == "identity":
             residual = x
         elif plan.shortcut == "projection":
-            residual = ops.bn_apply(
-                outputs[-1], None, bn_w[-1], bn_b[-1], mean[-1], invstd[-1], False
-            )
+            residual = saved[-1].bn_output(ops, relu=False)
         else:
             residual = given
-        grad, grad_residual, gw, gb = ops.bn_add_act_bwd(
-            grad_out, outputs[last], residual, bn_w[last], bn_b[last], mean[last],
-            invstd[last], True, True,
-        )  # fmt: skip
+        s = saved[last]
+        grad, grad_residual, grads[last].bn_weight, grads[last].bn_bias = ops.bn_add_act_bwd(
+            grad_out, s.conv_out, residual, s.bn_weight, s.bn_bias, s.mean, s.invstd, True, True
+        )
         del residual
-        grads[last * _PER_STAGE + 2], grads[last * _PER_STAGE + 3] = gw, gb
 
         grad_x = None
         for i in range(last, -1, -1):
-            if i == 0:
-                input = x
-            else:  # the BN-ReLU output this convolution read, recomputed
-                input = ops.bn_apply(
-                    outputs[i - 1], None, bn_w[i - 1], bn_b[i - 1], mean[i - 1], invstd[i - 1],
-                    True,
-                )  # fmt: skip
-            need_bias = conv_b[i] is not None and stage_needs(i, 1)
-            mask = (i > 0 or needs[1], stage_needs(i, 0), need_bias)
-            g_in, grads[i * _PER_STAGE], grads[i * _PER_STAGE + 1] = _conv_backward(
-                grad, input, conv_w[i], conv_b[i], plan.convs[i], mask
-            )
+            # The input this convolution read: x, or the previous stage's
+            # BN-ReLU output, recomputed.
+            input = x if i == 0 else saved[i - 1].bn_output(ops, relu=True)
+            g_in = conv_backward(i, grad, input, i > 0 or needs_x)
             del input
             if i > 0:
-                grad, gw, gb = ops.bn_act_bwd(
-                    g_in, outputs[i - 1], bn_w[i - 1], bn_b[i - 1], mean[i - 1], invstd[i - 1],
-                    True, True,
-                )  # fmt: skip
-                grads[(i - 1) * _PER_STAGE + 2], grads[(i - 1) * _PER_STAGE + 3] = gw, gb
+                grad, grads[i - 1].bn_weight, grads[i - 1].bn_bias = saved[i - 1].bn_backward(
+                    ops, g_in, relu=True
+                )
             else:
                 grad_x = g_in
 
@@ -335,24 +374,19 @@ class _LeanBlockFunction(torch.autograd.Function):
                 grad_residual if grad_x is None else grad_x.add_(grad_residual.to(grad_x.dtype))
             )
         elif plan.shortcut == "projection":
-            p = len(plan.convs) - 1
-            g_short, gw, gb = ops.bn_act_bwd(
-                grad_residual, outputs[-1], bn_w[-1], bn_b[-1], mean[-1], invstd[-1], True, False
+            p = len(saved) - 1
+            g_short, grads[p].bn_weight, grads[p].bn_bias = saved[p].bn_backward(
+                ops, grad_residual, relu=False
             )
-            grads[p * _PER_STAGE + 2], grads[p * _PER_STAGE + 3] = gw, gb
-            mask = (needs[1], stage_needs(p, 0), conv_b[-1] is not None and stage_needs(p, 1))
-            g_x_short, grads[p * _PER_STAGE], grads[p * _PER_STAGE + 1] = _conv_backward(
-                g_short, x, conv_w[-1], conv_b[-1], plan.convs[-1], mask
-            )
+            g_x_short = conv_backward(p, g_short, x, needs_x)
             if g_x_short is not None:
                 grad_x = g_x_short if grad_x is None else grad_x.add_(g_x_short)
         else:
             grad_given = grad_residual
-        if not needs[1]:
+        if not needs_x:
             grad_x = None
-        # The ops return gradients for absent (None) affine parameters too.
-        grads = [g if present else None for g, present in zip(grads, ctx.present, strict=True)]
-        return (None, grad_x, grad_given, *grads)
+        stage_grads = (t for g, stage in zip(grads, saved, strict=True) for t in g.as_inputs(stage))
+        return (None, grad_x, grad_given, *stage_grads)
 
 
 def lean_bn_relu_maxpool(backend: str, x: Tensor, bn: nn.BatchNorm2d, pool: nn.MaxPool2d) -> Tensor:
