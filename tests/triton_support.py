@@ -5,11 +5,12 @@ Imported by conftest.py after it has set TRITON_INTERPRET; this module does
 not import triton itself (find_spec only)."""
 
 import importlib.util
-import os
 
 import torch
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from resnet_fast._backend import triton_interpreting
+
+INTERPRETING = triton_interpreting()
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRETING else "cpu"
 
 

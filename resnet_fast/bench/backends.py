@@ -9,12 +9,12 @@ it is built. Each name is paired with the device its tensors live on here.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 
 import torch
 
 import resnet_fast
+from resnet_fast._backend import triton_interpreting
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _triton_status() -> BackendStatus:
         return BackendStatus("triton", None, "the triton package is not installed")
     if torch.cuda.is_available():
         return BackendStatus("triton", "cuda", "triton installed, GPU present")
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if triton_interpreting():
         return BackendStatus("triton", "cpu", "triton interpreter (TRITON_INTERPRET=1)")
     return BackendStatus(
         "triton", None, "no GPU (TRITON_INTERPRET=1 runs the interpreter on the CPU)"
