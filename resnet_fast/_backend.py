@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
+from . import _ops  # the contract of torch.ops.resnet_fast: fake kernels, autograd
 from ._native import _BUILD_INFO
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
@@ -99,6 +100,21 @@ def resolve(device: torch.device) -> str:
         "falling back to the pure-PyTorch reference implementation (slower, unfused)",
     )
     return "reference"
+
+
+def op_namespace(backend: str):
+    """The torch.ops namespace that holds ``backend``'s kernels of the
+    resnet_fast ops: torch.ops.resnet_fast for "cpu" and "cuda" (C++ and CUDA
+    kernels, one op per schema, dispatched by device), and
+    torch.ops.resnet_fast_triton for "triton" (the same schemas; importing
+    resnet_fast.triton registers them). The "reference" backend has no ops."""
+    if backend in ("cpu", "cuda"):
+        return _ops.ops
+    if backend == "triton":
+        from . import triton  # noqa: F401  (imports Triton: only when asked for)
+
+        return torch.ops.resnet_fast_triton
+    raise ValueError(f"backend {backend!r} has no op namespace")
 
 
 def _triton_installed() -> bool:

@@ -256,7 +256,7 @@ def check_bn_apply_op(
     mean_name: str = "mean",
     invstd_name: str = "invstd",
 ) -> None:
-    """An op that applies given statistics: bn_apply, triton_bn_*_fwd."""
+    """An op that applies given statistics: bn_apply."""
     check_activation(input, "input")
     if residual is not None:
         check_like(residual, "residual", input, "input")

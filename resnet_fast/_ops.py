@@ -1,11 +1,22 @@
-"""Fake (meta) kernels and autograd for the torch.ops.resnet_fast ops.
+"""The contract of the resnet_fast ops beyond their schemas: fake kernels
+(shapes, dtypes, layouts and the argument checks, for torch.compile) and
+autograd, registered for every namespace that implements the ops.
+
+The schemas are declared once, in C++ (csrc/registration.cpp), for
+torch.ops.resnet_fast, whose CPU and CUDA kernels are C++; the Triton backend
+declares torch.ops.resnet_fast_triton from those very schemas
+(resnet_fast/triton/ops.py). ``register_contract(namespace)`` gives each
+namespace the same fake kernels and the same autograd formulas, so every
+backend has one contract: same names, arguments, returns, checks and
+gradients.
 
 The forward BN ops mutate the running statistics (``Tensor(a!)?`` in their
-schemas), which ``torch.library.register_autograd`` refuses for operators
-defined in C++. Their autograd kernel is therefore registered here at the
-Autograd dispatch key, the way register_autograd does it for Python custom
-ops: an autograd.Function that redispatches below autograd. add_relu_fwd is
-functional and uses register_autograd directly.
+schemas), which ``torch.library.register_autograd`` refuses. Their autograd
+kernel is therefore registered at the Autograd dispatch key, the way
+register_autograd does it for functional ops: an autograd.Function that
+redispatches below autograd. add_relu_fwd is functional and uses
+register_autograd directly. The stage ops have no autograd: their callers
+(synchronized BN, the memory-lean blocks) are autograd.Functions.
 """
 
 import torch
@@ -16,7 +27,16 @@ from . import _checks, _native  # noqa: F401  (_native registers the schemas)
 from ._numerics import acc_dtype
 
 ops = torch.ops.resnet_fast
-_lib = torch.library.Library("resnet_fast", "IMPL")  # noqa: TOR901 (kept alive by the module)
+
+# Every op of the contract, forward/backward pairs first, then the BN stage
+# ops (the passes of the fused BN ops as separate ops, for synchronized BN
+# and the memory-lean blocks).
+FUSED_OPS = (
+    "bn_act_fwd", "bn_act_bwd", "bn_add_act_fwd", "bn_add_act_bwd", "add_relu_fwd",
+    "add_relu_bwd",
+)  # fmt: skip
+STAGE_OPS = ("bn_stats", "bn_apply", "bn_act_bwd_reduce", "bn_add_act_bwd_reduce", "bn_bwd_apply")
+OP_NAMES = FUSED_OPS + STAGE_OPS
 
 
 # --- memory formats, mirroring csrc/cpu/tensor_geometry.cpp -----------------
@@ -61,7 +81,6 @@ def _empty_mean(input: Tensor) -> Tensor:
     return input.new_empty((input.shape[1],), dtype=torch.float64)
 
 
-@torch.library.register_fake("resnet_fast::bn_act_fwd")
 def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
     _checks.check_bn_forward_op(
         input, None, weight, bias, running_mean, running_var, training, momentum, eps
@@ -69,7 +88,6 @@ def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, m
     return _empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
-@torch.library.register_fake("resnet_fast::bn_add_act_fwd")
 def _bn_add_act_fwd_fake(
     input, residual, weight, bias, running_mean, running_var, training, momentum, eps, relu
 ):
@@ -79,7 +97,6 @@ def _bn_add_act_fwd_fake(
     return _empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
-@torch.library.register_fake("resnet_fast::bn_act_bwd")
 def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, training, relu):
     _checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
     return (
@@ -89,7 +106,6 @@ def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, trai
     )
 
 
-@torch.library.register_fake("resnet_fast::bn_add_act_bwd")
 def _bn_add_act_bwd_fake(
     grad_out, input, residual, weight, bias, save_mean, save_invstd, training, relu
 ):
@@ -102,24 +118,71 @@ def _bn_add_act_bwd_fake(
     )
 
 
-@torch.library.register_fake("resnet_fast::add_relu_fwd")
 def _add_relu_fwd_fake(input, other):
     _checks.check_elementwise_pair(input, "input", other, "other")
     return torch.empty_like(input)
 
 
-@torch.library.register_fake("resnet_fast::add_relu_bwd")
 def _add_relu_bwd_fake(grad_out, output):
     _checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
     return torch.empty_like(output)
 
 
+# The stage ops name their statistics mean / invstd (csrc/registration.cpp).
+_STAGE_NAMES = dict(mean_name="mean", invstd_name="invstd")
+
+
+def _bn_stats_fake(input):
+    _checks.check_activation(input, "input")
+    return _empty_mean(input), _empty_mean(input)
+
+
+def _bn_apply_fake(input, residual, weight, bias, mean, invstd, relu):
+    _checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
+    return _empty_activation(input)
+
+
+def _bn_act_bwd_reduce_fake(grad_out, input, weight, bias, mean, invstd, relu):
+    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, mean, invstd, **_STAGE_NAMES)
+    return _empty_channels(input), _empty_channels(input)
+
+
+def _bn_add_act_bwd_reduce_fake(grad_out, input, residual, weight, bias, mean, invstd, relu):
+    _checks.check_bn_backward_op(
+        grad_out, input, residual, weight, bias, mean, invstd, **_STAGE_NAMES
+    )
+    return _empty_channels(input), _empty_channels(input), _empty_activation(input)
+
+
+def _bn_bwd_apply_fake(grad, input, weight, bias, mean, invstd, mean_g, mean_gx, relu_mask):
+    _checks.check_bn_backward_op(
+        grad, input, None, weight, bias, mean, invstd, "grad", "mean", "invstd"
+    )
+    _checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
+    _checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
+    return _empty_activation(input)
+
+
+FAKES = {
+    "bn_act_fwd": _bn_act_fwd_fake,
+    "bn_act_bwd": _bn_act_bwd_fake,
+    "bn_add_act_fwd": _bn_add_act_fwd_fake,
+    "bn_add_act_bwd": _bn_add_act_bwd_fake,
+    "add_relu_fwd": _add_relu_fwd_fake,
+    "add_relu_bwd": _add_relu_bwd_fake,
+    "bn_stats": _bn_stats_fake,
+    "bn_apply": _bn_apply_fake,
+    "bn_act_bwd_reduce": _bn_act_bwd_reduce_fake,
+    "bn_add_act_bwd_reduce": _bn_add_act_bwd_reduce_fake,
+    "bn_bwd_apply": _bn_bwd_apply_fake,
+}
+
+
 # --- autograd ----------------------------------------------------------------
 
 
-def _register_autograd_with_mutation(name: str, setup_context, backward) -> None:
+def _register_autograd_with_mutation(lib, op, setup_context, backward) -> None:
     """register_autograd for an op whose schema mutates non-differentiable inputs."""
-    op = getattr(ops, name).default
     below_autograd = torch._C._after_autograd_keyset
 
     class _Function(torch.autograd.Function):
@@ -134,7 +197,7 @@ def _register_autograd_with_mutation(name: str, setup_context, backward) -> None
         def backward(ctx, *grads):
             return (None, *backward(ctx, *grads))
 
-    _Function.__name__ = f"{name}_backward"
+    _Function.__name__ = f"{op._opname}_backward"
 
     def autograd_kernel(keyset, *args):
         if torch.is_grad_enabled() and any(
@@ -145,7 +208,7 @@ def _register_autograd_with_mutation(name: str, setup_context, backward) -> None
         with torch._C._AutoDispatchBelowAutograd():
             return op.redispatch(keyset & below_autograd, *args)
 
-    _lib.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    lib.impl(op._opname, autograd_kernel, "Autograd", with_keyset=True)
 
 
 def _bn_setup_context(ctx, args, output, has_residual: bool):
@@ -167,47 +230,79 @@ def _bn_add_act_setup_context(ctx, args, output):
     _bn_setup_context(ctx, args, output, has_residual=True)
 
 
-def _bn_act_backward(ctx, grad_out, _grad_mean, _grad_invstd):
-    input, _, weight, bias, save_mean, save_invstd = ctx.saved_tensors
-    grad_input, grad_weight, grad_bias = ops.bn_act_bwd(
-        grad_out, input, weight, bias, save_mean, save_invstd, ctx.training, ctx.relu
-    )
-    return (
-        grad_input,
-        grad_weight if weight is not None else None,
-        grad_bias if bias is not None else None,
-        None, None, None, None, None, None,
-    )  # fmt: skip
+def _bn_act_backward(namespace_ops):
+    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
+        input, _, weight, bias, save_mean, save_invstd = ctx.saved_tensors
+        grad_input, grad_weight, grad_bias = namespace_ops.bn_act_bwd(
+            grad_out, input, weight, bias, save_mean, save_invstd, ctx.training, ctx.relu
+        )
+        return (
+            grad_input,
+            grad_weight if weight is not None else None,
+            grad_bias if bias is not None else None,
+            None, None, None, None, None, None,
+        )  # fmt: skip
+
+    return backward
 
 
-def _bn_add_act_backward(ctx, grad_out, _grad_mean, _grad_invstd):
-    input, residual, weight, bias, save_mean, save_invstd = ctx.saved_tensors
-    grad_input, grad_residual, grad_weight, grad_bias = ops.bn_add_act_bwd(
-        grad_out, input, residual, weight, bias, save_mean, save_invstd, ctx.training, ctx.relu
-    )
-    return (
-        grad_input,
-        grad_residual,
-        grad_weight if weight is not None else None,
-        grad_bias if bias is not None else None,
-        None, None, None, None, None, None,
-    )  # fmt: skip
+def _bn_add_act_backward(namespace_ops):
+    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
+        input, residual, weight, bias, save_mean, save_invstd = ctx.saved_tensors
+        grad_input, grad_residual, grad_weight, grad_bias = namespace_ops.bn_add_act_bwd(
+            grad_out, input, residual, weight, bias, save_mean, save_invstd, ctx.training,
+            ctx.relu,
+        )  # fmt: skip
+        return (
+            grad_input,
+            grad_residual,
+            grad_weight if weight is not None else None,
+            grad_bias if bias is not None else None,
+            None, None, None, None, None, None,
+        )  # fmt: skip
 
-
-_register_autograd_with_mutation("bn_act_fwd", _bn_act_setup_context, _bn_act_backward)
-_register_autograd_with_mutation("bn_add_act_fwd", _bn_add_act_setup_context, _bn_add_act_backward)
+    return backward
 
 
 def _add_relu_setup_context(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
-def _add_relu_backward(ctx, grad_out):
-    (output,) = ctx.saved_tensors
-    grad = ops.add_relu_bwd(grad_out, output)
-    return grad, grad
+def _add_relu_backward(namespace_ops):
+    def backward(ctx, grad_out):
+        (output,) = ctx.saved_tensors
+        grad = namespace_ops.add_relu_bwd(grad_out, output)
+        return grad, grad
+
+    return backward
 
 
-torch.library.register_autograd(
-    "resnet_fast::add_relu_fwd", _add_relu_backward, setup_context=_add_relu_setup_context
-)
+# The libraries that hold the registrations: alive as long as this module.
+_LIBRARIES: dict[str, torch.library.Library] = {}
+
+
+def register_contract(namespace: str) -> None:
+    """Registers the fake kernels and the autograd formulas of every op of
+    OP_NAMES in ``namespace``, whose schemas are already defined; each
+    backward calls the namespace's own backward op."""
+    lib = _LIBRARIES[namespace] = torch.library.Library(namespace, "IMPL")  # noqa: TOR901
+    namespace_ops = getattr(torch.ops, namespace)
+    for name, fake in FAKES.items():
+        torch.library.register_fake(f"{namespace}::{name}", fake, lib=lib)
+    _register_autograd_with_mutation(
+        lib, namespace_ops.bn_act_fwd.default, _bn_act_setup_context,
+        _bn_act_backward(namespace_ops),
+    )  # fmt: skip
+    _register_autograd_with_mutation(
+        lib, namespace_ops.bn_add_act_fwd.default, _bn_add_act_setup_context,
+        _bn_add_act_backward(namespace_ops),
+    )  # fmt: skip
+    torch.library.register_autograd(
+        f"{namespace}::add_relu_fwd",
+        _add_relu_backward(namespace_ops),
+        setup_context=_add_relu_setup_context,
+        lib=lib,
+    )
+
+
+register_contract("resnet_fast")

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from . import _checks
 from ._numerics import acc_dtype, merge_moments, update_running_stats
-from ._stage_ops import Stages, stages_for
+from ._stage_ops import stages_for
 
 __all__ = ["combine_stats", "sync_batch_norm", "sync_world_size"]
 
@@ -77,10 +77,10 @@ class _SyncBatchNormAct(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, input, residual, weight, bias, running_mean, running_var,
-        momentum, eps, relu, group, stages: Stages,
+        momentum, eps, relu, group, stages,
     ):  # fmt: skip
         c = input.shape[1]
-        local_mean, local_var = stages.stats(input)
+        local_mean, local_var = stages.bn_stats(input)
         mean, var, count = _gather_stats(local_mean, local_var, input.numel() // max(c, 1), group)
         if count <= 1 and c > 0:
             # torch.nn.functional.batch_norm's message, about the global batch.
@@ -90,7 +90,7 @@ class _SyncBatchNormAct(torch.autograd.Function):
             )
         update_running_stats(running_mean, running_var, mean, var, momentum, count)
         invstd = torch.rsqrt(var + eps).to(acc_dtype(input.dtype))
-        out = stages.apply(input, residual, weight, bias, mean, invstd, relu)
+        out = stages.bn_apply(input, residual, weight, bias, mean, invstd, relu)
         ctx.save_for_backward(input, residual, weight, bias, mean, invstd)
         ctx.count, ctx.relu, ctx.group, ctx.stages = count, relu, group, stages
         return out
@@ -99,14 +99,14 @@ class _SyncBatchNormAct(torch.autograd.Function):
     def backward(ctx, grad_out):
         input, residual, weight, bias, mean, invstd = ctx.saved_tensors
         need_input, need_residual, need_weight, need_bias = ctx.needs_input_grad[:4]
-        stages: Stages = ctx.stages
+        stages = ctx.stages
         if residual is None:
-            sum_g, sum_gx = stages.act_bwd_reduce(
+            sum_g, sum_gx = stages.bn_act_bwd_reduce(
                 grad_out, input, weight, bias, mean, invstd, ctx.relu
             )
             grad_residual, grad_src, mask_from_x = None, grad_out, ctx.relu
         else:
-            sum_g, sum_gx, grad_residual = stages.add_act_bwd_reduce(
+            sum_g, sum_gx, grad_residual = stages.bn_add_act_bwd_reduce(
                 grad_out, input, residual, weight, bias, mean, invstd, ctx.relu
             )
             grad_src, mask_from_x = grad_residual, False  # already masked
@@ -118,7 +118,7 @@ class _SyncBatchNormAct(torch.autograd.Function):
             sums = torch.cat([sum_g, sum_gx])
             dist.all_reduce(sums, group=ctx.group)
             mean_g, mean_gx = (sums / ctx.count).split(c)
-            grad_input = stages.bwd_apply(
+            grad_input = stages.bn_bwd_apply(
                 grad_src, input, weight, bias, mean, invstd, mean_g, mean_gx, mask_from_x
             )
         return (

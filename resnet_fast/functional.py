@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _backend, _checks, _ops, reference
+from . import _backend, _checks, reference
 from ._conv_eval import conv_folded_act, fold_bn
 
 __all__ = ["batch_norm_relu", "batch_norm_add_relu", "add_relu", "conv_bn_relu", "fold_bn"]
@@ -43,16 +43,11 @@ def _batch_norm_act(
         return reference.batch_norm_act(
             input, running_mean, running_var, weight, bias, training, momentum, eps, relu, residual
         )
-    if backend == "triton":
-        from . import triton as _triton  # imports triton: only when asked for
-
-        return _triton.batch_norm_act(
-            input, residual, running_mean, running_var, weight, bias, training, momentum, eps, relu
-        )
+    ops = _backend.op_namespace(backend)
     args = (weight, bias, running_mean, running_var, training, float(momentum), float(eps), relu)
     if residual is None:
-        return _ops.ops.bn_act_fwd(input, *args)[0]
-    return _ops.ops.bn_add_act_fwd(input, residual, *args)[0]
+        return ops.bn_act_fwd(input, *args)[0]
+    return ops.bn_add_act_fwd(input, residual, *args)[0]
 
 
 def batch_norm_relu(
@@ -133,11 +128,7 @@ def add_relu(input: Tensor, other: Tensor) -> Tensor:
     backend = _backend.resolve(input.device)
     if backend == "reference":
         return reference.add_relu(input, other)
-    if backend == "triton":
-        from . import triton as _triton
-
-        return _triton.add_relu(input, other)
-    return _ops.ops.add_relu_fwd(input, other)
+    return _backend.op_namespace(backend).add_relu_fwd(input, other)
 
 
 def conv_bn_relu(

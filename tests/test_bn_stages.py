@@ -1,11 +1,10 @@
 """The BN stage ops (bn_stats, bn_apply, bn_*_bwd_reduce, bn_bwd_apply), in
 one process: composed as synchronized BN composes them, they must give the
-fp64 reference's output and gradients; the native ops on every device that
-has them (CPU; CUDA, skipped without a GPU) and the pure-PyTorch fallback;
-plus opcheck, combine_stats and the fallback warning. The multi-process
-behaviour is in test_distributed.py."""
-
-import warnings
+fp64 reference's output and gradients, on every backend (the C++ ops on the
+CPU, the CUDA ops, the Triton ops, and the reference backend's pure-PyTorch
+functions); plus torch.compile, combine_stats and the selection of the stages (opcheck:
+test_op_contracts.py).
+The multi-process behaviour is in test_distributed.py."""
 
 import pytest
 import torch
@@ -16,14 +15,17 @@ from resnet_fast import _backend, _stage_ops, reference
 from resnet_fast.distributed import combine_stats
 
 ops = torch.ops.resnet_fast
-# (stage functions, device)
-STAGES = [
-    pytest.param((_stage_ops.NATIVE, "cpu"), id="native"),
-    pytest.param((_stage_ops.NATIVE, "cuda"), id="native-cuda", marks=pytest.mark.cuda),
-    pytest.param((_stage_ops.TORCH, "cpu"), id="torch"),
-]
 # The native ops on each device (opcheck, torch.compile).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture
+def stages(backend):
+    """(the stage ops of the forced backend, its device)."""
+    name, device = backend
+    return _stage_ops.stages_for(torch.device(device)), device
+
+
 SHAPES = [(3, 67, 5, 7), (6, 48, 1, 1), (2, 20, 9, 4)]
 
 
@@ -31,19 +33,19 @@ def _run_stages(stages, x, residual, weight, bias, relu, grad_out, eps=1e-5):
     """Forward and backward through the stages, with the local batch as the
     whole batch: (out, grad_x, grad_residual, grad_weight, grad_bias)."""
     count = x.numel() // x.shape[1]
-    mean, var = stages.stats(x)
+    mean, var = stages.bn_stats(x)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     invstd = torch.rsqrt(var + eps).to(acc)
-    out = stages.apply(x, residual, weight, bias, mean, invstd, relu)
+    out = stages.bn_apply(x, residual, weight, bias, mean, invstd, relu)
     if residual is None:
-        sum_g, sum_gx = stages.act_bwd_reduce(grad_out, x, weight, bias, mean, invstd, relu)
+        sum_g, sum_gx = stages.bn_act_bwd_reduce(grad_out, x, weight, bias, mean, invstd, relu)
         grad_residual, src, mask = None, grad_out, relu
     else:
-        sum_g, sum_gx, grad_residual = stages.add_act_bwd_reduce(
+        sum_g, sum_gx, grad_residual = stages.bn_add_act_bwd_reduce(
             grad_out, x, residual, weight, bias, mean, invstd, relu
         )
         src, mask = grad_residual, False
-    grad_x = stages.bwd_apply(
+    grad_x = stages.bn_bwd_apply(
         src, x, weight, bias, mean, invstd, sum_g / count, sum_gx / count, mask
     )
     return out, grad_x, grad_residual, sum_gx * invstd, sum_g
@@ -58,7 +60,6 @@ def _run_oracle(x, residual, weight, bias, relu, grad_out):
     return out, xd.grad, None if rd is None else rd.grad, wd.grad, bd.grad
 
 
-@pytest.mark.parametrize("stages", STAGES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -82,34 +83,31 @@ def test_stages_compose_to_batch_norm(stages, dtype, layout, shape, kind, gen):
     assert ours[0].shape == x.shape and ours[0].dtype == dtype
 
 
-@pytest.mark.parametrize("stages", STAGES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_stats_of_a_large_mean_normalize_exactly(stages, layout, gen):
     stages, device = stages
     x = make_activation((4, 8, 6, 5), layout, torch.float32, gen, device, scale=1.0, shift=1e4)
-    mean, var = stages.stats(x)
+    mean, var = stages.bn_stats(x)
     assert mean.dtype == var.dtype == torch.float64
     invstd = torch.rsqrt(var + 1e-5).float()
-    out = stages.apply(x, None, None, None, mean, invstd, False)
+    out = stages.bn_apply(x, None, None, None, mean, invstd, False)
     expected = reference.batch_norm_act(x.double(), None, None, training=True, relu=False)
     assert_close(out, expected, torch.float32, "out", scale=1.0)
 
 
-@pytest.mark.parametrize("stages", STAGES)
 def test_empty_batch(stages):
     stages, device = stages
     x = torch.randn(0, 5, 3, 3, device=device)
-    mean, var = stages.stats(x)
+    mean, var = stages.bn_stats(x)
     zeros = torch.zeros(5, dtype=torch.float64, device=device)
     assert torch.equal(mean, zeros) and torch.equal(var, zeros)
     invstd = torch.ones(5, device=device)
-    assert stages.apply(x, None, None, None, mean, invstd, True).shape == x.shape
-    sum_g, sum_gx = stages.act_bwd_reduce(x, x, None, None, mean, invstd, True)
+    assert stages.bn_apply(x, None, None, None, mean, invstd, True).shape == x.shape
+    sum_g, sum_gx = stages.bn_act_bwd_reduce(x, x, None, None, mean, invstd, True)
     assert torch.equal(sum_g, zeros.float()) and torch.equal(sum_gx, zeros.float())
-    assert stages.bwd_apply(x, x, None, None, mean, invstd, sum_g, sum_gx, True).shape == x.shape
+    assert stages.bn_bwd_apply(x, x, None, None, mean, invstd, sum_g, sum_gx, True).shape == x.shape
 
 
-@pytest.mark.parametrize("stages", STAGES)
 def test_low_precision_matches_the_fused_op(stages, gen):
     """bf16 / fp16 through the stages equals the fused op on the same batch
     (both round once from the same fp32 arithmetic) to one unit in the last place."""
@@ -118,36 +116,13 @@ def test_low_precision_matches_the_fused_op(stages, gen):
         x = make_activation((4, 12, 5, 5), "channels_last", dtype, gen, device, scale=2.0)
         r = make_activation((4, 12, 5, 5), "channels_last", dtype, gen, device)
         w, b, _, _ = channel_params(12, gen, device)
-        mean, var = stages.stats(x)
-        out = stages.apply(x, r, w, b, mean, torch.rsqrt(var + 1e-5).float(), True)
-        fused = ops.bn_add_act_fwd(x, r, w, b, None, None, True, 0.1, 1e-5, True)[0]
+        mean, var = stages.bn_stats(x)
+        out = stages.bn_apply(x, r, w, b, mean, torch.rsqrt(var + 1e-5).float(), True)
+        # The same backend's fused op (the reference backend's: the C++ op).
+        fused_op = getattr(stages, "bn_add_act_fwd", ops.bn_add_act_fwd)
+        fused = fused_op(x, r, w, b, None, None, True, 0.1, 1e-5, True)[0]
         ulp = torch.finfo(dtype).eps * fused.float().abs().clamp_min(1.0)
         assert ((out.float() - fused.float()).abs() <= ulp).all(), dtype
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case", ["float64", "float32", "channels_last", "no_affine"])
-def test_opcheck(case, device, gen):
-    dtype = torch.float32 if case == "float32" else torch.float64
-    layout = "channels_last" if case == "channels_last" else "contiguous"
-    x = make_activation((3, 5, 4, 3), layout, dtype, gen, device, scale=2.0, shift=0.3)
-    r = make_activation((3, 5, 4, 3), layout, dtype, gen, device)
-    g = make_activation((3, 5, 4, 3), layout, dtype, gen, device)
-    w, b, _, _ = channel_params(5, gen, device, dtype=dtype)
-    if case == "no_affine":
-        w = b = None
-    mean, var = ops.bn_stats(x)
-    invstd = torch.rsqrt(var + 1e-5).to(torch.float64 if dtype == torch.float64 else torch.float32)
-    sum_g, sum_gx = ops.bn_act_bwd_reduce(g, x, w, b, mean, invstd, True)
-    torch.library.opcheck(ops.bn_stats, (x,))
-    for relu in (True, False):
-        torch.library.opcheck(ops.bn_apply, (x, None, w, b, mean, invstd, relu))
-        torch.library.opcheck(ops.bn_apply, (x, r, w, b, mean, invstd, relu))
-        torch.library.opcheck(ops.bn_act_bwd_reduce, (g, x, w, b, mean, invstd, relu))
-        torch.library.opcheck(ops.bn_add_act_bwd_reduce, (g, x, r, w, b, mean, invstd, relu))
-        torch.library.opcheck(
-            ops.bn_bwd_apply, (g, x, w, b, mean, invstd, sum_g / 36, sum_gx / 36, relu)
-        )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -197,20 +172,11 @@ def test_combine_stats_equals_the_statistics_of_the_union(sizes, gen):
     torch.testing.assert_close(var, full_var, rtol=1e-10, atol=1e-10)
 
 
-def test_stage_selection_and_the_fallback_warning(monkeypatch):
+def test_each_backend_has_its_stages():
     cpu = torch.device("cpu")
-    assert _stage_ops.stages_for(cpu) is _stage_ops.NATIVE
+    assert _stage_ops.stages_for(cpu) is ops
     with resnet_fast.use_backend("reference"):
-        assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
-    # Every native build has the stage kernels of its devices.
-    built = resnet_fast.build_info()["backends"]
-    assert _stage_ops._NATIVE_BY_DEVICE_TYPE == {"cpu": True, "cuda": "cuda" in built}
-    # A backend without stage kernels (Triton without the CUDA build):
-    # pure PyTorch, with one warning.
-    monkeypatch.setattr(_stage_ops, "_has_native_kernels", lambda device: False)
-    monkeypatch.setattr(_backend, "_warned", set())
-    with pytest.warns(RuntimeWarning, match="no kernels for the BN stage ops"):
-        assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert _stage_ops.stages_for(cpu) is _stage_ops.TORCH
+        assert _stage_ops.stages_for(cpu) is _stage_ops.EAGER
+    if _backend.triton_interpreting():
+        with resnet_fast.use_backend("triton"):
+            assert _stage_ops.stages_for(cpu) is torch.ops.resnet_fast_triton

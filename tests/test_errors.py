@@ -344,18 +344,23 @@ def test_triton_ops_check_their_arguments():
 
     import resnet_fast.triton  # noqa: F401  (registers the ops)
 
+    t = torch.ops.resnet_fast_triton
     x, g = torch.randn(2, 8, 3, 3, device=dev), torch.randn(2, 8, 3, 3, device=dev)
     mean, invstd = torch.zeros(8, dtype=torch.float64, device=dev), torch.ones(8, device=dev)
+    rm, rv = torch.zeros(8, device=dev), torch.ones(8, device=dev)
     with pytest.raises(ValueError, match="weight must be a 1-D tensor of 8 elements"):
-        ops.triton_bn_act_bwd(g, x, torch.ones(1, device=dev), None, mean, invstd, True, True)
-    with pytest.raises(TypeError, match=r"save_mean must be a \[8\] torch.float64 tensor"):
-        ops.triton_bn_act_fwd(x, None, None, mean.float(), invstd, True, True)
+        t.bn_act_bwd(g, x, torch.ones(1, device=dev), None, mean, invstd, True, True)
+    with pytest.raises(TypeError, match=r"mean must be a \[8\] torch.float64 tensor"):
+        t.bn_apply(x, None, None, None, mean.float(), invstd, True)
     with pytest.raises(ValueError, match="residual must have the shape of input"):
-        ops.triton_bn_add_act_fwd(x, x[:1], None, None, mean, invstd, True, True)
+        t.bn_add_act_fwd(x, x[:1], None, None, rm, rv, True, 0.1, 1e-5, True)
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        t.bn_act_fwd(x, None, None, rm, rv, True, 0.1, -1.0, True)
+    assert torch.equal(rm, torch.zeros_like(rm)) and torch.equal(rv, torch.ones_like(rv))
     with pytest.raises(ValueError, match="input must be 4-D"):
-        ops.triton_bn_stats(x[0])
+        t.bn_stats(x[0])
     with pytest.raises(ValueError, match="grad_out must have the shape of output"):
-        ops.triton_add_relu_bwd(x[:1], x)
+        t.add_relu_bwd(x[:1], x)
     w = torch.randn(4, 8, 3, 3, device=dev)
     with pytest.raises(ValueError, match="groups=3 does not fit input"):
         ops.triton_conv2d(x, w, None, None, [1], [1], [1], 3, False)
@@ -374,7 +379,7 @@ def test_triton_bn_stats_of_empty_batches():
     import resnet_fast.triton  # noqa: F401
 
     for shape in [(0, 0, 0, 0), (0, 3, 2, 2), (2, 0, 3, 3), (2, 3, 0, 4)]:
-        mean, var = ops.triton_bn_stats(torch.empty(shape, device=dev))
+        mean, var = torch.ops.resnet_fast_triton.bn_stats(torch.empty(shape, device=dev))
         assert mean.dtype == var.dtype == torch.float64 and mean.shape == (shape[1],)
         assert not mean.any() and not var.any()
 

@@ -492,26 +492,26 @@ def test_bn_stage_ops(data, case, op, residual):
         return expect_refusal(calls[op], argument, [])
     event("valid")
     result = calls[op]()
-    T = _stage_ops.TORCH
+    T = _stage_ops.EAGER
     x64, w64, b64, g64, r64 = (_f64(k[n]) for n in ("input", "weight", "bias", "grad", "residual"))
     mean, invstd64 = k["mean"], k["invstd"].double()
     dtype, acc, c = k["dtype"], acc_of(k["dtype"]), _c(k)
     if op == "bn_stats":
-        mean_e, var_e = T.stats(x64)
+        mean_e, var_e = T.bn_stats(x64)
         assert result[0].dtype == result[1].dtype == torch.float64
         close(result[0], mean_e, dtype, "mean")
         close(result[1], var_e, dtype, "var")
     elif op == "bn_apply":
-        expected = T.apply(x64, r64 if residual else None, w64, b64, mean, invstd64, k["relu"])
+        expected = T.bn_apply(x64, r64 if residual else None, w64, b64, mean, invstd64, k["relu"])
         assert result.dtype == dtype
         close(result, expected, dtype, "out")
     elif op == "bn_bwd_apply":
-        expected = T.bwd_apply(g64, x64, w64, b64, mean, invstd64, _f64(k["mean_g"]), _f64(k["mean_gx"]), k["relu"])  # fmt: skip
+        expected = T.bn_bwd_apply(g64, x64, w64, b64, mean, invstd64, _f64(k["mean_g"]), _f64(k["mean_gx"]), k["relu"])  # fmt: skip
         assert result.dtype == dtype
         close(result, expected, dtype, "grad_input")
     else:
         res = r64 if op == "bn_add_act_bwd_reduce" else None
-        sum_g, sum_gx, g_res = T.add_act_bwd_reduce(
+        sum_g, sum_gx, g_res = T.bn_add_act_bwd_reduce(
             g64, x64, res, w64, b64, mean, invstd64, k["relu"]
         )
         assert result[0].dtype == result[1].dtype == acc and result[0].shape == (c,)
@@ -596,29 +596,31 @@ def test_triton_bn_ops(data, case, op):
                 for n in ("weight_short", "bias_short", "bias_2d", "weight_int", "weight_meta")
             }
         )
-        table["save_mean_float32"] = (
+        # The apply (a stage op) names its statistics mean / invstd.
+        saved = "" if op.endswith("fwd") else "save_"
+        table["mean_float32"] = (
             lambda k: True,
             lambda k: k.update(mean=k["mean"].float()),
-            "save_mean",
+            f"{saved}mean",
         )
-        table["save_invstd_2d"] = (
+        table["invstd_2d"] = (
             lambda k: True,
             lambda k: k.update(invstd=k["invstd"][None]),
-            "save_invstd",
+            f"{saved}invstd",
         )
     if residual:
         table.update({n: DEFECTS[n] for n in ("residual_shape", "residual_dtype")})
     if op.endswith("bwd"):
         table.update({n: DEFECTS[n] for n in ("grad_shape", "grad_dtype")})
     argument = draw_defect(data, case, table)
-    k, t = case, ops
+    k, t = case, torch.ops.resnet_fast_triton
     wb = (k["weight"], k["bias"], k["mean"], k["invstd"], k["training"], k["relu"])
     calls = {
-        "stats": lambda: t.triton_bn_stats(k["input"]),
-        "act_fwd": lambda: t.triton_bn_act_fwd(k["input"], *wb),
-        "add_act_fwd": lambda: t.triton_bn_add_act_fwd(k["input"], k["residual"], *wb),
-        "act_bwd": lambda: t.triton_bn_act_bwd(k["grad"], k["input"], *wb),
-        "add_act_bwd": lambda: t.triton_bn_add_act_bwd(k["grad"], k["input"], k["residual"], *wb),
+        "stats": lambda: t.bn_stats(k["input"]),
+        "act_fwd": lambda: t.bn_apply(k["input"], None, *wb[:4], k["relu"]),
+        "add_act_fwd": lambda: t.bn_apply(k["input"], k["residual"], *wb[:4], k["relu"]),
+        "act_bwd": lambda: t.bn_act_bwd(k["grad"], k["input"], *wb),
+        "add_act_bwd": lambda: t.bn_add_act_bwd(k["grad"], k["input"], k["residual"], *wb),
     }
     if argument is not None:
         return expect_refusal(calls[op], argument, [])
@@ -649,7 +651,8 @@ def test_triton_bn_ops(data, case, op):
 def test_triton_add_relu_ops(case):
     import resnet_fast.triton  # noqa: F401
 
-    check_add_relu(ops.triton_add_relu_fwd, ops.triton_add_relu_bwd, *case)
+    t = torch.ops.resnet_fast_triton
+    check_add_relu(t.add_relu_fwd, t.add_relu_bwd, *case)
 
 
 @st.composite

@@ -1,12 +1,17 @@
-"""The dispatcher contracts of every op: fp64 gradcheck, torch.library.opcheck
-(schema, fake kernel, autograd registration, AOT dispatch) and
-torch.compile(fullgraph=True) without a graph break."""
+"""The dispatcher contracts of every op, on every backend's registration
+(torch.ops.resnet_fast on CPU and CUDA, torch.ops.resnet_fast_triton): the
+same schemas, torch.library.opcheck of every op (schema, fake kernel,
+autograd registration, AOT dispatch); fp64 gradcheck and
+torch.compile(fullgraph=True) without a graph break of the public functions."""
 
 import pytest
 import torch
 from helpers import assert_close, channel_params, make_activation
+from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
+import resnet_fast
 import resnet_fast.functional as RF
+from resnet_fast import _ops
 
 ops = torch.ops.resnet_fast
 
@@ -54,27 +59,78 @@ def test_gradcheck_without_affine_or_running_stats(device, gen):
     )
 
 
+# Every backend's registration of the contract: (op namespace, device). The
+# CUDA one skips without a GPU and the CUDA build; Triton's runs on a GPU, or
+# on the CPU under its interpreter (see conftest.py).
+REGISTRATIONS = [
+    pytest.param(("resnet_fast", "cpu"), id="cpu"),
+    pytest.param(("resnet_fast", "cuda"), id="cuda", marks=pytest.mark.cuda),
+    pytest.param(("resnet_fast_triton", TRITON_DEVICE), id="triton", marks=pytest.mark.triton),
+]
+
+
+def _namespace(name: str):
+    if name == "resnet_fast_triton":
+        import resnet_fast.triton  # noqa: F401  (imports triton: registers the namespace)
+    return getattr(torch.ops, name)
+
+
+def test_every_backend_declares_the_same_schemas():
+    triton_ops = _namespace("resnet_fast_triton") if TRITON_SKIP_REASON is None else None
+    built = resnet_fast.build_info()["backends"]
+    for name in _ops.OP_NAMES:
+        qualified = f"resnet_fast::{name}"
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CPU"), name
+        has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA")
+        assert has_cuda == ("cuda" in built), name
+        if triton_ops is None:
+            continue
+        schema = str(getattr(ops, name).default._schema)
+        assert str(getattr(triton_ops, name).default._schema) == schema.replace(
+            "resnet_fast::", "resnet_fast_triton::"
+        )
+        for key in ("CPU", "CUDA"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(
+                f"resnet_fast_triton::{name}", key
+            )
+
+
 OPCHECK_CASES = ["train", "eval", "train_no_affine_no_stats", "channels_last", "float32"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("registration", REGISTRATIONS)
 @pytest.mark.parametrize("case", OPCHECK_CASES)
-def test_opcheck(case, device, gen):
+def test_opcheck(case, registration, gen):
+    """Schema, fake kernel (against the real kernel's outputs), autograd
+    registration and AOT dispatch of every op, on each registration."""
+    namespace, device = registration
+    o = _namespace(namespace)
     dtype = torch.float32 if case == "float32" else torch.float64
     layout = "channels_last" if case == "channels_last" else "contiguous"
     x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype, device=device)
+    g = make_activation(x.shape, layout, dtype, gen, device)
     training = case != "eval"
     if case == "train_no_affine_no_stats":
         w = b = rm = rv = None
     for relu in (True, False):
-        torch.library.opcheck(ops.bn_act_fwd, (x, w, b, rm, rv, training, 0.1, 1e-5, relu))
-        torch.library.opcheck(ops.bn_add_act_fwd, (x, r, w, b, rm, rv, training, 0.1, 1e-5, relu))
-        _, mean, invstd = ops.bn_act_fwd(x, w, b, rm, rv, training, 0.1, 1e-5, relu)
-        g = torch.randn_like(x)
-        torch.library.opcheck(ops.bn_act_bwd, (g, x, w, b, mean, invstd, training, relu))
-        torch.library.opcheck(ops.bn_add_act_bwd, (g, x, r, w, b, mean, invstd, training, relu))
-    torch.library.opcheck(ops.add_relu_fwd, (x, r))
-    torch.library.opcheck(ops.add_relu_bwd, (torch.randn_like(x), ops.add_relu_fwd(x, r)))
+        torch.library.opcheck(o.bn_act_fwd, (x, w, b, rm, rv, training, 0.1, 1e-5, relu))
+        torch.library.opcheck(o.bn_add_act_fwd, (x, r, w, b, rm, rv, training, 0.1, 1e-5, relu))
+        _, mean, invstd = o.bn_act_fwd(x, w, b, rm, rv, training, 0.1, 1e-5, relu)
+        torch.library.opcheck(o.bn_act_bwd, (g, x, w, b, mean, invstd, training, relu))
+        torch.library.opcheck(o.bn_add_act_bwd, (g, x, r, w, b, mean, invstd, training, relu))
+        # The stage ops.
+        sum_g, sum_gx = o.bn_act_bwd_reduce(g, x, w, b, mean, invstd, relu)
+        count = x.numel() // x.shape[1]
+        torch.library.opcheck(o.bn_apply, (x, None, w, b, mean, invstd, relu))
+        torch.library.opcheck(o.bn_apply, (x, r, w, b, mean, invstd, relu))
+        torch.library.opcheck(o.bn_act_bwd_reduce, (g, x, w, b, mean, invstd, relu))
+        torch.library.opcheck(o.bn_add_act_bwd_reduce, (g, x, r, w, b, mean, invstd, relu))
+        torch.library.opcheck(
+            o.bn_bwd_apply, (g, x, w, b, mean, invstd, sum_g / count, sum_gx / count, relu)
+        )
+    torch.library.opcheck(o.bn_stats, (x,))
+    torch.library.opcheck(o.add_relu_fwd, (x, r))
+    torch.library.opcheck(o.add_relu_bwd, (g, o.add_relu_fwd(x, r)))
 
 
 def _block_tail(x, r, rm1, rv1, rm2, rv2, w, b):

@@ -1,7 +1,8 @@
-"""Dispatcher contracts of the torch.ops.resnet_fast.triton_* BN and add_relu
-ops: fp64 gradcheck (Triton's interpreter, and GPUs, run fp64 kernels),
-torch.library.opcheck (schema, fake kernel, autograd registration), the
-statistics kernel's stability, and torch.compile on a GPU.
+"""Dispatcher contracts of torch.ops.resnet_fast_triton (the resnet_fast ops
+on Triton kernels) and of the Triton convolution ops: fp64 gradcheck
+(Triton's interpreter, and GPUs, run fp64 kernels), torch.library.opcheck
+(schema, fake kernel, autograd registration, AOT dispatch), the statistics
+kernel's stability, and torch.compile on a GPU.
 
 Forward values, every gradient and the running statistics of the public
 functions are covered by the shared op tests (test_batch_norm.py,
@@ -18,9 +19,9 @@ import resnet_fast.functional as RF
 
 pytestmark = pytest.mark.triton
 pytest.importorskip("triton")
-import resnet_fast.triton  # noqa: E402,F401  (registers torch.ops.resnet_fast.triton_*)
+import resnet_fast.triton  # noqa: E402,F401  (registers torch.ops.resnet_fast_triton)
 
-ops = torch.ops.resnet_fast
+ops = torch.ops.resnet_fast_triton
 
 
 @pytest.fixture(autouse=True)
@@ -39,10 +40,12 @@ def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64
 # The interpreter pays ~0.1 s per kernel launch: gradcheck's fast mode
 # (random projections, a few evaluations) there, the full Jacobian on a GPU.
 FAST = SMALL_ONLY
-# Under the interpreter, opcheck's fake-tensor tests cannot run: the
-# interpreter reads the data pointers of its (fake) arguments. On a GPU the
-# launches go through wrap_triton's tracing and every opcheck test runs.
-OPCHECK_TESTS = (
+# The convolution ops are triton_ops: under the interpreter, opcheck's
+# fake-tensor tests cannot run them (the interpreter reads the data pointers
+# of its fake arguments); on a GPU the launches go through wrap_triton's
+# tracing. (The opcheck of the other ops, which have registered fake
+# kernels, is test_op_contracts.py's, on every backend.)
+CONV_OPCHECK_TESTS = (
     ("test_schema", "test_autograd_registration")
     if SMALL_ONLY
     else (
@@ -83,28 +86,7 @@ def test_gradcheck_without_affine_or_running_stats(gen):
 
 
 def _opcheck(op, args):
-    torch.library.opcheck(op, args, test_utils=OPCHECK_TESTS)
-
-
-@pytest.mark.parametrize("case", ["train", "eval", "no_affine", "channels_last", "float32"])
-def test_opcheck(case, gen):
-    dtype = torch.float32 if case == "float32" else torch.float64
-    layout = "channels_last" if case == "channels_last" else "contiguous"
-    x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype)
-    training = case != "eval"
-    if case == "no_affine":
-        w = b = None
-    mean, var = ops.triton_bn_stats(x)
-    invstd = (var + 1e-5).rsqrt().to(x.dtype if dtype == torch.float64 else torch.float32)
-    g = torch.randn(x.shape, dtype=dtype, device=x.device)
-    _opcheck(ops.triton_bn_stats, (x,))
-    for relu in (True, False):
-        _opcheck(ops.triton_bn_act_fwd, (x, w, b, mean, invstd, training, relu))
-        _opcheck(ops.triton_bn_add_act_fwd, (x, r, w, b, mean, invstd, training, relu))
-        _opcheck(ops.triton_bn_act_bwd, (g, x, w, b, mean, invstd, training, relu))
-        _opcheck(ops.triton_bn_add_act_bwd, (g, x, r, w, b, mean, invstd, training, relu))
-    _opcheck(ops.triton_add_relu_fwd, (x, r))
-    _opcheck(ops.triton_add_relu_bwd, (g, ops.triton_add_relu_fwd(x, r)))
+    torch.library.opcheck(op, args, test_utils=CONV_OPCHECK_TESTS)
 
 
 def test_conv_opcheck(gen):
@@ -113,8 +95,9 @@ def test_conv_opcheck(gen):
     bias = torch.randn(6, generator=gen).to(TRITON_DEVICE)
     res = torch.randn(2, 6, 3, 3, generator=gen).to(TRITON_DEVICE)
     geometry = ([2, 2], [1, 1], [1, 1], 2)
-    _opcheck(ops.triton_conv2d, (x, w, bias, res, *geometry, True))
-    _opcheck(ops.triton_conv2d_stats, (x, w, bias, *geometry))
+    conv_ops = torch.ops.resnet_fast
+    _opcheck(conv_ops.triton_conv2d, (x, w, bias, res, *geometry, True))
+    _opcheck(conv_ops.triton_conv2d_stats, (x, w, bias, *geometry))
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -122,7 +105,7 @@ def test_statistics_match_float64(layout, gen):
     """Shifted, Chan-merged statistics: fp32 inputs with mean 1e4 and std 1
     keep fp32 precision, over several programs' partials."""
     x = make_activation((5, 12, 16, 17), layout, torch.float32, gen, TRITON_DEVICE) + 1e4
-    mean, var = ops.triton_bn_stats(x)
+    mean, var = ops.bn_stats(x)
     x64 = x.double()
     assert mean.dtype == var.dtype == torch.float64
     assert (mean - x64.mean((0, 2, 3))).abs().max().item() < 1e-9 * 1e4
@@ -217,13 +200,14 @@ def test_int64_offsets_compute_the_same(layout, gen, monkeypatch):
     g = make_activation(x.shape, layout, torch.float32, gen, TRITON_DEVICE)
 
     def run():
-        mean, var = ops.triton_bn_stats(x)
+        mean, var = ops.bn_stats(x)
         invstd = (var + 1e-5).rsqrt().float()
         return (
             mean, var,
-            ops.triton_bn_add_act_fwd(x, r, w, b, mean, invstd, True, True),
-            *ops.triton_bn_add_act_bwd(g, x, r, w, b, mean, invstd, True, True),
-            *ops.triton_bn_act_bwd(g, x, w, b, mean, invstd, True, True),
+            ops.bn_apply(x, r, w, b, mean, invstd, True),
+            *ops.bn_add_act_bwd(g, x, r, w, b, mean, invstd, True, True),
+            *ops.bn_act_bwd(g, x, w, b, mean, invstd, True, True),
+            *ops.bn_add_act_fwd(x, r, w, b, None, None, True, 0.1, 1e-5, True),
         )  # fmt: skip
 
     narrow = run()

@@ -22,8 +22,9 @@ The stem of an ImageNet ResNet (conv -> BN-ReLU -> max-pool) gets a lean node
 for its BN-ReLU-pool: it keeps the convolution output, and recomputes the
 BN-ReLU output and the pooling indices in backward instead of keeping both.
 
-Backward uses the same torch.ops.resnet_fast BN ops as the op-level path and
-``aten.convolution_backward``, so every backend with those ops works, in any
+Backward uses the BN ops of the op-level path (the backend's op namespace:
+torch.ops.resnet_fast, or torch.ops.resnet_fast_triton on Triton; the same
+ops on every backend) and ``aten.convolution_backward``, so it works in any
 dtype (including autocast: each convolution runs backward in the dtype it ran
 forward in) and memory format. Because the node runs its convolutions itself,
 it also picks how: on the CPU, convolutions over small feature maps run as
@@ -32,15 +33,14 @@ matrix products (gemm_conv.py), forward and backward.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _backend, _ops
-from .._stage_ops import stages_for
+from .. import _backend
 from .batchnorm import _bn_arguments, is_plain_batchnorm2d
 from .gemm_conv import ConvSpec
 from .gemm_conv import conv2d as _conv
@@ -62,46 +62,6 @@ def runs_lean(memory: str) -> bool:
 
 
 _aten = torch.ops.aten
-
-
-class LeanOps(NamedTuple):
-    """The BN ops a lean node calls, with the C++ ops' signatures."""
-
-    bn_act_fwd: Callable
-    bn_add_act_fwd: Callable
-    bn_act_bwd: Callable
-    bn_add_act_bwd: Callable
-    bn_apply: Callable
-
-
-def _triton_lean_ops() -> LeanOps:
-    from ..triton import functional as TF
-    from ..triton.bn_ops import triton_bn_act_bwd, triton_bn_add_act_bwd
-
-    def act_fwd(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
-        return TF.forward_with_statistics(
-            input, None, weight, bias, running_mean, running_var, training, momentum, eps, relu
-        )
-
-    def add_act_fwd(input, residual, *args):
-        return TF.forward_with_statistics(input, residual, *args)
-
-    return LeanOps(
-        act_fwd, add_act_fwd, triton_bn_act_bwd, triton_bn_add_act_bwd, TF.apply_statistics
-    )
-
-
-def _lean_ops(backend: str, device: torch.device) -> LeanOps:
-    if backend == "triton":
-        return _triton_lean_ops()
-    native = _ops.ops
-    return LeanOps(
-        native.bn_act_fwd,
-        native.bn_add_act_fwd,
-        native.bn_act_bwd,
-        native.bn_add_act_bwd,
-        stages_for(device).apply,
-    )
 
 
 def check_memory_mode(memory: str) -> str:
@@ -190,13 +150,13 @@ class SavedStage(NamedTuple):
     bn_weight: Tensor | None
     bn_bias: Tensor | None
 
-    def bn_output(self, ops: LeanOps, relu: bool) -> Tensor:
+    def bn_output(self, ops, relu: bool) -> Tensor:
         """The BN (ReLU) output of the forward, recomputed."""
         return ops.bn_apply(
             self.conv_out, None, self.bn_weight, self.bn_bias, self.mean, self.invstd, relu
         )
 
-    def bn_backward(self, ops: LeanOps, grad: Tensor, relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def bn_backward(self, ops, grad: Tensor, relu: bool) -> tuple[Tensor, Tensor, Tensor]:
         """(grad of conv_out, grad of bn_weight, grad of bn_bias)."""
         return ops.bn_act_bwd(
             grad, self.conv_out, self.bn_weight, self.bn_bias, self.mean, self.invstd, True, relu
@@ -289,7 +249,7 @@ class _LeanBlockFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan: BlockPlan, x: Tensor, given: Tensor | None, *tensors):
-        ops = _lean_ops(plan.backend, x.device)
+        ops = _backend.op_namespace(plan.backend)
         stages = _per_stage(tensors)
         saved: list[SavedStage] = []
 
@@ -324,7 +284,7 @@ class _LeanBlockFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         plan: BlockPlan = ctx.plan
-        ops = _lean_ops(plan.backend, grad_out.device)
+        ops = _backend.op_namespace(plan.backend)
         x, given, *flat = ctx.saved_tensors
         per = len(SavedStage._fields)
         saved = [SavedStage(*flat[i : i + per]) for i in range(0, len(flat), per)]
@@ -416,7 +376,7 @@ def lean_bn_relu_maxpool(backend: str, x: Tensor, bn: nn.BatchNorm2d, pool: nn.M
 class _LeanPooledBNReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: StemPlan, x, bn_w, bn_b, rm, rv):
-        ops = _lean_ops(plan.backend, x.device)
+        ops = _backend.op_namespace(plan.backend)
         h, mean, invstd = ops.bn_act_fwd(
             x, bn_w, bn_b, rm, rv, True, plan.bn.momentum, plan.bn.eps, True
         )
@@ -428,7 +388,7 @@ class _LeanPooledBNReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         plan: StemPlan = ctx.plan
-        ops = _lean_ops(plan.backend, grad_out.device)
+        ops = _backend.op_namespace(plan.backend)
         x, mean, invstd, bn_w, bn_b = ctx.saved_tensors
         h = ops.bn_apply(x, None, bn_w, bn_b, mean, invstd, True)
         kernel, stride, padding, dilation, ceil_mode = plan.pool

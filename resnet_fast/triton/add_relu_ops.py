@@ -1,17 +1,18 @@
-"""torch.ops.resnet_fast.triton_add_relu_fwd / _bwd on the Triton kernel.
+"""add_relu_fwd / add_relu_bwd of torch.ops.resnet_fast_triton (see ops.py)
+on one Triton kernel:
 
-triton_add_relu_fwd(input, other) -> relu(input + other), laid out like input
-triton_add_relu_bwd(grad_out, output) -> grad_out * (output > 0)
+add_relu_fwd(input, other) -> relu(input + other), laid out like input
+add_relu_bwd(grad_out, output) -> grad_out * (output > 0)
 """
 
 import torch
 import triton
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
 
 from .. import _backend, _checks
 from . import configs
 from .add_relu_kernels import _add_relu_fwd_kernel
+from .ops import implements
 
 _kernel = triton.autotune(configs.ELEMENTWISE, key=["numel"])(_add_relu_fwd_kernel)
 
@@ -58,33 +59,20 @@ def _launch(a: Tensor, b: Tensor, backward: bool) -> Tensor:
         shape, sa = _as4(a)
         sb, so = _as4(b)[1], _as4(out)[1]
     numel = a.numel()
-    wrap_triton(_kernel)[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](
+    _kernel[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](
         a, b, out, numel, shape[1], shape[2], shape[3], *sa, *sb, *so,
         BACKWARD=backward, FLAT=flat, EXPLICIT_RNE=_backend.triton_interpreting(),
     )  # fmt: skip
     return out
 
 
-@triton_op("resnet_fast::triton_add_relu_fwd", mutates_args=())
-def triton_add_relu_fwd(input: Tensor, other: Tensor) -> Tensor:
+@implements("add_relu_fwd")
+def add_relu_fwd(input: Tensor, other: Tensor) -> Tensor:
     _checks.check_elementwise_pair(input, "input", other, "other")
     return _launch(input, other, backward=False)
 
 
-@triton_op("resnet_fast::triton_add_relu_bwd", mutates_args=())
-def triton_add_relu_bwd(grad_out: Tensor, output: Tensor) -> Tensor:
+@implements("add_relu_bwd")
+def add_relu_bwd(grad_out: Tensor, output: Tensor) -> Tensor:
     _checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
     return _launch(grad_out, output, backward=True)
-
-
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output)
-
-
-def _backward(ctx, grad_out):
-    (output,) = ctx.saved_tensors
-    grad = triton_add_relu_bwd(grad_out, output)
-    return grad, grad
-
-
-triton_add_relu_fwd.register_autograd(_backward, setup_context=_setup_context)

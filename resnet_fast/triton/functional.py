@@ -1,8 +1,7 @@
-"""The fused ops on the Triton backend, with the semantics of the C++ ops:
-what resnet_fast.functional calls when the backend resolves to "triton".
-
-Running statistics are updated here, with in-place ATen ops, after the
-functional statistics op (see bn_ops for why the op itself cannot mutate).
+"""The fused functional ops on the Triton backend: what resnet_fast.functional
+calls when the backend resolves to "triton". The BN and add + ReLU functions
+call the ops of torch.ops.resnet_fast_triton (the contract of every backend);
+the convolutions call the Triton convolution ops (conv_ops.py).
 """
 
 import torch
@@ -12,34 +11,9 @@ from torch.nn.modules.utils import _pair
 from .. import _checks
 from .._conv_eval import fold_bn
 from .._numerics import acc_dtype, update_running_stats
-from .add_relu_ops import triton_add_relu_fwd
-from .bn_ops import triton_bn_act_fwd, triton_bn_add_act_fwd, triton_bn_stats
+from . import add_relu_ops, bn_ops  # noqa: F401  (register the ops' kernels)
 from .conv_ops import triton_conv2d, triton_conv2d_stats
-
-
-def batch_statistics(
-    input: Tensor,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-) -> tuple[Tensor, Tensor]:
-    """(save_mean, save_invstd) as the C++ forward ops return them: [C]
-    float64 mean and acc-type 1 / sqrt(var + eps), of the batch in training
-    (running statistics updated) and of the running statistics in eval."""
-    if training:
-        mean, var = triton_bn_stats(input.detach())
-        count = input.numel() // max(input.shape[1], 1)
-        update_running_stats(running_mean, running_var, mean, var, momentum, count)
-    else:
-        mean = running_mean.detach().double().clone()
-        var = running_var.detach().double()
-    return mean, _invstd(var, eps, input.dtype)
-
-
-def _invstd(var: Tensor, eps: float, dtype: torch.dtype) -> Tensor:
-    return (1.0 / torch.sqrt(var + eps)).to(acc_dtype(dtype))
+from .ops import ops
 
 
 def batch_norm_act(
@@ -55,56 +29,51 @@ def batch_norm_act(
     relu: bool,
 ) -> Tensor:
     """act(batch_norm(input) [+ residual]) on Triton; arguments as in
-    resnet_fast.functional.batch_norm_add_relu (already checked there).
+    resnet_fast.functional.batch_norm_add_relu.
 
     Returns:
         [N, C, H, W], the dtype of ``input``, channels_last when it is.
     """
-    save_mean, save_invstd = batch_statistics(
-        input, running_mean, running_var, training, momentum, eps
-    )
-    return _apply(input, residual, weight, bias, save_mean, save_invstd, training, relu)
-
-
-def forward_with_statistics(
-    input: Tensor,
-    residual: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-    relu: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(out, save_mean, save_invstd) as the C++ bn_act_fwd / bn_add_act_fwd
-    return them, running statistics updated: what the memory-lean blocks
-    (resnet_fast.nn.lean) call on the Triton backend."""
-    save_mean, save_invstd = batch_statistics(
-        input, running_mean, running_var, training, momentum, eps
-    )
-    out = _apply(input, residual, weight, bias, save_mean, save_invstd, training, relu)
-    return out, save_mean, save_invstd
-
-
-def apply_statistics(input, residual, weight, bias, save_mean, save_invstd, relu):
-    """act((input - save_mean) * save_invstd * weight + bias [+ residual]):
-    the signature of the bn_apply stage op, on Triton."""
-    return _apply(input, residual, weight, bias, save_mean, save_invstd, True, relu)
-
-
-def _apply(input, residual, weight, bias, save_mean, save_invstd, training, relu):
+    args = (weight, bias, running_mean, running_var, training, float(momentum), float(eps), relu)
     if residual is None:
-        return triton_bn_act_fwd(input, weight, bias, save_mean, save_invstd, training, relu)
-    return triton_bn_add_act_fwd(
-        input, residual, weight, bias, save_mean, save_invstd, training, relu
-    )
+        return ops.bn_act_fwd(input, *args)[0]
+    return ops.bn_add_act_fwd(input, residual, *args)[0]
 
 
 def add_relu(input: Tensor, other: Tensor) -> Tensor:
     """relu(input + other) on Triton, laid out like ``input``."""
-    return triton_add_relu_fwd(input, other)
+    return ops.add_relu_fwd(input, other)
+
+
+class _ApplyBatchStatistics(torch.autograd.Function):
+    """act(bn(y) [+ residual]) with y's batch statistics given (they came out
+    of the convolution's epilogue): bn_apply forward; backward through the
+    statistics as well (the fused bn_*_bwd in training)."""
+
+    @staticmethod
+    def forward(ctx, y, residual, weight, bias, mean, invstd, relu):
+        ctx.save_for_backward(y, residual, weight, bias, mean, invstd)
+        ctx.relu = relu
+        return ops.bn_apply(y, residual, weight, bias, mean, invstd, relu)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        y, residual, weight, bias, mean, invstd = ctx.saved_tensors
+        if residual is None:
+            grad_y, grad_weight, grad_bias = ops.bn_act_bwd(
+                grad_out, y, weight, bias, mean, invstd, True, ctx.relu
+            )
+            grad_residual = None
+        else:
+            grad_y, grad_residual, grad_weight, grad_bias = ops.bn_add_act_bwd(
+                grad_out, y, residual, weight, bias, mean, invstd, True, ctx.relu
+            )
+        return (
+            grad_y, grad_residual,
+            grad_weight if weight is not None else None,
+            grad_bias if bias is not None else None,
+            None, None, None,
+        )  # fmt: skip
 
 
 def conv_bn_act_train(
@@ -136,8 +105,8 @@ def conv_bn_act_train(
     )
     count = y.numel() // max(y.shape[1], 1)
     update_running_stats(running_mean, running_var, mean, var, momentum, count)
-    save_invstd = _invstd(var, eps, y.dtype)
-    return _apply(y, residual, weight, bias, mean, save_invstd, True, relu)
+    invstd = (1.0 / torch.sqrt(var + eps)).to(acc_dtype(y.dtype))
+    return _ApplyBatchStatistics.apply(y, residual, weight, bias, mean, invstd, relu)
 
 
 def conv2d_act(
