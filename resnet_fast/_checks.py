@@ -4,7 +4,7 @@ entries (fake kernels, Triton ops).
 They run before any kernel (so before a running statistic is touched) and
 name the argument, the value it got and what was expected. The C++ entry
 points check again, for callers of torch.ops.resnet_fast directly, with the
-same contracts (csrc/checks.h) and messages; the C++ checks raise
+same contracts (csrc/common/checks.h) and messages; the C++ checks raise
 RuntimeError, these ValueError (a wrong value or shape) or TypeError (a wrong
 type or dtype).
 """
@@ -91,7 +91,7 @@ def check_batch_norm(
 
 
 # --- the contracts of the torch.ops.resnet_fast ops ---------------------------
-# The same contracts as csrc/checks.h, for the fake kernels and the Triton
+# The same contracts as csrc/common/checks.h, for the fake kernels and the Triton
 # ops' entries: one function per contract, the messages of the C++ checks.
 
 

@@ -35,7 +35,7 @@ DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 def cpu_sources(root: str) -> list[str]:
     """The C++ sources, relative to root (the folder holding csrc/)."""
     sources = [os.path.join("csrc", "cpu", "kernels", k) for k in _ISA_KERNELS]
-    for pattern in ("csrc/*.cpp", "csrc/cpu/*.cpp"):
+    for pattern in ("csrc/*.cpp", "csrc/common/*.cpp", "csrc/cpu/*.cpp"):
         sources += sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
     return sources
 

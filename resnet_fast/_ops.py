@@ -39,7 +39,7 @@ STAGE_OPS = ("bn_stats", "bn_apply", "bn_act_bwd_reduce", "bn_add_act_bwd_reduce
 OP_NAMES = FUSED_OPS + STAGE_OPS
 
 
-# --- memory formats, mirroring csrc/cpu/tensor_geometry.cpp -----------------
+# --- memory formats, mirroring csrc/common/tensor_geometry.cpp --------------
 
 
 def _rows_ok(t: Tensor) -> bool:

@@ -222,7 +222,7 @@ def test_shipped_sources_load_from_the_cache(tmp_path):
     assert proc.stdout.split("\n")[0] == str(cached / "_C.so")
     assert "building" not in proc.stderr
     # A changed source is another build: another key.
-    header = site / "resnet_fast" / "csrc" / "checks.h"
+    header = site / "resnet_fast" / "csrc" / "common" / "checks.h"
     header.write_text(header.read_text() + "\n")
     assert _native_build.build_plan(str(site / "resnet_fast"))["key"] != key
 

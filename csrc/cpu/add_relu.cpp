@@ -3,9 +3,9 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "../checks.h"
+#include "../common/checks.h"
 #include "cpu_kernels.h"
-#include "tensor_geometry.h"
+#include "../common/tensor_geometry.h"
 
 namespace resnet_fast::cpu {
 namespace {
@@ -18,7 +18,7 @@ Tensor add_relu_fwd_cpu(const Tensor& input, const Tensor& other) {
   const Tensor b = dense_like(other, a);
   Tensor out = empty_dense_like(a);
   if (a.numel() == 0) return out;
-  AddReluParams p{dtype_of(a), a.numel(), a.const_data_ptr(), b.const_data_ptr(), out.mutable_data_ptr()};
+  AddReluParams p{dtype_of(a.scalar_type()), a.numel(), a.const_data_ptr(), b.const_data_ptr(), out.mutable_data_ptr()};
   kernels().add_relu(p);
   return out;
 }
@@ -29,7 +29,7 @@ Tensor add_relu_bwd_cpu(const Tensor& grad_out, const Tensor& output) {
   const Tensor dy = dense_like(grad_out, out);
   Tensor grad = empty_dense_like(out);
   if (out.numel() == 0) return grad;
-  ReluBackwardParams p{dtype_of(out), out.numel(), dy.const_data_ptr(), out.const_data_ptr(),
+  ReluBackwardParams p{dtype_of(out.scalar_type()), out.numel(), dy.const_data_ptr(), out.const_data_ptr(),
                        grad.mutable_data_ptr()};
   kernels().relu_backward(p);
   return grad;

@@ -6,11 +6,11 @@
 #include <optional>
 #include <tuple>
 
-#include "../checks.h"
+#include "../common/checks.h"
 #include "bn_passes.h"
 #include "channel_math.h"
 #include "cpu_kernels.h"
-#include "tensor_geometry.h"
+#include "../common/tensor_geometry.h"
 
 namespace resnet_fast::cpu {
 namespace {

@@ -1,7 +1,7 @@
 #include "bn_passes.h"
 
 #include "cpu_kernels.h"
-#include "tensor_geometry.h"
+#include "../common/tensor_geometry.h"
 
 namespace resnet_fast::cpu {
 namespace {

@@ -5,7 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../checks.h"
+#include "../common/checks.h"
 #include "cuda_utils.h"
 #include "kernels/launch.h"
 
@@ -17,9 +17,9 @@ using at::Tensor;
 Tensor add_relu_fwd_cuda(const Tensor& input, const Tensor& other) {
   check_elementwise_pair(input, "input", other, "other");
   const c10::cuda::CUDAGuard guard(input.device());
-  const Tensor a = cpu::dense_operand(input);
-  const Tensor b = cpu::dense_like(other, a);
-  Tensor out = cpu::empty_dense_like(a);
+  const Tensor a = dense_operand(input);
+  const Tensor b = dense_like(other, a);
+  Tensor out = empty_dense_like(a);
   if (a.numel() == 0) return out;
   const AddReluParams p{dtype_of(a.scalar_type()), a.numel(), a.const_data_ptr(),
                         b.const_data_ptr(), out.mutable_data_ptr()};
@@ -30,9 +30,9 @@ Tensor add_relu_fwd_cuda(const Tensor& input, const Tensor& other) {
 Tensor add_relu_bwd_cuda(const Tensor& grad_out, const Tensor& output) {
   check_elementwise_pair(output, "output", grad_out, "grad_out");
   const c10::cuda::CUDAGuard guard(output.device());
-  const Tensor out = cpu::dense_operand(output);
-  const Tensor dy = cpu::dense_like(grad_out, out);
-  Tensor grad = cpu::empty_dense_like(out);
+  const Tensor out = dense_operand(output);
+  const Tensor dy = dense_like(grad_out, out);
+  Tensor grad = empty_dense_like(out);
   if (out.numel() == 0) return grad;
   const ReluBackwardParams p{dtype_of(out.scalar_type()), out.numel(), dy.const_data_ptr(),
                              out.const_data_ptr(), grad.mutable_data_ptr()};

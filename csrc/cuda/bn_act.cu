@@ -14,7 +14,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../checks.h"
+#include "../common/checks.h"
 #include "cuda_utils.h"
 #include "kernels/launch.h"
 
@@ -37,8 +37,8 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   Tensor input = input_;  // [N, C, H, W]
   Tensor residual = has(residual_) ? *residual_ : Tensor();
-  const cpu::Layout layout = cpu::harmonize_layout(input, {&residual});
-  Tensor out = cpu::empty_for(input, layout);
+  const Layout layout = harmonize_layout(input, {&residual});
+  Tensor out = empty_for(input, layout);
 
   const int64_t C = input.size(1), count = input.numel() / std::max<int64_t>(C, 1);
   const auto acc = acc_type_of(input);
@@ -47,7 +47,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
   Tensor save_invstd = at::empty({C}, channels);
   Tensor coefs = at::empty({4, C}, channels);  // mean_hi, mean_lo, scale, shift
   if (C == 0) return {out, save_mean, save_invstd};
-  const Geometry geom = kernel_geometry(input, layout);
+  const Geometry geom = geometry_of(input, layout);
 
   Tensor partials;
   int splits = 0;
@@ -109,16 +109,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
   Tensor input = input_, grad_out = grad_out_;  // [N, C, H, W]
   Tensor residual = has(residual_) ? *residual_ : Tensor();
   const Tensor save_mean = save_mean_.contiguous(), save_invstd = save_invstd_.contiguous();
-  const cpu::Layout layout = cpu::harmonize_layout(input, {&grad_out, &residual});
+  const Layout layout = harmonize_layout(input, {&grad_out, &residual});
 
   const int64_t C = input.size(1), count = input.numel() / std::max<int64_t>(C, 1);
   const auto acc = acc_type_of(input);
-  Tensor grad_input = cpu::empty_for(input, layout);
-  Tensor grad_residual = residual.defined() ? cpu::empty_for(input, layout) : Tensor();
+  Tensor grad_input = empty_for(input, layout);
+  Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
   Tensor grad_weight = at::empty({C}, input.options().dtype(has(weight) ? weight->scalar_type() : acc));
   Tensor grad_bias = at::empty({C}, input.options().dtype(has(bias) ? bias->scalar_type() : acc));
   if (C == 0) return {grad_input, grad_residual, grad_weight, grad_bias};
-  const Geometry geom = kernel_geometry(input, layout);
+  const Geometry geom = geometry_of(input, layout);
   const SavedStats saved{save_mean.const_data_ptr<double>(), save_invstd.const_data_ptr(),
                          channel_vector(weight), channel_vector(bias)};
 

@@ -19,7 +19,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../checks.h"
+#include "../common/checks.h"
 #include "cuda_utils.h"
 #include "kernels/launch.h"
 
@@ -39,9 +39,9 @@ std::tuple<Tensor, Tensor> bn_stats_cuda(const Tensor& input_) {
   Tensor mean = at::zeros({C}, input.options().dtype(at::kDouble));
   Tensor var = at::zeros({C}, input.options().dtype(at::kDouble));
   if (input.numel() == 0) return {mean, var};
-  const cpu::Layout layout = cpu::harmonize_layout(input, {});
+  const Layout layout = harmonize_layout(input, {});
 
-  StatsParams sp{kernel_geometry(input, layout), input.const_data_ptr(), strides_of(input),
+  StatsParams sp{geometry_of(input, layout), input.const_data_ptr(), strides_of(input),
                  nullptr};
   const ReductionPlan plan = plan_bn_stats(sp);
   Tensor partials = at::empty({3 * plan.splits * C}, input.options().dtype(at::kDouble));
@@ -90,14 +90,14 @@ Tensor bn_apply_cuda(const Tensor& input_, const OptTensor& residual_, const Opt
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   Tensor input = input_;  // [N, C, H, W]
   Tensor residual = has(residual_) ? *residual_ : Tensor();
-  const cpu::Layout layout = cpu::harmonize_layout(input, {&residual});
-  Tensor out = cpu::empty_for(input, layout);
+  const Layout layout = harmonize_layout(input, {&residual});
+  Tensor out = empty_for(input, layout);
   if (input.numel() == 0) return out;
   const Tensor mean = mean_.contiguous(), invstd = invstd_.contiguous();
   const SavedStats saved{mean.const_data_ptr<double>(), invstd.const_data_ptr(),
                          channel_vector(weight), channel_vector(bias)};
   const Tensor coefs = given_coefs(input, saved, Tensor(), Tensor(), stream);
-  ApplyParams ap{kernel_geometry(input, layout),
+  ApplyParams ap{geometry_of(input, layout),
                  input.const_data_ptr(),
                  strides_of(input),
                  residual.defined() ? residual.const_data_ptr() : nullptr,
@@ -125,18 +125,18 @@ std::tuple<Tensor, Tensor, Tensor> bwd_reduce(const Tensor& grad_out_, const Ten
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   Tensor input = input_, grad_out = grad_out_;  // [N, C, H, W]
   Tensor residual = has(residual_) ? *residual_ : Tensor();
-  const cpu::Layout layout = cpu::harmonize_layout(input, {&grad_out, &residual});
+  const Layout layout = harmonize_layout(input, {&grad_out, &residual});
   const int64_t C = input.size(1);
   const auto acc = acc_type_of(input);
   Tensor sum_g = at::zeros({C}, input.options().dtype(acc));
   Tensor sum_gx = at::zeros({C}, input.options().dtype(acc));
-  Tensor grad_residual = residual.defined() ? cpu::empty_for(input, layout) : Tensor();
+  Tensor grad_residual = residual.defined() ? empty_for(input, layout) : Tensor();
   if (input.numel() == 0) return {sum_g, sum_gx, grad_residual};
   const Tensor mean = mean_.contiguous(), invstd = invstd_.contiguous();
   const SavedStats saved{mean.const_data_ptr<double>(), invstd.const_data_ptr(),
                          channel_vector(weight), channel_vector(bias)};
 
-  BackwardReduceParams rp{kernel_geometry(input, layout),
+  BackwardReduceParams rp{geometry_of(input, layout),
                           grad_out.const_data_ptr(),
                           strides_of(grad_out),
                           input.const_data_ptr(),
@@ -195,15 +195,15 @@ Tensor bn_bwd_apply_cuda(const Tensor& grad_, const Tensor& input_, const OptTen
   const c10::cuda::CUDAGuard guard(input_.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   Tensor input = input_, grad = grad_;  // [N, C, H, W]
-  const cpu::Layout layout = cpu::harmonize_layout(input, {&grad});
-  Tensor grad_input = cpu::empty_for(input, layout);
+  const Layout layout = harmonize_layout(input, {&grad});
+  Tensor grad_input = empty_for(input, layout);
   if (input.numel() == 0) return grad_input;
   const Tensor mean = mean_.contiguous(), invstd = invstd_.contiguous();
   const SavedStats saved{mean.const_data_ptr<double>(), invstd.const_data_ptr(),
                          channel_vector(weight), channel_vector(bias)};
   const Tensor coefs =
       given_coefs(input, saved, mean_g.contiguous(), mean_gx.contiguous(), stream);
-  BackwardApplyParams ap{kernel_geometry(input, layout),
+  BackwardApplyParams ap{geometry_of(input, layout),
                          grad.const_data_ptr(),
                          strides_of(grad),
                          input.const_data_ptr(),

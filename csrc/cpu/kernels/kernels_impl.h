@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "indexing.h"
+#include "../../common/static_switch.h"
 #include "params.h"
 #include "vec_io.h"
 
@@ -541,22 +542,18 @@ struct StatsFn {
 template <typename T>
 struct ApplyFn {
   static void run(const ApplyParams& p) {
-    const bool res = p.residual != nullptr;
-    if (res && p.relu) return apply_impl<T, true, true>(p);
-    if (res) return apply_impl<T, true, false>(p);
-    if (p.relu) return apply_impl<T, false, true>(p);
-    return apply_impl<T, false, false>(p);
+    with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
+      apply_impl<T, decltype(res)::value, decltype(relu)::value>(p);
+    });
   }
 };
 
 template <typename T>
 struct BackwardReduceFn {
   static void run(const BackwardReduceParams& p) {
-    const bool res = p.residual != nullptr;
-    if (res && p.relu) return backward_reduce_impl<T, true, true>(p);
-    if (res) return backward_reduce_impl<T, true, false>(p);
-    if (p.relu) return backward_reduce_impl<T, false, true>(p);
-    return backward_reduce_impl<T, false, false>(p);
+    with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
+      backward_reduce_impl<T, decltype(res)::value, decltype(relu)::value>(p);
+    });
   }
 };
 

@@ -6,29 +6,9 @@
 
 #include <cstdint>
 
+#include "../../common/tensor_params.h"  // Dtype, Layout, Strides, Geometry
+
 namespace resnet_fast::cpu {
-
-enum class Dtype : int { kFloat, kDouble, kHalf, kBFloat16 };
-
-// How the kernels walk a [N, C, H, W] tensor.
-//   kPlanar: stride_w == 1 for every operand; work is split into "lines"
-//            (n, c, h) of W contiguous elements (H*W when stride_h == W).
-//   kRows:   stride_c == 1 for every operand (channels_last); work is split
-//            into rows (n, h, w) of C contiguous channels.
-enum class Layout : int { kPlanar, kRows };
-
-// Strides in elements of one [N, C, H, W] operand.
-struct Strides {
-  int64_t n = 0, c = 0, h = 0, w = 0;
-};
-
-// Geometry shared by every operand of one kernel call. Each operand has its
-// own strides but all belong to the same `layout` class.
-struct Geometry {
-  int64_t N = 0, C = 0, H = 0, W = 0;
-  Layout layout = Layout::kPlanar;
-  Dtype dtype = Dtype::kFloat;
-};
 
 // Per-channel statistics of x, in double whatever x's dtype: the mean of an
 // fp32 input with a large offset needs more than fp32 to center it exactly.

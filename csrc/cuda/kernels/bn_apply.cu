@@ -149,11 +149,9 @@ cudaError_t launch_vec_or_not(const ApplyParams& p, cudaStream_t stream) {
 template <typename T>
 struct Apply {
   static cudaError_t run(const ApplyParams& p, cudaStream_t stream) {
-    const bool res = p.residual != nullptr;
-    if (res && p.relu) return launch_vec_or_not<T, true, true>(p, stream);
-    if (res) return launch_vec_or_not<T, true, false>(p, stream);
-    if (p.relu) return launch_vec_or_not<T, false, true>(p, stream);
-    return launch_vec_or_not<T, false, false>(p, stream);
+    return with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
+      return launch_vec_or_not<T, decltype(res)::value, decltype(relu)::value>(p, stream);
+    });
   }
 };
 

@@ -344,19 +344,15 @@ struct Reduce {
                            : ReduceKernels<T, 1, kResidual, kRelu>::launch(p, plan, stream);
   }
   static ReductionPlan run(const BackwardReduceParams& p) {
-    const bool res = p.residual != nullptr;
-    if (res && p.relu) return plan_flags<true, true>(p);
-    if (res) return plan_flags<true, false>(p);
-    if (p.relu) return plan_flags<false, true>(p);
-    return plan_flags<false, false>(p);
+    return with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
+      return plan_flags<decltype(res)::value, decltype(relu)::value>(p);
+    });
   }
   static cudaError_t run(const BackwardReduceParams& p, const ReductionPlan& plan,
                          cudaStream_t stream) {
-    const bool res = p.residual != nullptr;
-    if (res && p.relu) return launch_flags<true, true>(p, plan, stream);
-    if (res) return launch_flags<true, false>(p, plan, stream);
-    if (p.relu) return launch_flags<false, true>(p, plan, stream);
-    return launch_flags<false, false>(p, plan, stream);
+    return with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
+      return launch_flags<decltype(res)::value, decltype(relu)::value>(p, plan, stream);
+    });
   }
 };
 

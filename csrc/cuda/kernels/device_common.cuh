@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../../common/static_switch.h"
 #include "params.h"
 
 namespace resnet_fast::cuda {

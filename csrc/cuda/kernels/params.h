@@ -7,28 +7,9 @@
 
 #include <cstdint>
 
+#include "../../common/tensor_params.h"  // Dtype, Layout, Strides, Geometry
+
 namespace resnet_fast::cuda {
-
-enum class Dtype : int { kFloat, kDouble, kHalf, kBFloat16 };
-
-// How a [N, C, H, W] tensor is walked (every operand of one call alike):
-//   kPlanar: stride_w == 1; lines (n, c, h) of W contiguous elements, merged
-//            into one line of H*W per (n, c) when every operand is dense
-//            over H and W.
-//   kRows:   stride_c == 1 (channels_last); rows (n, h, w) of C contiguous
-//            channels.
-enum class Layout : int { kPlanar, kRows };
-
-// Strides in elements of one [N, C, H, W] operand.
-struct Strides {
-  int64_t n = 0, c = 0, h = 0, w = 0;
-};
-
-struct Geometry {
-  int64_t N = 0, C = 0, H = 0, W = 0;
-  Layout layout = Layout::kPlanar;
-  Dtype dtype = Dtype::kFloat;
-};
 
 // A [C] vector of any supported dtype, possibly strided; data == nullptr when
 // absent.

@@ -6,7 +6,7 @@
 #include <limits>
 #include <string>
 
-namespace resnet_fast::cpu {
+namespace resnet_fast {
 namespace {
 
 bool rows_ok(const at::Tensor& t) { return t.size(1) == 1 || t.stride(1) == 1; }
@@ -20,13 +20,13 @@ at::MemoryFormat format_of(Layout layout) {
 
 }  // namespace
 
-Dtype dtype_of(const at::Tensor& t) {
-  switch (t.scalar_type()) {
+Dtype dtype_of(at::ScalarType t) {
+  switch (t) {
     case at::kFloat: return Dtype::kFloat;
     case at::kDouble: return Dtype::kDouble;
     case at::kHalf: return Dtype::kHalf;
     case at::kBFloat16: return Dtype::kBFloat16;
-    default: TORCH_CHECK(false, "resnet_fast: unsupported dtype ", t.scalar_type());
+    default: TORCH_CHECK(false, "resnet_fast: unsupported dtype ", t);
   }
 }
 
@@ -82,7 +82,7 @@ at::Tensor empty_for(const at::Tensor& like, Layout layout) {
 }
 
 Geometry geometry_of(const at::Tensor& input, Layout layout) {
-  return {input.size(0), input.size(1), input.size(2), input.size(3), layout, dtype_of(input)};
+  return {input.size(0), input.size(1), input.size(2), input.size(3), layout, dtype_of(input.scalar_type())};
 }
 
 at::Tensor dense_operand(const at::Tensor& t) {
@@ -106,4 +106,4 @@ at::Tensor empty_dense_like(const at::Tensor& like) {
   return out;
 }
 
-}  // namespace resnet_fast::cpu
+}  // namespace resnet_fast

@@ -1,16 +1,19 @@
 // From at::Tensor to the kernels' plain Geometry/Strides, and the choice of
-// walk (planar lines or channels_last rows) shared by all operands of a call.
+// walk (planar lines or channels_last rows) shared by all operands of a call:
+// host code of the CPU and the CUDA entry points alike, so that both
+// backends (and the fake kernels in resnet_fast/_ops.py) lay out their
+// outputs the same way.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <initializer_list>
 
-#include "kernels/params.h"
+#include "tensor_params.h"
 
-namespace resnet_fast::cpu {
+namespace resnet_fast {
 
-Dtype dtype_of(const at::Tensor& t);
+Dtype dtype_of(at::ScalarType t);
 Strides strides_of(const at::Tensor& t);  // t: [N, C, H, W]
 
 // Picks the walk for `input` and makes every tensor in `others` (same sizes)
@@ -42,4 +45,4 @@ at::Tensor dense_like(const at::Tensor& t, const at::Tensor& primary);
 // An uninitialized (or poisoned) tensor with the strides of the dense `like`.
 at::Tensor empty_dense_like(const at::Tensor& like);
 
-}  // namespace resnet_fast::cpu
+}  // namespace resnet_fast
