@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 import resnet_fast.models as fast_models
-from resnet_fast.bench.environment import describe, set_threads, steady_allocator
-from resnet_fast.bench.report import write_json
-from resnet_fast.bench.timing import interleaved_ms, summarize
-from resnet_fast.models.reference import reference_model
+from resnet_fast.cli.environment import describe, set_threads, steady_allocator
+from resnet_fast.cli.report import write_json
+from resnet_fast.cli.timing import interleaved_ms, summarize
+from resnet_fast.models.plain import plain_model
 
 CPU = torch.device("cpu")
 
@@ -29,7 +29,7 @@ CPU = torch.device("cpu")
 def distinct_blocks(name: str, batch: int, resolution: int) -> list[tuple[str, tuple, nn.Module]]:
     """(label, input shape, eager block) of the first and the second block
     of every stage (a projection block and an identity block)."""
-    model = reference_model(name)
+    model = plain_model(name)
     found: dict[str, tuple[tuple, nn.Module]] = {}
     hooks = []
 

@@ -16,10 +16,10 @@ import argparse
 import torch
 from torch import nn
 
-from resnet_fast.bench.environment import describe, set_threads, steady_allocator
-from resnet_fast.bench.report import write_json
-from resnet_fast.bench.timing import interleaved_ms, summarize
-from resnet_fast.models.reference import reference_model
+from resnet_fast.cli.environment import describe, set_threads, steady_allocator
+from resnet_fast.cli.report import write_json
+from resnet_fast.cli.timing import interleaved_ms, summarize
+from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import gemm_conv
 
 _aten = torch.ops.aten
@@ -28,7 +28,7 @@ CPU = torch.device("cpu")
 
 def resnet50_convs(batch: int, resolution: int) -> list[tuple[tuple, nn.Conv2d]]:
     """(input shape, conv) of each distinct convolution of ResNet-50."""
-    model = reference_model("resnet50")
+    model = plain_model("resnet50")
     seen: dict[tuple, nn.Conv2d] = {}
 
     def hook(conv, args, _output):

@@ -22,7 +22,7 @@ from torch import nn
 
 import resnet_fast
 import resnet_fast.models as M
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import gemm_conv
 from resnet_fast.profiling import saved_activations
 
@@ -34,7 +34,7 @@ path, nn/gemm_conv.py), which isolates the cost of the recomputation."""
 def _model(name: str, variant: str) -> nn.Module:
     torch.manual_seed(0)
     if variant == "eager":
-        return reference_model(name)
+        return plain_model(name)
     return getattr(M, name)(memory=variant.split("-")[0])
 
 

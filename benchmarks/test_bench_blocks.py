@@ -1,5 +1,5 @@
 """pytest-benchmark: resnet_fast's BasicBlock / Bottleneck vs the same blocks
-in plain PyTorch (resnet_fast.models.reference), at the shapes of ResNet-18 /
+in plain PyTorch (resnet_fast.models.plain), at the shapes of ResNet-18 /
 ResNet-50's identity blocks, batch 16: training (forward+backward) and eval
 (forward), fp32 and bf16 autocast, channels_last, on the CPU and the GPU if
 there is one.
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from resnet_fast import nn as fast_nn
-from resnet_fast.bench.timing import synchronize
-from resnet_fast.models import reference
+from resnet_fast.cli.timing import synchronize
+from resnet_fast.models import plain
 
 BATCH = 16
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -34,7 +34,7 @@ BLOCK_SHAPES = [
 
 def make_block(impl, kind, inplanes, planes, device):
     torch.manual_seed(0)
-    module = getattr(fast_nn if impl == "fused" else reference, kind)(inplanes, planes)
+    module = getattr(fast_nn if impl == "fused" else plain, kind)(inplanes, planes)
     return module.to(device, memory_format=torch.channels_last)
 
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 import resnet_fast.models as M
-from resnet_fast.bench import registry
-from resnet_fast.bench.cli import build_parser, main, model_sizes
-from resnet_fast.bench.fusion import count_fusion
-from resnet_fast.bench.tutorial_models import (
+from resnet_fast.cli import registry
+from resnet_fast.cli.fusion import count_fusion
+from resnet_fast.cli.main import build_parser, main, model_sizes
+from resnet_fast.cli.tutorial_models import (
     TutorialBasicBlock,
     TutorialCifarResNet,
     tutorial_cifar_resnet18,
 )
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 
 TUTORIAL = "tutorial_cifar_resnet18"
 
@@ -63,7 +63,7 @@ def test_fast_variant_is_convert_of_a_copy():
 
 def test_fusion_count_sees_fused_and_unfused_models():
     torch.manual_seed(0)
-    eager = reference_model("resnet20")
+    eager = plain_model("resnet20")
     fast = M.resnet20()
     x = torch.randn(2, 3, 16, 16)
     count = count_fusion(fast, eager, x)
@@ -96,7 +96,7 @@ def test_bench_warns_and_shows_a_fast_model_that_fused_nothing(tmp_path, capsys,
 
 
 def test_caption_names_each_models_size_when_they_differ():
-    from resnet_fast.bench.report import bench_caption
+    from resnet_fast.cli.report import bench_caption
 
     env = {"gpu": None, "cpu": "a CPU", "threads": 2, "torch": "2.x"}
     settings = {"precision": "fp32", "channels_last": True, "rounds": 3}

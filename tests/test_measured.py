@@ -11,7 +11,7 @@ from test_lean import BLOCKS, _blocks, _grads
 from user_models import tutorial_resnet18
 
 import resnet_fast
-from resnet_fast.bench.fusion import count_calls
+from resnet_fast.cli.fusion import count_calls
 from resnet_fast.nn import measured
 
 CPU = torch.device("cpu")

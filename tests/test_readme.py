@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_readme_results_match_the_committed_json():
-    from resnet_fast.bench.report import readme_section, replace_readme_section
+    from resnet_fast.cli.report import readme_section, replace_readme_section
 
     readme = (ROOT / "README.md").read_text()
     section = readme_section(str(ROOT / "benchmarks" / "results"), "benchmarks/results")
@@ -31,7 +31,7 @@ def test_readme_results_match_the_committed_json():
 def test_readme_resnet_fast_commands_parse():
     # Each `resnet-fast ...` line of the README's bash blocks is a valid
     # command line (running them is CI's job and the benchmarks').
-    from resnet_fast.bench.cli import build_parser
+    from resnet_fast.cli.main import build_parser
 
     commands = [
         line.split("resnet-fast", 1)[1].split()

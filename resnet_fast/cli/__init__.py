@@ -4,7 +4,7 @@ Installed with the package so that ``resnet-fast`` works after ``pip install .``
 the scripts under ``benchmarks/`` import from here instead of keeping copies.
 
 Modules:
-    cli           argument parsing and validation, the four subcommands
+    main          argument parsing and validation, the four subcommands
     models        end-to-end model benchmark (training step, inference)
     registry      the benchmarked models: eager baseline, fast variant, own input size
     tutorial_models  CIFAR ResNets written as the common tutorials write them (user code)

@@ -3,7 +3,7 @@ baseline and its fast counterpart, and the input size it runs at by default.
 
 Two kinds:
 - the zoo (resnet_fast.models): eager = the plain twin from
-  resnet_fast.models.reference, fast = the zoo model with the same weights;
+  resnet_fast.models.plain, fast = the zoo model with the same weights;
 - user code (bench/tutorial_models.py): eager = the model as a user wrote it,
   fast = ``resnet_fast.convert`` of a copy of it. Whatever convert fuses (or
   does not) is what gets measured; the bench counts it (bench/fusion.py).
@@ -19,8 +19,8 @@ from torch import nn
 
 from .. import models as fast_models
 from ..models.cifar import CIFAR_SPECS
+from ..models.plain import plain_model
 from ..models.preact import PREACT_SPECS
-from ..models.reference import reference_model
 from ..models.resnet import SPECS
 from .tutorial_models import TUTORIAL_MODELS
 
@@ -54,7 +54,7 @@ def _zoo(name: str) -> BenchModel:
         return fast
 
     return BenchModel(
-        name, ZOO_CLASSES, lambda: reference_model(name, num_classes=ZOO_CLASSES), fast_from, {}
+        name, ZOO_CLASSES, lambda: plain_model(name, num_classes=ZOO_CLASSES), fast_from, {}
     )
 
 
