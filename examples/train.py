@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 import resnet_fast
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 
 NUM_CLASSES = 10
 KINDS = ("fast", "plain")
@@ -275,7 +275,7 @@ def build_models(args, device, dtype, sync: bool) -> dict[str, nn.Module]:
     fast = getattr(resnet_fast.models, args.model)(num_classes=NUM_CLASSES)
     models = {"fast": fast}
     if not args.no_plain:
-        plain = reference_model(args.model, num_classes=NUM_CLASSES)
+        plain = plain_model(args.model, num_classes=NUM_CLASSES)
         plain.load_state_dict(fast.state_dict(), strict=True)
         models["plain"] = plain
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format

@@ -22,8 +22,8 @@ from torch import nn
 from .graph_fusion import TraceFailed
 from .graph_fusion.blocks import torchvision_dataflow
 from .graph_fusion.chains import NORMS
-from .models.reference import BasicBlock as PlainBasicBlock
-from .models.reference import Bottleneck as PlainBottleneck
+from .models.plain import BasicBlock as PlainBasicBlock
+from .models.plain import Bottleneck as PlainBottleneck
 from .nn.batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, fuse_block_norms, unfuse_batchnorm
 from .nn.blocks import BasicBlock, Bottleneck
 from .nn.graph_module import FusedGraph

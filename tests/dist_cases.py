@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from resnet_fast.models.cifar import CifarResNet
-from resnet_fast.models.reference import BasicBlock as PlainBasicBlock
+from resnet_fast.models.plain import BasicBlock as PlainBasicBlock
 from resnet_fast.nn.blocks import BasicBlock
 
 WORLD_SIZE = 2

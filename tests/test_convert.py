@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 import resnet_fast
-from resnet_fast.models.reference import BasicBlock as PlainBasicBlock
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import BasicBlock as PlainBasicBlock
+from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import BasicBlock, BatchNormAddReLU2d, BatchNormReLU2d, Bottleneck
 from resnet_fast.nn.graph_module import FusedGraph
 
 
 def test_converts_blocks_and_stem_without_copying():
-    model = reference_model("resnet50", num_classes=10)
+    model = plain_model("resnet50", num_classes=10)
     before = {n: p.data_ptr() for n, p in model.named_parameters()}
     buffers = {n: b.data_ptr() for n, b in model.named_buffers()}
     keys = list(model.state_dict())
@@ -34,7 +34,7 @@ def test_converts_blocks_and_stem_without_copying():
 
 def test_matches_the_unconverted_model_and_trains_with_an_old_optimizer():
     torch.manual_seed(0)
-    ref = reference_model("resnet18", num_classes=10).double()
+    ref = plain_model("resnet18", num_classes=10).double()
     model = copy.deepcopy(ref)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # built before convert
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
@@ -81,7 +81,7 @@ def test_recognizes_structure_not_class_and_reports_what_it_leaves():
 
 def test_revert_gives_plain_modules_and_state_dicts_load_both_ways():
     fast = resnet_fast.models.resnet18(num_classes=10)
-    plain = reference_model("resnet18", num_classes=10)
+    plain = plain_model("resnet18", num_classes=10)
     plain.load_state_dict(fast.state_dict(), strict=True)
     fast.load_state_dict(plain.state_dict(), strict=True)
     reverted = resnet_fast.revert(copy.deepcopy(fast))
@@ -97,7 +97,7 @@ def test_revert_gives_plain_modules_and_state_dicts_load_both_ways():
 
 
 def test_inplace_false_leaves_the_original_alone():
-    model = reference_model("resnet18")
+    model = plain_model("resnet18")
     out = resnet_fast.convert(model, inplace=False)
     assert out is not model and isinstance(model.layer1[0], PlainBasicBlock)
     assert isinstance(out.layer1[0], BasicBlock)

@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast
-from resnet_fast.models.reference import BasicBlock as PlainBasicBlock
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import BasicBlock as PlainBasicBlock
+from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import BasicBlock
 from resnet_fast.nn.graph_module import FusedGraph
 from resnet_fast.profiling import saved_activations
@@ -327,8 +327,8 @@ def _saved_bytes(model, x):
 def test_converted_models_are_as_lean_as_the_zoo():
     torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 64)
-    eager = _saved_bytes(reference_model("resnet18"), x)
-    converted = _saved_bytes(resnet_fast.convert(reference_model("resnet18")), x)
+    eager = _saved_bytes(plain_model("resnet18"), x)
+    converted = _saved_bytes(resnet_fast.convert(plain_model("resnet18")), x)
     zoo = _saved_bytes(resnet_fast.models.resnet18(), x)
     assert converted == zoo < 0.7 * eager
     x = torch.randn(1, 3, 32, 32)

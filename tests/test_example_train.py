@@ -14,7 +14,7 @@ import torch
 from dist_harness import ROOT, child_env
 
 import resnet_fast
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 
 SCRIPT = ROOT / "examples" / "train.py"
 TIMEOUT_S = 300  # one run takes ~10 s alone; generous for a loaded 2-core machine
@@ -84,7 +84,7 @@ def test_like_for_like_and_kill_resume(tmp_path, nproc, dtype, tol):
         if dtype == "float32":
             break
     # The fast model's weights load into the plain twin, key for key.
-    twin = reference_model("resnet20", num_classes=10).to(getattr(torch, dtype))
+    twin = plain_model("resnet20", num_classes=10).to(getattr(torch, dtype))
     twin.load_state_dict(ref["models"]["fast"], strict=True)
 
     # Killed (SIGKILL, no clean-up) at a random step past the first
@@ -110,13 +110,13 @@ def test_like_for_like_and_kill_resume(tmp_path, nproc, dtype, tol):
 def test_model_option_takes_every_model():
     train = load_script()
     exported = {n: getattr(resnet_fast.models, n) for n in resnet_fast.models.__all__}
-    builders = [n for n, obj in exported.items() if n != "reference" and not isinstance(obj, type)]
+    builders = [n for n, obj in exported.items() if n != "plain" and not isinstance(obj, type)]
     assert "preact_resnet20" in builders and "resnet18" in builders
     assert sorted(train.model_names()) == sorted(builders)
     for name in builders:  # each has a plain twin to train against
         assert train.parse_args(["--model", name]).model == name
     for name in ("resnet18", "preact_resnet20"):  # the twins' builder knows every family
-        reference_model(name)
+        plain_model(name)
 
 
 def test_weight_decay_only_on_conv_and_linear_weights():

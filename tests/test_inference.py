@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import resnet_fast.models as M
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import folding
 
 
@@ -17,7 +17,7 @@ def _pair(name="resnet18", dtype=torch.float32):
     torch.manual_seed(0)
     fast = getattr(M, name)(num_classes=10).to(dtype)
     torch.manual_seed(0)
-    ref = reference_model(name, num_classes=10).to(dtype)
+    ref = plain_model(name, num_classes=10).to(dtype)
     return fast, ref
 
 
@@ -233,7 +233,7 @@ def test_inference_tensor_weights_are_refolded_every_call_with_a_warning(fold_ca
     with torch.inference_mode():
         fast = M.resnet20(num_classes=10).eval()
     torch.manual_seed(0)
-    ref = reference_model("resnet20", num_classes=10).eval()
+    ref = plain_model("resnet20", num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
     with pytest.warns(RuntimeWarning, match="inference tensor .* recomputed on every call"):
         with torch.no_grad():

@@ -9,9 +9,9 @@ from torch import nn
 from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
 import resnet_fast
-from resnet_fast.models import reference as plain
+from resnet_fast.models import plain
 from resnet_fast.models.cifar import PadShortcut
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import BasicBlock, Bottleneck, gemm_conv
 from resnet_fast.nn.blocks import conv1x1
 from resnet_fast.nn.lean import set_memory
@@ -185,7 +185,7 @@ def test_lean_models_save_at_most_a_bound_of_eager(name, bound):
     """Saved activation bytes per image at 224x224, lean vs eager (the
     reference model: torchvision's architecture in plain PyTorch)."""
     x = torch.randn(1, 3, 224, 224)
-    eager = reference_model(name).train()
+    eager = plain_model(name).train()
     lean = getattr(resnet_fast.models, name)(memory="lean").train()
     standard = getattr(resnet_fast.models, name)(memory="standard").train()
     _, saved_eager = _storages(eager, x)

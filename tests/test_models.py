@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import resnet_fast.models as M
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 
 PARAMS = {  # torchvision's counts; the CIFAR ones as in the literature's implementations
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
@@ -25,7 +25,7 @@ HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 def test_parameter_count_and_keys(name):
     model = getattr(M, name)()
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
-    assert list(model.state_dict()) == list(reference_model(name).state_dict())
+    assert list(model.state_dict()) == list(plain_model(name).state_dict())
 
 
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed (no CPU build here)")
@@ -67,7 +67,7 @@ def test_same_seed_same_weights_and_outputs(name):
     torch.manual_seed(0)
     fast = getattr(M, name)(num_classes=10)
     torch.manual_seed(0)
-    ref = reference_model(name, num_classes=10)
+    ref = plain_model(name, num_classes=10)
     for (k, a), b in zip(fast.state_dict().items(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     # float64: deep networks at init amplify fp32 rounding differences; in

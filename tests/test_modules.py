@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import resnet_fast
-from resnet_fast.models import reference as plain
+from resnet_fast.models import plain
 from resnet_fast.nn import BasicBlock, BatchNormAddReLU2d, BatchNormReLU2d, Bottleneck
 
 

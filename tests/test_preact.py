@@ -1,5 +1,5 @@
 """Pre-activation ResNets of the zoo: each computes what its plain-PyTorch twin
-in resnet_fast.models.reference computes (float64, exact up to rounding:
+in resnet_fast.models.plain computes (float64, exact up to rounding:
 training forward, every gradient, running statistics, eval forward), with the
 same state_dict keys, and every BN before a convolution runs fused."""
 
@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast.models as M
+from resnet_fast.models.plain import PLAIN_PREACT_BLOCKS, plain_model
 from resnet_fast.models.preact import FUSED_PREACT_BLOCKS, PREACT_SPECS, PreActResNet
-from resnet_fast.models.reference import REFERENCE_PREACT_BLOCKS, reference_model
 from resnet_fast.nn import BatchNormReLU2d
 
 CL = torch.channels_last
@@ -23,8 +23,8 @@ def _build(name, fused, layers=None):
     architecture at a test-sized depth (same block and shortcut code)."""
     torch.manual_seed(0)
     if layers is None:
-        return getattr(M, name)(num_classes=10) if fused else reference_model(name, num_classes=10)
-    blocks = FUSED_PREACT_BLOCKS if fused else REFERENCE_PREACT_BLOCKS
+        return getattr(M, name)(num_classes=10) if fused else plain_model(name, num_classes=10)
+    blocks = FUSED_PREACT_BLOCKS if fused else PLAIN_PREACT_BLOCKS
     kind, _, widths, stem, shortcut, init, _ = PREACT_SPECS[name]
     return PreActResNet(blocks[kind], layers, widths, stem, shortcut, 10, fused, init)
 
@@ -144,7 +144,7 @@ def test_every_batchnorm_runs_fused(name, mode):
 
 @pytest.mark.parametrize("name", sorted(PREACT_SPECS))
 def test_every_model_builds_with_the_twins_keys(name):
-    fast, ref = getattr(M, name)(), reference_model(name)
+    fast, ref = getattr(M, name)(), plain_model(name)
     assert list(fast.state_dict()) == list(ref.state_dict())
     assert fast.fc.out_features == PREACT_SPECS[name].num_classes
     if name in ("preact_resnet20", "preact_resnet110"):  # option A: as many as resnet20/110

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import resnet_fast.models as M
-from resnet_fast.models.reference import reference_model
+from resnet_fast.models.plain import plain_model
 
 STEPS, BATCH, LR = 20, 16, 1e-3
 
@@ -74,11 +74,11 @@ def test_twenty_sgd_steps_match_the_reference(name, resolution, options):
     if options.get("compile"):
         torch._dynamo.reset()
     oracle_loss, oracle_state = _train(
-        _build(lambda: reference_model(name, num_classes=10)), data, torch.float64
+        _build(lambda: plain_model(name, num_classes=10)), data, torch.float64
     )
     eager_options = {k: v for k, v in options.items() if k != "compile"}
     eager_loss, eager_state = _train(
-        _build(lambda: reference_model(name, num_classes=10)), data, torch.float32, **eager_options
+        _build(lambda: plain_model(name, num_classes=10)), data, torch.float32, **eager_options
     )
     fast_loss, fast_state = _train(
         _build(lambda: getattr(M, name)(num_classes=10)), data, torch.float32, **options

@@ -3,7 +3,7 @@ names, keyword arguments, initialization and parameter counts, and the
 pre-activation ResNets (He et al. 2016) with fused BN + ReLU before every
 convolution."""
 
-from . import reference
+from . import plain
 from .cifar import (
     cifar_resnet18,
     cifar_resnet34,
@@ -46,7 +46,7 @@ from .resnet import (
 )
 
 __all__ = [
-    "ResNet", "reference",
+    "ResNet", "plain",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
     "wide_resnet50_2", "wide_resnet101_2",

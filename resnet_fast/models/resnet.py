@@ -1,6 +1,6 @@
 """ResNet, ResNeXt and Wide ResNet with torchvision's architecture, keyword
 arguments and initialization, built from resnet_fast's fused blocks (or from
-plain blocks, for the reference models in resnet_fast.models.reference)."""
+plain blocks, for the reference models in resnet_fast.models.plain)."""
 
 from collections.abc import Callable, Sequence
 

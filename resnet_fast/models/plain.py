@@ -1,11 +1,13 @@
-"""Reference models: torchvision's ResNet architecture (and the
-pre-activation ResNets of resnet_fast.models.preact) in plain PyTorch (no
-fused op), the baseline of the equivalence tests and what
-resnet_fast.revert() gives back when torchvision is not installed.
+"""Plain models: torchvision's ResNet architecture (and the pre-activation
+ResNets of resnet_fast.models.preact) in plain PyTorch (no fused op), the
+baseline of the equivalence tests and what resnet_fast.revert() gives back
+when torchvision is not installed. ("reference" means one thing in this
+project: resnet_fast.reference, the ops' oracle, which the "reference"
+backend runs.)
 
 They match torchvision.models' modules, parameter names, initialization and
-forward exactly, so a reference model and a resnet_fast model built after
-the same torch.manual_seed hold the same weights.
+forward exactly, so a plain model and a resnet_fast model built after the
+same torch.manual_seed hold the same weights.
 """
 
 from collections.abc import Callable
@@ -155,10 +157,10 @@ class PreActBottleneck(nn.Module):
 
 
 REFERENCE_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-REFERENCE_PREACT_BLOCKS = {"basic": PreActBasicBlock, "bottleneck": PreActBottleneck}
+PLAIN_PREACT_BLOCKS = {"basic": PreActBasicBlock, "bottleneck": PreActBottleneck}
 
 
-def reference_model(name: str, **kwargs) -> nn.Module:
+def plain_model(name: str, **kwargs) -> nn.Module:
     """The plain-PyTorch twin of resnet_fast.models.<name> (e.g. "resnet50",
     "resnet20", "preact_resnet18"), with the same keyword arguments."""
     if name in SPECS:
@@ -166,6 +168,6 @@ def reference_model(name: str, **kwargs) -> nn.Module:
     if name in CIFAR_SPECS:
         return build_cifar(name, REFERENCE_BLOCKS, False, **kwargs)
     if name in PREACT_SPECS:
-        return build_preact(name, REFERENCE_PREACT_BLOCKS, False, **kwargs)
+        return build_preact(name, PLAIN_PREACT_BLOCKS, False, **kwargs)
     known = ", ".join([*SPECS, *CIFAR_SPECS, *PREACT_SPECS])
     raise ValueError(f"unknown model {name!r}; known: {known}")
