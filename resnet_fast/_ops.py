@@ -62,7 +62,9 @@ def output_memory_format(input: Tensor) -> torch.memory_format:
     return torch.channels_last if suggested else torch.contiguous_format
 
 
-def _empty_activation(input: Tensor) -> Tensor:
+def empty_activation(input: Tensor) -> Tensor:
+    """An uninitialized [N, C, H, W] tensor like ``input``, in the memory
+    format every backend's kernels write (output_memory_format)."""
     return torch.empty(input.shape, dtype=input.dtype, device=input.device).contiguous(
         memory_format=output_memory_format(input)
     )
@@ -85,7 +87,7 @@ def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, m
     _checks.check_bn_forward_op(
         input, None, weight, bias, running_mean, running_var, training, momentum, eps
     )
-    return _empty_activation(input), _empty_mean(input), _empty_channels(input)
+    return empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
 def _bn_add_act_fwd_fake(
@@ -94,13 +96,13 @@ def _bn_add_act_fwd_fake(
     _checks.check_bn_forward_op(
         input, residual, weight, bias, running_mean, running_var, training, momentum, eps
     )
-    return _empty_activation(input), _empty_mean(input), _empty_channels(input)
+    return empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
 def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, training, relu):
     _checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
     return (
-        _empty_activation(input),
+        empty_activation(input),
         _empty_channels(input, weight),
         _empty_channels(input, bias),
     )
@@ -111,8 +113,8 @@ def _bn_add_act_bwd_fake(
 ):
     _checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
     return (
-        _empty_activation(input),
-        _empty_activation(input),
+        empty_activation(input),
+        empty_activation(input),
         _empty_channels(input, weight),
         _empty_channels(input, bias),
     )
@@ -139,7 +141,7 @@ def _bn_stats_fake(input):
 
 def _bn_apply_fake(input, residual, weight, bias, mean, invstd, relu):
     _checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
-    return _empty_activation(input)
+    return empty_activation(input)
 
 
 def _bn_act_bwd_reduce_fake(grad_out, input, weight, bias, mean, invstd, relu):
@@ -151,7 +153,7 @@ def _bn_add_act_bwd_reduce_fake(grad_out, input, residual, weight, bias, mean, i
     _checks.check_bn_backward_op(
         grad_out, input, residual, weight, bias, mean, invstd, **_STAGE_NAMES
     )
-    return _empty_channels(input), _empty_channels(input), _empty_activation(input)
+    return _empty_channels(input), _empty_channels(input), empty_activation(input)
 
 
 def _bn_bwd_apply_fake(grad, input, weight, bias, mean, invstd, mean_g, mean_gx, relu_mask):
@@ -160,7 +162,7 @@ def _bn_bwd_apply_fake(grad, input, weight, bias, mean, invstd, mean_g, mean_gx,
     )
     _checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
     _checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
-    return _empty_activation(input)
+    return empty_activation(input)
 
 
 FAKES = {

@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import _checks
 from .._backend import triton_interpreting
 from .._numerics import acc_dtype, merge_moments, split_mean, update_running_stats
-from .._ops import output_memory_format
+from .._ops import empty_activation
 from . import configs
 from ._common import channels_inner, offset_dtype, rows_per_program, strides4, tl_acc
 from .bn_kernels import (
@@ -36,13 +36,6 @@ _bwd_apply_kernel = triton.autotune(configs.TILE, key=_KEY)(_bn_act_bwd_apply_ke
 
 # Channel blocks assumed when sizing the partial buffers (any config works).
 _NOMINAL_BLOCK_C = 64
-
-
-def _empty_activation(input: Tensor) -> Tensor:
-    # The memory format the C++ kernels choose, so backends agree.
-    return torch.empty(input.shape, dtype=input.dtype, device=input.device).contiguous(
-        memory_format=output_memory_format(input)
-    )
 
 
 def _geometry(x: Tensor) -> tuple[int, int, int, int]:
@@ -115,7 +108,7 @@ def _affine(input: Tensor, weight, bias, mean: Tensor, invstd: Tensor):
 
 def _apply(input, residual, weight, bias, mean, invstd, relu) -> Tensor:
     """act((input - mean) * invstd * weight + bias [+ residual])."""
-    out = _empty_activation(input)
+    out = empty_activation(input)
     nhw, hw, w, c = _geometry(input)
     if input.numel() == 0:
         return out
@@ -139,7 +132,7 @@ def _bwd_reduce(grad_out, input, residual, weight, bias, mean, invstd, relu):
     nhw, hw, w, c = _geometry(input)
     acc = acc_dtype(input.dtype)
     has_res = residual is not None
-    grad_residual = _empty_activation(input) if has_res else None
+    grad_residual = empty_activation(input) if has_res else None
     if input.numel() == 0:
         zeros = input.new_zeros((c,), dtype=torch.float64)
         return zeros, zeros.clone(), grad_residual
@@ -166,7 +159,7 @@ def _bwd_reduce(grad_out, input, residual, weight, bias, mean, invstd, relu):
 def _bwd_apply(grad, input, weight, bias, mean, invstd, b, d, mask_from_x) -> Tensor:
     """grad_input = a * g + b * (input - mean) + d with a = weight * invstd,
     g = grad * [pre > 0] when mask_from_x, else grad; b, d: [C] acc type."""
-    grad_input = _empty_activation(input)
+    grad_input = empty_activation(input)
     nhw, hw, w, c = _geometry(input)
     if input.numel() == 0:
         return grad_input
