@@ -15,13 +15,14 @@ command 1
 1. build (timeout 270 s; estimate 2-4 min): the extension with its CUDA
    kernels, in place (RESNET_FAST_CUDA=1, TORCH_CUDA_ARCH_LIST = this GPU's
    architecture unless set, MAX_JOBS = the cores). CPU equivalent: the
-   sm_90 build of CI stage 2 (.ci/cuda_stage), 19 translation units at
-   MAX_JOBS=2 in about 13 min; on 16 cores the slowest unit (a few minutes)
-   bounds it.
+   sm_90 build of CI stage 2 (.ci/cuda_stage), 20 translation units at
+   MAX_JOBS=2 in 303 s (measured 2026-12-03); on 16 cores the slowest unit
+   (about a minute) bounds it.
 2. tests (timeout 180 s; estimate 1-3 min): the tests marked cuda or triton
    only (the CPU suite runs in CI), pytest-xdist with 8 workers. Their cost
-   on a GPU is Triton's compilation: CI's Triton gate compiles the distinct
-   binaries ResNet-50 launches at 3-6 s each on one core; the tests launch
+   on a GPU is Triton's compilation: CI's Triton gate compiles the 1065
+   distinct binaries ResNet-50 launches in 386 s on two cores (about 0.7 s
+   each per core, measured 2026-12-03); the tests launch
    far fewer (small shapes, one config per launch after autotuning on a
    GPU), spread over 8 workers, plus CUDA tests that take seconds.
 command 2
