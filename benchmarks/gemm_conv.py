@@ -3,7 +3,8 @@ backward run) vs the matrix-product path of resnet_fast/nn/gemm_conv.py, for
 every distinct convolution of ResNet-50 at the given batch sizes and
 resolutions, forward and backward (grad_input + grad_weight), fp32,
 channels_last. The lean blocks make this comparison themselves at first use
-of each shape (gemm_conv.use_gemm, a shorter measurement); the table shows
+of each shape (gemm_conv.conv_path, a shorter measurement, which may also
+pick Winograd for a 3x3 stride-1 convolution: benchmarks/winograd_conv.py); the table shows
 what that measurement picks next to which one this longer one found faster.
 
     python benchmarks/gemm_conv.py [--configs 16x64,64x64,4x224] [--json FILE]
@@ -72,7 +73,7 @@ def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
         "stride": list(spec.stride),
         "pixels": out.shape[0] * out.shape[2] * out.shape[3],
         **{f"{k}_ms": v for k, v in times.items()},
-        "use_gemm_picks": "gemm" if gemm_conv.use_gemm(x, w, spec) else "onednn",
+        "use_gemm_picks": "gemm" if gemm_conv.conv_path(x, w, spec) == "gemm" else "onednn",
         "faster": "gemm" if gemm < onednn else "onednn",
         "fwd_bwd_speedup_of_gemm": onednn / gemm,
     }
@@ -111,7 +112,7 @@ def main() -> None:
             )
     misses = [r for r in rows if r["use_gemm_picks"] != r["faster"]]
     hits = len(rows) - len(misses)
-    print(f"\nuse_gemm picked the faster path for {hits} of {len(rows)} convolutions")
+    print(f"\nconv_path picked the faster path for {hits} of {len(rows)} convolutions")
     if args.json:
         result = {
             "benchmark": "gemm_conv",

@@ -56,6 +56,16 @@ TORCH_LIBRARY(resnet_fast, m) {
   // g = grad * [pre-activation > 0] when relu_mask, else grad.
   m.def("bn_bwd_apply(Tensor grad, Tensor input, Tensor? weight, Tensor? bias, Tensor mean, "
         "Tensor invstd, Tensor mean_g, Tensor mean_gx, bool relu_mask) -> Tensor");
+
+  // The Winograd F(4x4, 3x3) convolution for inference, a CPU algorithm (no
+  // GPU kernels: cuDNN picks Winograd on its own). Not differentiable.
+  // weight [C_out, C_in, 3, 3] -> [36, C_in, C_out], the transformed kernels.
+  m.def("winograd_weight(Tensor weight) -> Tensor");
+  // act(conv2d(input, weight, bias, stride=1, padding=1) [+ residual]) with
+  // weight_tiles = winograd_weight(weight); input, residual and the output
+  // are dense channels_last, float32 or float64.
+  m.def("winograd_conv3x3(Tensor input, Tensor weight_tiles, Tensor? bias, Tensor? residual, "
+        "bool relu) -> Tensor");
 }
 // clang-format on
 

@@ -567,6 +567,98 @@ def test_add_relu_ops(case):
     check_add_relu(ops.add_relu_fwd, ops.add_relu_bwd, *case)
 
 
+# --- Winograd convolution (CPU) ---------------------------------------------------
+
+WINOGRAD_DEFECTS = {
+    "layout": "input",  # not dense channels_last
+    "half": "input",
+    "tiles_channels": "weight_tiles",
+    "tiles_dtype": "weight_tiles",
+    "bias_short": "bias",
+    "residual_shape": "residual",
+    "residual_layout": "residual",
+    "weight_5x5": "weight",
+}
+
+
+@st.composite
+def winograd_case(draw):
+    shape = (draw(st.integers(0, 3)), draw(st.integers(0, 9)), draw(st.integers(1, 11)), draw(st.integers(1, 11)))  # fmt: skip
+    c_out = draw(st.integers(1, 9))
+    dtype = draw(st.sampled_from([torch.float64, torch.float32]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = make(shape, dtype, "channels_last", g)
+    weight = make(
+        (c_out, shape[1], 3, 3), dtype, draw(st.sampled_from(["contiguous", "offset"])), g
+    )
+    bias = vector(c_out, dtype, draw(st.sampled_from(["contiguous", "strided", "offset"])), g)
+    residual = make((shape[0], c_out, *shape[2:]), dtype, "channels_last", g)
+    case = dict(
+        x=x,
+        weight=weight,
+        bias=bias if draw(st.booleans()) else None,
+        residual=residual if draw(st.booleans()) else None,
+        relu=draw(st.booleans()),
+        dtype=dtype,
+    )
+    return case, draw(st.sampled_from([None] * 8 + list(WINOGRAD_DEFECTS)))
+
+
+@fuzz_settings(60)
+@given(data=winograd_case())
+def test_winograd_ops(data):
+    case, defect = data
+    x, weight, bias, residual = case["x"], case["weight"], case["bias"], case["residual"]
+    if defect == "weight_5x5":
+        expect_refusal(
+            lambda: ops.winograd_weight(weight.repeat(1, 1, 2, 2)[..., :5, :5]), "weight", []
+        )
+        return
+    tiles = ops.winograd_weight(weight)
+    assert tiles.shape == (36, weight.shape[1], weight.shape[0]) and tiles.dtype == case["dtype"]
+    if defect == "layout" and x.dim() == 4 and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
+        x = x.contiguous()
+    elif defect == "half":
+        x = x.half()
+    elif defect == "tiles_channels":
+        tiles = (
+            tiles[:, :-1]
+            if tiles.shape[1]
+            else torch.zeros(36, 1, tiles.shape[2], dtype=tiles.dtype)
+        )
+    elif defect == "tiles_dtype":
+        tiles = tiles.to(torch.float32 if case["dtype"] == torch.float64 else torch.float64)
+    elif defect == "bias_short":
+        bias = torch.zeros(weight.shape[0] + 1, dtype=case["dtype"])
+    elif defect == "residual_shape":  # one image too many
+        residual = make((x.shape[0] + 1, weight.shape[0], *x.shape[2:]), case["dtype"], "channels_last", torch.Generator())  # fmt: skip
+    elif defect == "residual_layout" and residual is not None and residual.shape[1] > 1:
+        if residual.shape[2] * residual.shape[3] > 1:
+            residual = residual.contiguous()
+    refused = defect is not None and not (
+        (defect == "layout" and x.is_contiguous(memory_format=torch.channels_last))
+        or (defect == "residual_layout" and (residual is None or residual.is_contiguous(memory_format=torch.channels_last)))
+    )  # fmt: skip
+    call = lambda: ops.winograd_conv3x3(x, tiles, bias, residual, case["relu"])  # noqa: E731
+    if refused:
+        expect_refusal(call, WINOGRAD_DEFECTS[defect], [])
+        return
+    event("valid")
+    out = call()
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == case["dtype"]
+    n, _, h, w = x.shape
+    if x.shape[1]:
+        expected = torch.nn.functional.conv2d(x.double(), weight.double(), _f64(bias), padding=1)
+    else:  # no input channels (which F.conv2d does not take): the bias alone
+        bias64 = torch.zeros(weight.shape[0]) if bias is None else _f64(bias)
+        expected = bias64.view(1, -1, 1, 1).expand(n, -1, h, w)
+    if residual is not None:
+        expected = expected + residual.double()
+    if case["relu"]:
+        expected = expected.relu()
+    close(out, expected, case["dtype"], "winograd_conv3x3")
+
+
 # --- Triton ops (TRITON_INTERPRET=1 on a machine without a GPU) ----------------
 
 triton_only = pytest.mark.skipif(TRITON_SKIP_REASON is not None, reason=str(TRITON_SKIP_REASON))

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_fast.nn import gemm_conv, measured
+from resnet_fast.nn import gemm_conv, measured, winograd
 
 CL = torch.channels_last
 _aten = torch.ops.aten
@@ -59,7 +59,7 @@ def test_gemm_path_matches_onednn_in_float64(kind, shape, monkeypatch):
     x, weight, bias, spec = _case(kind, shape, gen)
     if not _valid(x, weight, spec):
         pytest.skip("no output pixels at this size")
-    assert gemm_conv.use_gemm(x, weight, spec)
+    assert gemm_conv.conv_path(x, weight, spec) == "gemm"
     want = F.conv2d(x, weight, bias, spec.stride, spec.padding, spec.dilation)
     got = gemm_conv.conv2d(x, weight, bias, spec)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -122,10 +122,13 @@ def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):
     return x, weight, gemm_conv.ConvSpec((stride, stride), (pad, pad), (1, 1), 1)
 
 
-@pytest.mark.parametrize("gemm_ms, expected", [(1.0, True), (2.0, False), (1.99, False)])
-def test_auto_takes_the_measured_faster_path(gemm_ms, expected, monkeypatch):
-    """With measurement on, use_gemm takes what the timing of both paths
-    says (oneDNN unless the product is faster by more than the margin); the
+@pytest.mark.parametrize(
+    "gemm_ms, winograd_ms, expected",
+    [(1.0, 3.0, "gemm"), (2.0, 3.0, "onednn"), (1.99, 3.0, "onednn"), (1.5, 1.0, "winograd")],
+)
+def test_auto_takes_the_measured_faster_path(gemm_ms, winograd_ms, expected, monkeypatch):
+    """With measurement on, conv_path takes what the timing of every path
+    says (oneDNN unless another is faster by more than the margin); the
     timings are injected, so the test does not depend on this machine."""
     monkeypatch.setattr(gemm_conv, "MODE", "auto")
     monkeypatch.setattr(measured, "ENABLED", True)
@@ -134,13 +137,13 @@ def test_auto_takes_the_measured_faster_path(gemm_ms, expected, monkeypatch):
 
     def fake_medians(candidates):
         timed.append(sorted(candidates))
-        return {"onednn": 2.0, "gemm": gemm_ms}
+        return {"onednn": 2.0, "gemm": gemm_ms, "winograd": winograd_ms}
 
     monkeypatch.setattr(measured, "_interleaved_medians", fake_medians)
     args = _conv_args(16, 512, 2, 512, 3)
-    assert gemm_conv.use_gemm(*args) is expected
-    assert gemm_conv.use_gemm(*args) is expected  # remembered: timed once
-    assert timed == [["gemm", "onednn"]]
+    assert gemm_conv.conv_path(*args) == expected
+    assert gemm_conv.conv_path(*args) == expected  # remembered: timed once
+    assert timed == [["gemm", "onednn", "winograd"]]
 
 
 def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
@@ -161,24 +164,25 @@ def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
         rtol=1e-12,
         atol=1e-12,
     )
-    assert sorted(gemm_conv._candidates(x, weight, spec)) == ["gemm", "onednn"]
+    assert sorted(gemm_conv._candidates(x, weight, spec, True, False)) == ["gemm", "onednn"]
 
 
 def test_auto_without_measurement_and_large_patches_take_onednn(monkeypatch):
     monkeypatch.setattr(gemm_conv, "MODE", "auto")
     monkeypatch.setattr(measured, "_choices", {})
     monkeypatch.setattr(measured, "ENABLED", False)
-    assert not gemm_conv.use_gemm(*_conv_args(16, 512, 2, 512, 3))
-    # Measurement on, but the patch matrix would exceed MAX_PATCH_BYTES: no
-    # timing at all.
+    assert gemm_conv.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
+    # Measurement on, but the patch matrix would exceed MAX_PATCH_BYTES (and
+    # Winograd is off): no timing at all.
     monkeypatch.setattr(measured, "ENABLED", True)
+    monkeypatch.setattr(winograd, "ENABLED", False)
     monkeypatch.setattr(gemm_conv, "MAX_PATCH_BYTES", 1000)
 
     def no_timing(candidates):
         raise AssertionError("measured a convolution over the patch limit")
 
     monkeypatch.setattr(measured, "_interleaved_medians", no_timing)
-    assert not gemm_conv.use_gemm(*_conv_args(16, 512, 2, 512, 3))
+    assert gemm_conv.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
 
 
 @pytest.mark.parametrize(
@@ -200,7 +204,7 @@ def test_the_gemm_path_is_not_taken_where_it_does_not_apply(why, monkeypatch):
         x = x[:0]
     context = torch.autocast("cpu", dtype=torch.bfloat16) if why == "autocast" else nullcontext()
     with context:
-        assert not gemm_conv.use_gemm(x, weight, spec)
+        assert gemm_conv.conv_path(x, weight, spec) == "onednn"
         # conv2d still computes the convolution, through F.conv2d.
         got = gemm_conv.conv2d(x, weight, None, spec)
         want = F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation, spec.groups)

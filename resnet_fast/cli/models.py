@@ -194,14 +194,18 @@ def saved_bytes_per_image(model: nn.Module, x, settings: BenchSettings) -> float
 
 def settle_measured_choices(model: nn.Module, x, y, settings: BenchSettings) -> dict:
     """Runs one training forward and backward of a copy of ``model`` on
-    ``x``, which measures every choice its shapes need (nn/measured.py), and
-    returns what was chosen: {kind: {choice: number of shapes}}, e.g.
-    {"block": {"lean": 5, "eager": 3}, "conv": {"gemm": 6, "onednn": 8}}."""
+    ``x``, then one inference forward, which measures every choice its shapes
+    need (nn/measured.py), and returns what was chosen: {kind: {choice:
+    number of shapes}}, e.g. {"block": {"lean": 5, "eager": 3}, "conv":
+    {"gemm": 6, "onednn": 8}, "eval_conv3x3": {"winograd": 9}}."""
     probe = copy.deepcopy(model).train()
     with measured.recording() as used:
         with autocast(settings):
             loss = nn.functional.cross_entropy(probe(x), y)
         loss.backward()
+        probe.eval()
+        with torch.no_grad(), autocast(settings):
+            probe(x)
     summary: dict = {}
     for key, choice in used.items():
         kind = summary.setdefault(key[0], {})

@@ -175,7 +175,11 @@ def bench_notes(result: dict) -> list[str]:
     return notes
 
 
-_MEASURED_KINDS = {"block": "residual blocks", "conv": "convolutions"}
+_MEASURED_KINDS = {
+    "block": "residual blocks",
+    "conv": "convolutions",
+    "eval_conv3x3": "inference 3x3 convolutions",
+}
 
 
 def ops_table(result: dict) -> Table:

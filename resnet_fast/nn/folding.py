@@ -18,7 +18,8 @@ torch.inference_mode()) carry no version counter: their
 fold is recomputed on every call, with a warning once. Folds that need
 gradients (eval-mode fine-tuning) or happen under torch.compile are never
 cached. A cached fold that runs through oneDNN is also kept prepacked in
-oneDNN's weight layout, per input shape.
+oneDNN's weight layout, per input shape, and one that runs as Winograd
+(winograd.py) is kept transformed.
 """
 
 import contextlib
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from .._conv_eval import conv_folded_act, fold_bn, pack_for_onednn
 from ..functional import add_relu
+from . import winograd
 from .scripting import NotScriptable
 from .state_dict import check_loadable
 
@@ -119,8 +121,8 @@ def folded_weights(
     watched = inputs if bn.num_batches_tracked is None else [*inputs, bn.num_batches_tracked]
     if any(t.is_inference() for t in watched):
         _warn_inference_weights(conv)
-        cache.pop(key, None)
-        cache.pop(key + "/packed", None)
+        for derived in ("", "/packed", "/winograd"):
+            cache.pop(key + derived, None)
         with _plain_context(conv.weight.device):
             return _cast(_fold(conv, bn), dtype)
     stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in watched) + (bn.eps,)
@@ -134,7 +136,8 @@ def folded_weights(
     # Weak references prove identity: a replaced parameter can reuse the old
     # one's address and version, never its object while the cache refers to it.
     cache[key] = (stamp, weight, bias, tuple(weakref.ref(t) for t in watched))
-    cache.pop(key + "/packed", None)  # the prepacked copy belonged to the old fold
+    for derived in ("/packed", "/winograd"):  # belonged to the old fold
+        cache.pop(key + derived, None)
     return weight, bias
 
 
@@ -176,10 +179,24 @@ def conv_bn_eval(
                 entry = cache[key + "/packed"] = (stamp, w)
             return entry[1]
 
-    return conv_folded_act(
-        x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, residual, relu,
-        add_relu, packed,
-    )  # fmt: skip
+    def direct() -> Tensor:
+        return conv_folded_act(
+            x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, residual, relu,
+            add_relu, packed,
+        )  # fmt: skip
+
+    if packed is None or not winograd.eligible(x, conv, residual):
+        return direct()
+
+    def by_winograd() -> Tensor:
+        entry = cache.get(key + "/winograd")
+        if entry is None or entry[0] is not weight:
+            with _plain_context(weight.device):
+                entry = cache[key + "/winograd"] = (weight, winograd.weight_tiles(weight))
+        return winograd.conv3x3(x, entry[1], bias, residual, relu)
+
+    candidates = lambda: {"onednn": direct, "winograd": by_winograd}  # noqa: E731
+    return by_winograd() if winograd.chosen(x, weight, residual, relu, candidates) else direct()
 
 
 def foldable_downsample(downsample: nn.Module | None) -> bool:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import measured
+from . import measured, winograd
 
 _aten = torch.ops.aten
 
@@ -103,48 +103,64 @@ def _patch_bytes(input: Tensor, weight: Tensor, spec: ConvSpec, out_hw: tuple[in
     return pixels * k[0] * k[1] * input.shape[1] * input.element_size()
 
 
-def use_gemm(input: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
-    """Whether the convolution of ``input`` [N, C_in, H, W] by ``weight``
-    [C_out, C_in, kH, kW] runs as a matrix product (see the module doc):
-    measured on first use of its shape, for training (forward + backward).
-    While torch.compile traces, oneDNN: a trace cannot time anything."""
-    if MODE == "never" or not eligible(input, weight, spec):
-        return False
-    if MODE == "always":
-        return True
-    out_hw = _output_hw(input, weight, spec)
-    if torch.compiler.is_compiling() or _patch_bytes(input, weight, spec, out_hw) > MAX_PATCH_BYTES:
-        return False
+def conv_path(input: Tensor, weight: Tensor, spec: ConvSpec) -> str:
+    """How the training convolution of ``input`` [N, C_in, H, W] by
+    ``weight`` [C_out, C_in, kH, kW] runs: "onednn", "gemm" (a matrix
+    product, see the module doc) or "winograd" (3x3 stride-1 convolutions in
+    float32, see winograd.py), measured on first use of its shape, forward +
+    backward. While torch.compile traces, oneDNN: a trace cannot time
+    anything."""
+    gemm_ok = MODE != "never" and eligible(input, weight, spec)
+    if gemm_ok and MODE == "always":
+        return "gemm"
+    if torch.compiler.is_compiling():
+        return "onednn"
+    if gemm_ok:
+        gemm_ok = (
+            _patch_bytes(input, weight, spec, _output_hw(input, weight, spec)) <= MAX_PATCH_BYTES
+        )
+    winograd_ok = winograd.trainable(input, weight, spec)
+    if not (gemm_ok or winograd_ok):
+        return "onednn"
     key = (
         "conv", tuple(input.shape), tuple(weight.shape), spec, input.dtype,
         torch.get_num_threads(),
     )  # fmt: skip
-    choice = measured.choose(key, "onednn", lambda: _candidates(input, weight, spec), input.device)
-    return choice == "gemm"
+    candidates = lambda: _candidates(input, weight, spec, gemm_ok, winograd_ok)  # noqa: E731
+    return measured.choose(key, "onednn", candidates, input.device)
 
 
-def _candidates(input: Tensor, weight: Tensor, spec: ConvSpec) -> dict:
-    """One training use of the convolution each way: forward, then the
-    input and weight gradients, on detached copies (no autograd state)."""
+def _candidates(
+    input: Tensor, weight: Tensor, spec: ConvSpec, gemm: bool, by_winograd: bool
+) -> dict:
+    """One training use of the convolution each way it may run: forward,
+    then the input and weight gradients, on detached copies (no autograd
+    state)."""
     x, w = input.detach(), weight.detach()
     out_hw = _output_hw(x, w, spec)
     grad = x.new_ones((x.shape[0], w.shape[0], *out_hw)).contiguous(
         memory_format=torch.channels_last
     )
-    mask = [True, True, False]
+    mask = (True, True, False)
 
     def onednn():
         F.conv2d(x, w, None, spec.stride, spec.padding, spec.dilation, spec.groups)
-        _aten.convolution_backward(
-            grad, x, w, None, spec.stride, spec.padding, spec.dilation, False, [0, 0],
-            spec.groups, mask,
-        )  # fmt: skip
+        _onednn_backward(grad, x, w, None, spec, mask)
 
-    def gemm():
+    def by_gemm():
         _gemm_forward(x, w, None, spec)
         _gemm_backward(grad, x, w, spec, mask)
 
-    return {"onednn": onednn, "gemm": gemm}
+    def winograd_step():
+        _winograd_forward(x, w, None)
+        _winograd_backward(grad, x, w, None, spec, mask)
+
+    found = {"onednn": onednn}
+    if gemm:
+        found["gemm"] = by_gemm
+    if by_winograd:
+        found["winograd"] = winograd_step
+    return found
 
 
 def _tap_slices(k: tuple[int, int], out_hw: tuple[int, int], spec: ConvSpec):
@@ -196,8 +212,8 @@ def _weight_matrix(weight: Tensor) -> Tensor:
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
-    """F.conv2d(input, weight, bias, *spec), as a matrix product where
-    :func:`use_gemm` says so.
+    """F.conv2d(input, weight, bias, *spec), as a matrix product or as
+    Winograd where :func:`conv_path` says so.
 
     Args:
         input: [N, C_in, H, W].
@@ -208,9 +224,12 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -
     Returns:
         [N, C_out, H_out, W_out].
     """
-    if not use_gemm(input, weight, spec):
-        return F.conv2d(input, weight, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
-    return _gemm_forward(input, weight, bias, spec)
+    path = conv_path(input, weight, spec)
+    if path == "gemm":
+        return _gemm_forward(input, weight, bias, spec)
+    if path == "winograd":
+        return _winograd_forward(input, weight, bias)
+    return F.conv2d(input, weight, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
 
 
 def _gemm_forward(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
@@ -220,6 +239,10 @@ def _gemm_forward(input: Tensor, weight: Tensor, bias: Tensor | None, spec: Conv
     w2 = _weight_matrix(weight)
     out = torch.mm(cols, w2.t()) if bias is None else torch.addmm(bias, cols, w2.t())
     return out.view(input.shape[0], out_hw[0], out_hw[1], -1).permute(0, 3, 1, 2)
+
+
+def _winograd_forward(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return winograd.conv3x3(input, winograd.weight_tiles(weight), bias, None, False)
 
 
 def conv2d_backward(
@@ -245,19 +268,42 @@ def conv2d_backward(
     """
     dtype = grad.dtype
     x, wt = input.to(dtype), weight.to(dtype)
-    if use_gemm(x, wt, spec):
+    path = conv_path(x, wt, spec)
+    if path == "gemm":
         grad_input, grad_weight, grad_bias = _gemm_backward(grad, x, wt, spec, mask)
+    elif path == "winograd":
+        grad_input, grad_weight, grad_bias = _winograd_backward(grad, x, wt, bias, spec, mask)
     else:
-        grad_input, grad_weight, grad_bias = _aten.convolution_backward(
-            grad, x, wt, None if bias is None else [bias.shape[0]],
-            spec.stride, spec.padding, spec.dilation, False, [0, 0], spec.groups, list(mask),
-        )  # fmt: skip
+        grad_input, grad_weight, grad_bias = _onednn_backward(grad, x, wt, bias, spec, mask)
     if grad_input is not None:
         grad_input = grad_input.to(input.dtype)
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
     if grad_bias is not None and bias is not None:
         grad_bias = grad_bias.to(bias.dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+def _onednn_backward(grad, input, weight, bias, spec: ConvSpec, mask):
+    return _aten.convolution_backward(
+        grad, input, weight, None if bias is None else [bias.shape[0]],
+        spec.stride, spec.padding, spec.dilation, False, [0, 0], spec.groups, list(mask),
+    )  # fmt: skip
+
+
+def _winograd_backward(grad, input, weight, bias, spec: ConvSpec, mask):
+    """The input gradient of a 3x3 stride-1 convolution with padding 1 is the
+    same kind of convolution of ``grad``, by the kernels transposed (C_in and
+    C_out swapped) and turned by 180 degrees: Winograd too. The weight and
+    bias gradients are oneDNN's."""
+    grad_input = None
+    if mask[0]:
+        turned = weight.transpose(0, 1).flip(2, 3)
+        grad_cl = grad.contiguous(memory_format=torch.channels_last)
+        grad_input = winograd.conv3x3(grad_cl, winograd.weight_tiles(turned), None, None, False)
+    _, grad_weight, grad_bias = _onednn_backward(
+        grad, input, weight, bias, spec, (False, *mask[1:])
+    )
     return grad_input, grad_weight, grad_bias
 
 

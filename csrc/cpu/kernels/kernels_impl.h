@@ -27,6 +27,7 @@
 #include "../../common/static_switch.h"
 #include "params.h"
 #include "vec_io.h"
+#include "winograd_impl.h"
 
 namespace resnet_fast::cpu::RF_KERNEL_NS {
 
@@ -532,6 +533,14 @@ void by_dtype(Dtype dtype, const P& p) {
   }
 }
 
+// float and double only (the Winograd transforms have no reduced-precision build).
+template <template <typename> class Fn, typename P>
+void by_wide_dtype(Dtype dtype, const P& p) {
+  TORCH_CHECK(dtype == Dtype::kFloat || dtype == Dtype::kDouble,
+              "resnet_fast: this kernel runs float32 and float64 only");
+  dtype == Dtype::kFloat ? Fn<float>::run(p) : Fn<double>::run(p);
+}
+
 template <typename T>
 struct StatsFn {
   static void run(const StatsParams& p) {
@@ -574,12 +583,24 @@ struct ReluBackwardFn {
   static void run(const ReluBackwardParams& p) { relu_backward_impl<T>(p); }
 };
 
+template <typename T>
+struct WinogradInputFn {
+  static void run(const WinogradInputParams& p) { winograd_input_impl<T>(p); }
+};
+
+template <typename T>
+struct WinogradOutputFn {
+  static void run(const WinogradOutputParams& p) { winograd_output_impl<T>(p); }
+};
+
 inline void bn_stats(const StatsParams& p) { by_dtype<StatsFn>(p.g.dtype, p); }
 inline void bn_apply(const ApplyParams& p) { by_dtype<ApplyFn>(p.g.dtype, p); }
 inline void bn_backward_reduce(const BackwardReduceParams& p) { by_dtype<BackwardReduceFn>(p.g.dtype, p); }
 inline void bn_backward_apply(const BackwardApplyParams& p) { by_dtype<BackwardApplyFn>(p.g.dtype, p); }
 inline void add_relu(const AddReluParams& p) { by_dtype<AddReluFn>(p.dtype, p); }
 inline void relu_backward(const ReluBackwardParams& p) { by_dtype<ReluBackwardFn>(p.dtype, p); }
+inline void winograd_input(const WinogradInputParams& p) { by_wide_dtype<WinogradInputFn>(p.dtype, p); }
+inline void winograd_output(const WinogradOutputParams& p) { by_wide_dtype<WinogradOutputFn>(p.dtype, p); }
 
 }  // namespace resnet_fast::cpu::RF_KERNEL_NS
 
@@ -589,6 +610,7 @@ inline void relu_backward(const ReluBackwardParams& p) { by_dtype<ReluBackwardFn
     namespace k = resnet_fast::cpu::RF_KERNEL_NS;                                          \
     static const KernelTable table{label,           k::bn_stats,      k::bn_apply,         \
                                    k::bn_backward_reduce, k::bn_backward_apply,            \
-                                   k::add_relu,     k::relu_backward};                     \
+                                   k::add_relu,     k::relu_backward,                      \
+                                   k::winograd_input, k::winograd_output};                 \
     return &table;                                                                         \
   }
