@@ -57,8 +57,10 @@ TORCH_LIBRARY(resnet_fast, m) {
   m.def("bn_bwd_apply(Tensor grad, Tensor input, Tensor? weight, Tensor? bias, Tensor mean, "
         "Tensor invstd, Tensor mean_g, Tensor mean_gx, bool relu_mask) -> Tensor");
 
-  // The Winograd F(4x4, 3x3) convolution for inference, a CPU algorithm (no
-  // GPU kernels: cuDNN picks Winograd on its own). Not differentiable.
+  // The Winograd F(4x4, 3x3) convolution, a CPU algorithm (no GPU kernels:
+  // cuDNN picks Winograd on its own). No gradient: its callers (eval-mode
+  // folded convolutions, the lean blocks' autograd nodes) differentiate
+  // around it.
   // weight [C_out, C_in, 3, 3] -> [36, C_in, C_out], the transformed kernels.
   m.def("winograd_weight(Tensor weight) -> Tensor");
   // act(conv2d(input, weight, bias, stride=1, padding=1) [+ residual]) with

@@ -293,3 +293,13 @@ def test_a_cpu_algorithm_without_gpu_kernels():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CPU")
         assert not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA")
         assert name not in resnet_fast._ops.OP_NAMES
+
+
+def test_backward_through_the_ops_is_refused_clearly(gen):
+    x, weight, bias, r = _operands((1, 2, 3, 4, 4), torch.float32, gen)
+    out = ops.winograd_conv3x3(x.requires_grad_(), ops.winograd_weight(weight), bias, r, True)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        out.sum().backward()
+    tiles = ops.winograd_weight(weight.requires_grad_())
+    with pytest.raises(RuntimeError, match="no gradient"):
+        tiles.sum().backward()

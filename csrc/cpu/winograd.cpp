@@ -1,5 +1,5 @@
-// CPU entry points of the Winograd F(4x4, 3x3) convolution for inference
-// (winograd_weight, winograd_conv3x3): a 3x3, stride-1, padding-1 convolution
+// CPU entry points of the Winograd F(4x4, 3x3) convolution (winograd_weight,
+// winograd_conv3x3): a 3x3, stride-1, padding-1 convolution
 // as input tile transforms (one pass over the input), 36 matrix products
 // (at::bmm) and output tile transforms with the bias, residual add and ReLU
 // fused (one pass writing the output). It does a quarter of the direct
@@ -33,8 +33,8 @@ int64_t tiles_along(int64_t size) { return (size + 3) / 4; }
 // Tiles per chunk: 64, so that a thread's transformed tiles and products (36
 // x 64 x (C + K) values, 1.2 MB in float32 at C = K = 64) stay in its cache
 // between the transforms and the products (measured on ResNet stages at batch
-// 64: 48 to 64 are fastest; 24 re-reads the weight too often, 96 spills), or
-// fewer so that every thread gets a chunk.
+// 64: 48 to 64 are fastest; 24 re-reads the weight too often, 96 outgrows
+// the cache), or fewer so that every thread gets a chunk.
 int64_t chunk_tiles(int64_t T) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   return std::max<int64_t>(1, std::min<int64_t>(64, (T + threads - 1) / threads));

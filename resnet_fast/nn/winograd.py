@@ -179,3 +179,14 @@ def _winograd_conv3x3_fake(input, tiles, bias, residual, relu):
     return torch.empty(
         shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last
     )
+
+
+def _not_differentiable(ctx, *grads):
+    raise RuntimeError(
+        "resnet_fast: winograd_weight / winograd_conv3x3 are inference ops with no "
+        "gradient; differentiate torch.nn.functional.conv2d instead"
+    )
+
+
+for _name in ("winograd_weight", "winograd_conv3x3"):
+    torch.library.register_autograd(f"resnet_fast::{_name}", _not_differentiable)
