@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import resnet_fast.models as fast_models
-from resnet_fast.cli.environment import describe, set_threads, steady_allocator
-from resnet_fast.cli.report import write_json
+from resnet_fast.cli.environment import set_threads, steady_allocator
+from resnet_fast.cli.report import write_benchmark_json
 from resnet_fast.cli.timing import interleaved_ms, summarize
 from resnet_fast.models.plain import plain_model
 
@@ -139,15 +139,12 @@ def main() -> None:
                 )  # fmt: skip
             print(f"{name:9} {label:9} {str(tuple(shape)):>18} | " + " | ".join(cells))
     if args.json:
-        result = {
-            "benchmark": "block_step",
-            "command": f"python benchmarks/block_step.py --models {args.models} --batch "
-            f"{args.batch} --resolution {args.resolution} --rounds {args.rounds}"
-            + (" --no-compile" if args.no_compile else ""),
-            "environment": describe(CPU),
-            "rows": rows,
-        }
-        print(f"wrote {write_json(result, args.json)}")
+        command = (
+            f"python benchmarks/block_step.py --models {args.models} --batch {args.batch} "
+            f"--resolution {args.resolution} --rounds {args.rounds}"
+            + (" --no-compile" if args.no_compile else "")
+        )
+        print(f"wrote {write_benchmark_json(args.json, 'block_step', command, rows, CPU)}")
 
 
 if __name__ == "__main__":

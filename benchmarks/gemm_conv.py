@@ -17,8 +17,8 @@ import argparse
 import torch
 from torch import nn
 
-from resnet_fast.cli.environment import describe, set_threads, steady_allocator
-from resnet_fast.cli.report import write_json
+from resnet_fast.cli.environment import set_threads, steady_allocator
+from resnet_fast.cli.report import write_benchmark_json
 from resnet_fast.cli.timing import interleaved_ms, summarize
 from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import gemm_conv
@@ -114,14 +114,8 @@ def main() -> None:
     hits = len(rows) - len(misses)
     print(f"\nconv_path picked the faster path for {hits} of {len(rows)} convolutions")
     if args.json:
-        result = {
-            "benchmark": "gemm_conv",
-            "command": f"python benchmarks/gemm_conv.py --configs {args.configs} "
-            f"--rounds {args.rounds}",
-            "environment": describe(CPU),
-            "rows": rows,
-        }
-        print(f"wrote {write_json(result, args.json)}")
+        command = f"python benchmarks/gemm_conv.py --configs {args.configs} --rounds {args.rounds}"
+        print(f"wrote {write_benchmark_json(args.json, 'gemm_conv', command, rows, CPU)}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from resnet_fast.cli.environment import describe, set_threads, steady_allocator
-from resnet_fast.cli.report import write_json
+from resnet_fast.cli.environment import set_threads, steady_allocator
+from resnet_fast.cli.report import write_benchmark_json
 from resnet_fast.cli.timing import interleaved_ms, summarize
 from resnet_fast.nn import winograd
 
@@ -102,14 +102,10 @@ def main() -> None:
             f"{row['onednn_max_rel_error']:10.1e} {row['winograd_max_rel_error']:12.1e}"
         )
     if args.json:
-        result = {
-            "benchmark": "winograd_conv",
-            "command": f"python benchmarks/winograd_conv.py --configs {args.configs} "
-            f"--rounds {args.rounds}",
-            "environment": describe(CPU),
-            "rows": rows,
-        }
-        print(f"wrote {write_json(result, args.json)}")
+        command = (
+            f"python benchmarks/winograd_conv.py --configs {args.configs} --rounds {args.rounds}"
+        )
+        print(f"wrote {write_benchmark_json(args.json, 'winograd_conv', command, rows, CPU)}")
 
 
 if __name__ == "__main__":

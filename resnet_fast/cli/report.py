@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .environment import describe
+
 MODE_NAMES = {"train": "training step", "infer": "inference"}
 
 
@@ -223,6 +225,19 @@ def ops_caption(result: dict) -> str:
         f"{where} | torch {env['torch']} | {s['dtype']} | {layout} | batch {s['batch_size']}"
         f" | training mode | median of {s['rounds']} interleaved rounds"
     )
+
+
+def write_benchmark_json(path: str, benchmark: str, command: str, rows: list, device) -> str:
+    """Writes a benchmark script's result (its name, the command that made
+    it, the environment of ``device`` and its rows) to ``path``; returns the
+    path."""
+    result = {
+        "benchmark": benchmark,
+        "command": command,
+        "environment": describe(device),
+        "rows": rows,
+    }
+    return write_json(result, path)
 
 
 def write_json(result: dict, path: str) -> str:
