@@ -9,8 +9,8 @@ installed torch has CUDA and a CUDA toolkit is found (RESNET_FAST_CUDA=0/1
 forces). In pip's isolated build environment torch is not there (pip would
 otherwise download some torch to build against, not the one the user runs),
 so the wheel is pure Python and carries csrc/; the extension is then built
-against the installed torch at first import (resnet_fast/_native_build.py).
-The sources and flags of both builds come from resnet_fast/_extension_spec.py.
+against the installed torch at first import (resnet_fast/_native/build.py).
+The sources and flags of both builds come from resnet_fast/_native/spec.py.
 """
 
 import importlib.util
@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _load_spec():
     # By path: importing the resnet_fast package would import torch.
-    path = os.path.join(ROOT, "resnet_fast", "_extension_spec.py")
+    path = os.path.join(ROOT, "resnet_fast", "_native", "spec.py")
     module_spec = importlib.util.spec_from_file_location("_resnet_fast_extension_spec", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

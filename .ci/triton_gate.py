@@ -86,7 +86,7 @@ def record_launches(dtype_names: list[str], batches: list[int]) -> dict:
     import torch
     from triton.runtime.autotuner import Autotuner
 
-    import resnet_fast.triton as RT
+    import resnet_fast.triton.backend as RT
 
     binaries: dict = {}
 
@@ -128,18 +128,21 @@ def _drive_convs(RT, torch, n, dtype):
 
 
 def _drive_bn(RT, torch, n, dtype):
+    ops = torch.ops.resnet_fast_triton
     for c, h in RESNET50_BN:
         for training in (True, False):
             # BN + ReLU, BN + add + ReLU (a block's last), BN alone (downsample).
             for residual, relu in ((False, True), (True, True), (False, False)):
                 x, r = _act(torch, n, c, h, dtype, True), _act(torch, n, c, h, dtype, True)
                 w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
-                stats = [torch.zeros(c), torch.ones(c), w, b]
-                res = r if residual else None
-                y = RT.batch_norm_act(x, res, *stats, training, 0.1, 1e-5, relu)
+                args = (w, b, torch.zeros(c), torch.ones(c), training, 0.1, 1e-5, relu)
+                if residual:
+                    y = ops.bn_add_act_fwd(x, r, *args)[0]
+                else:
+                    y = ops.bn_act_fwd(x, *args)[0]
                 y.backward(torch.empty_like(y))
         x, r = _act(torch, n, c, h, dtype, True), _act(torch, n, c, h, dtype, True)
-        y = RT.add_relu(x, r)
+        y = ops.add_relu_fwd(x, r)
         y.backward(torch.empty_like(y))
 
 

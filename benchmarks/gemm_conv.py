@@ -1,9 +1,9 @@
 """Training convolutions on the CPU: oneDNN (what F.conv2d and eager's
-backward run) vs the matrix-product path of resnet_fast/nn/gemm_conv.py, for
+backward run) vs the matrix-product path of resnet_fast/conv/gemm.py, for
 every distinct convolution of ResNet-50 at the given batch sizes and
 resolutions, forward and backward (grad_input + grad_weight), fp32,
 channels_last. The lean blocks make this comparison themselves at first use
-of each shape (gemm_conv.conv_path, a shorter measurement, which may also
+of each shape (training.conv_path, a shorter measurement, which may also
 pick Winograd for a 3x3 stride-1 convolution: benchmarks/winograd_conv.py); the table shows
 what that measurement picks next to which one this longer one found faster.
 
@@ -20,8 +20,9 @@ from torch import nn
 from resnet_fast.cli.environment import set_threads, steady_allocator
 from resnet_fast.cli.report import write_benchmark_json
 from resnet_fast.cli.timing import interleaved_ms, summarize
+from resnet_fast.conv import training
+from resnet_fast.conv.spec import ConvSpec
 from resnet_fast.models.plain import plain_model
-from resnet_fast.nn import gemm_conv
 
 _aten = torch.ops.aten
 CPU = torch.device("cpu")
@@ -48,7 +49,7 @@ def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
     cl = torch.channels_last
     x = torch.randn(shape).contiguous(memory_format=cl)
     w = torch.randn_like(conv.weight).contiguous(memory_format=cl)
-    spec = gemm_conv.ConvSpec(conv.stride, conv.padding, conv.dilation, conv.groups)
+    spec = ConvSpec(conv.stride, conv.padding, conv.dilation, conv.groups)
     out = torch.nn.functional.conv2d(x, w, None, *spec)
     g = torch.randn_like(out)
     mask = [True, True, False]
@@ -60,9 +61,9 @@ def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
 
     fns = {
         "onednn_fwd": lambda: torch.nn.functional.conv2d(x, w, None, *spec),
-        "gemm_fwd": lambda: gemm_conv._gemm_forward(x, w, None, spec),
+        "gemm_fwd": lambda: gemm.forward(x, w, None, spec),
         "onednn_bwd": onednn_backward,
-        "gemm_bwd": lambda: gemm_conv._gemm_backward(g, x, w, spec, mask),
+        "gemm_bwd": lambda: gemm.backward(g, x, w, spec, mask),
     }
     times = {k: summarize(v)["median_ms"] for k, v in interleaved_ms(fns, CPU, rounds, 3).items()}
     onednn = times["onednn_fwd"] + times["onednn_bwd"]
@@ -73,7 +74,7 @@ def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
         "stride": list(spec.stride),
         "pixels": out.shape[0] * out.shape[2] * out.shape[3],
         **{f"{k}_ms": v for k, v in times.items()},
-        "use_gemm_picks": "gemm" if gemm_conv.conv_path(x, w, spec) == "gemm" else "onednn",
+        "use_gemm_picks": "gemm" if training.conv_path(x, w, spec) == "gemm" else "onednn",
         "faster": "gemm" if gemm < onednn else "onednn",
         "fwd_bwd_speedup_of_gemm": onednn / gemm,
     }

@@ -22,13 +22,13 @@ from torch import nn
 
 import resnet_fast
 import resnet_fast.models as M
+from resnet_fast.conv import gemm
 from resnet_fast.models.plain import plain_model
-from resnet_fast.nn import gemm_conv
 from resnet_fast.profiling import saved_activations
 
 VARIANTS = ("lean", "lean-onednn", "standard", "eager")
 """lean-onednn: the lean blocks with every convolution on oneDNN (no GEMM
-path, nn/gemm_conv.py), which isolates the cost of the recomputation."""
+path, resnet_fast/conv/gemm.py), which isolates the cost of the recomputation."""
 
 
 def _model(name: str, variant: str) -> nn.Module:
@@ -40,12 +40,12 @@ def _model(name: str, variant: str) -> nn.Module:
 
 @contextlib.contextmanager
 def _gemm_mode(variant: str):
-    previous = gemm_conv.MODE
-    gemm_conv.MODE = "never" if variant == "lean-onednn" else previous
+    previous = gemm.MODE
+    gemm.MODE = "never" if variant == "lean-onednn" else previous
     try:
         yield
     finally:
-        gemm_conv.MODE = previous
+        gemm.MODE = previous
 
 
 def saved_bytes_per_image(name: str, variant: str, resolution: int = 224) -> int:

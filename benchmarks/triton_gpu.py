@@ -6,10 +6,10 @@ effective bandwidth next to the CUDA kernels'. Needs a CUDA GPU; writes JSON.
         [--json benchmarks/results/triton_<gpu>.json] [--skip-compile]
 
 Convolutions (ResNet-50 at 224x224, NHWC):
-  training:  triton conv + BN-statistics epilogue (triton_conv2d_stats)
+  training:  triton conv + BN-statistics epilogue (resnet_fast_triton.conv2d_stats)
              vs cuDNN conv followed by a separate statistics pass
              (torch.batch_norm_stats, the kernel F.batch_norm uses)
-  inference: triton conv + bias + ReLU epilogue (triton_conv2d)
+  inference: triton conv + bias + ReLU epilogue (resnet_fast_triton.conv2d)
              vs eager cuDNN conv(bias) + relu_ and vs
              torch.compile(mode="max-autotune") of the same
 Fused BN: bn_relu / bn_add_relu training forward + backward, GB/s of the
@@ -28,8 +28,10 @@ from triton.testing import do_bench
 
 import resnet_fast
 import resnet_fast.functional as RF
+import resnet_fast.triton.backend  # noqa: F401  (registers torch.ops.resnet_fast_triton)
 
 ops = torch.ops.resnet_fast
+triton_ops = torch.ops.resnet_fast_triton
 
 # (name, C_in, C_out, H_in, kernel, stride, padding): every distinct
 # ResNet-50 convolution (torchvision v1.5: stride on the 3x3).
@@ -77,7 +79,7 @@ def bench_conv(batch, dtype, name, cin, cout, h, k, stride, pad, compile_too):
     flops = 2 * batch * h_out * h_out * cout * cin * k * k
     row = {"name": name, "C_in": cin, "C_out": cout, "H": h, "k": k, "stride": stride}
 
-    row["train_triton_conv_stats_ms"] = _ms(lambda: ops.triton_conv2d_stats(x, w, None, *geometry))
+    row["train_triton_conv_stats_ms"] = _ms(lambda: triton_ops.conv2d_stats(x, w, None, *geometry))
     row["train_cudnn_conv_ms"] = _ms(lambda: F.conv2d(x, w, None, stride, pad))
 
     def cudnn_then_stats():
@@ -86,7 +88,7 @@ def bench_conv(batch, dtype, name, cin, cout, h, k, stride, pad, compile_too):
 
     row["train_cudnn_conv_then_stats_ms"] = _ms(cudnn_then_stats)
     row["infer_triton_conv_bias_relu_ms"] = _ms(
-        lambda: ops.triton_conv2d(x, w, b, None, *geometry, True)
+        lambda: triton_ops.conv2d(x, w, b, None, *geometry, True)
     )
     row["infer_cudnn_conv_bias_relu_ms"] = _ms(lambda: F.conv2d(x, w, b, stride, pad).relu_())
     if compile_too:

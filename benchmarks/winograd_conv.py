@@ -1,6 +1,6 @@
 """Inference 3x3 convolutions on the CPU: oneDNN's direct convolution (folded
 weight prepacked, bias + residual + ReLU fused: what eval-mode blocks run
-otherwise) vs the Winograd F(4x4, 3x3) op (resnet_fast/nn/winograd.py), for
+otherwise) vs the Winograd F(4x4, 3x3) op (resnet_fast/conv/winograd.py), for
 every stride-1 3x3 convolution shape of a CIFAR ResNet-18 at batch 64 and of
 a ResNet-18 at the given ImageNet-style configs; fp32, channels_last, with a
 residual add and ReLU in the epilogue. Each row also gives both paths' largest
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from resnet_fast.cli.environment import set_threads, steady_allocator
 from resnet_fast.cli.report import write_benchmark_json
 from resnet_fast.cli.timing import interleaved_ms, summarize
-from resnet_fast.nn import winograd
+from resnet_fast.conv import winograd
 
 CPU = torch.device("cpu")
 CL = torch.channels_last

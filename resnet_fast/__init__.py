@@ -13,11 +13,18 @@ Public API:
     resnet_fast.reference    the pure-PyTorch definitions (test oracle)
     resnet_fast.use_backend  context manager: "cpu", "cuda", "triton", "reference"
     resnet_fast.build_info   what this build contains
+
+Private subpackages: _native (building and loading the C++/CUDA library),
+_ops (the dispatch point and the ops' contract), conv (convolution
+algorithms), lean (memory-lean autograd nodes), graph_fusion (convert()'s
+graph route), triton (the Triton backend), cli (the resnet-fast command) and
+harness (its measurements).
 """
 
-from . import _ops, distributed, functional, models, nn, reference  # noqa: F401  (_ops: autograd, fakes)
-from ._backend import BACKENDS, current_backend, use_backend
+from . import distributed, functional, models, nn, reference  # noqa: F401
 from ._native import build_info
+from ._ops import contract  # noqa: F401  (autograd and fake kernels of torch.ops.resnet_fast)
+from ._ops.backends import BACKENDS, current_backend, use_backend
 from .convert import convert, revert
 from .nn.sync_batchnorm import convert_sync_batchnorm
 

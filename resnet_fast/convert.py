@@ -9,7 +9,7 @@ names alone:
 2. every other module's forward is traced (per child where the whole forward
    will not trace) and its BN -> ReLU, BN -> add -> ReLU and conv -> BN ->
    ReLU -> max-pool chains are replaced by fused calls, in a FusedGraph that
-   shares the module's tensors (nn/graph_module.py).
+   shares the module's tensors (graph_fusion/graph_module.py).
 
 What cannot be proven safe is left alone, with the reason in the report.
 """
@@ -22,12 +22,12 @@ from torch import nn
 from .graph_fusion import TraceFailed
 from .graph_fusion.blocks import torchvision_dataflow
 from .graph_fusion.chains import NORMS
+from .graph_fusion.graph_module import FusedGraph
 from .models.plain import BasicBlock as PlainBasicBlock
 from .models.plain import Bottleneck as PlainBottleneck
 from .nn.batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, fuse_block_norms, unfuse_batchnorm
 from .nn.blocks import BasicBlock, Bottleneck
-from .nn.graph_module import FusedGraph
-from .nn.lean import DEFAULT_MEMORY, check_memory_mode
+from .nn.memory import DEFAULT_MEMORY, check_memory_mode
 
 log = logging.getLogger("resnet_fast")
 
@@ -218,7 +218,7 @@ def convert(
             is logged on the "resnet_fast" logger either way.
         memory: "auto" (default), "lean" or "standard": what fast blocks
             and fused stems keep for backward (see
-            resnet_fast.nn.lean.MEMORY_MODES).
+            resnet_fast.nn.memory.MEMORY_MODES).
 
     Returns:
         The converted model.

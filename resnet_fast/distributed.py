@@ -35,9 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import _checks
-from ._numerics import acc_dtype, merge_moments, update_running_stats
-from ._stage_ops import stages_for
+from ._ops import checks
+from ._ops.backends import backend_for
+from ._ops.numerics import acc_dtype, merge_moments, update_running_stats
 
 __all__ = ["combine_stats", "sync_batch_norm", "sync_world_size"]
 
@@ -133,10 +133,10 @@ class _SyncBatchNormAct(torch.autograd.Function):
 def _check(input, residual, running_mean, running_var, weight, bias) -> None:
     # check_batch_norm without its one-value-per-channel rule: that one
     # applies to the global batch, checked once it is known.
-    _checks.check_activation(input, "input")
+    checks.check_activation(input, "input")
     if residual is not None:
-        _checks.check_like(residual, "residual", input, "input")
-    _checks.check_channel_vectors(
+        checks.check_like(residual, "residual", input, "input")
+    checks.check_channel_vectors(
         input.shape[1],
         input.device,
         f"the channels of input {tuple(input.shape)}",
@@ -197,5 +197,5 @@ def sync_batch_norm(
     _check(input, residual, running_mean, running_var, weight, bias)
     return _SyncBatchNormAct.apply(
         input, residual, weight, bias, running_mean, running_var,
-        float(momentum), float(eps), bool(relu), process_group, stages_for(input.device),
+        float(momentum), float(eps), bool(relu), process_group, backend_for(input.device).ops,
     )  # fmt: skip

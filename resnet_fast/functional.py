@@ -11,43 +11,15 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _backend, _checks, reference
-from ._conv_eval import conv_folded_act, fold_bn
+from ._ops import checks
+from ._ops.backends import backend_for
+from ._ops.fused import add_relu as _add_relu
+from ._ops.fused import batch_norm_act
+from .conv.folded import conv_folded_act, fold_bn
 
 __all__ = ["batch_norm_relu", "batch_norm_add_relu", "add_relu", "conv_bn_relu", "fold_bn"]
 
 _IntOr2 = int | Sequence[int]
-
-
-def _batch_norm_act(
-    input: Tensor,
-    residual: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-    relu: bool,
-) -> Tensor:
-    """act(batch_norm(input) [+ residual]), act = ReLU or identity: the entry
-    of the public BN functions and of the fused BN modules (a block's BNs
-    outside its lean node: memory "standard", or a downsample BN without
-    ReLU). Arguments as in batch_norm_add_relu."""
-    _checks.check_batch_norm(input, residual, running_mean, running_var, weight, bias, training)
-    _checks.check_finite_nonneg("eps", eps)
-    _checks.check_finite_nonneg("momentum", momentum)
-    backend = _backend.resolve(input.device)
-    if backend == "reference":
-        return reference.batch_norm_act(
-            input, running_mean, running_var, weight, bias, training, momentum, eps, relu, residual
-        )
-    ops = _backend.op_namespace(backend)
-    args = (weight, bias, running_mean, running_var, training, float(momentum), float(eps), relu)
-    if residual is None:
-        return ops.bn_act_fwd(input, *args)[0]
-    return ops.bn_add_act_fwd(input, residual, *args)[0]
 
 
 def batch_norm_relu(
@@ -77,7 +49,7 @@ def batch_norm_relu(
     Returns:
         [N, C, H, W], the dtype and memory format of ``input``.
     """
-    return _batch_norm_act(
+    return batch_norm_act(
         input, None, running_mean, running_var, weight, bias, training, momentum, eps, True
     )
 
@@ -105,7 +77,7 @@ def batch_norm_add_relu(
     Returns:
         [N, C, H, W], the dtype and memory format of ``input``.
     """
-    return _batch_norm_act(
+    return batch_norm_act(
         input, residual, running_mean, running_var, weight, bias, training, momentum, eps, True
     )
 
@@ -120,15 +92,7 @@ def add_relu(input: Tensor, other: Tensor) -> Tensor:
     Returns:
         relu(input + other), laid out like ``input``.
     """
-    if not isinstance(input, Tensor):
-        raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
-    if input.dtype not in _checks._FLOAT_DTYPES:
-        raise TypeError(f"input must be float32, float64, float16 or bfloat16, got {input.dtype}")
-    _checks.check_like(other, "other", input, "input")
-    backend = _backend.resolve(input.device)
-    if backend == "reference":
-        return reference.add_relu(input, other)
-    return _backend.op_namespace(backend).add_relu_fwd(input, other)
+    return _add_relu(input, other)
 
 
 def conv_bn_relu(
@@ -171,36 +135,27 @@ def conv_bn_relu(
     Returns:
         [N, C_out, H_out, W_out].
     """
-    _checks.check_activation(input, "input")
-    _checks.check_finite_nonneg("eps", eps)
-    _checks.check_finite_nonneg("momentum", momentum)
+    checks.check_activation(input, "input")
+    checks.check_finite_nonneg("eps", eps)
+    checks.check_finite_nonneg("momentum", momentum)
     if not isinstance(conv_weight, Tensor) or conv_weight.dim() != 4:
         raise ValueError(
             "conv_weight must be a 4-D tensor [C_out, C_in / groups, kH, kW], got "
             f"{getattr(conv_weight, 'shape', conv_weight)}"
         )
-    if _backend.resolve(input.device) == "triton" and (training or running_mean is not None):
-        from . import triton as _triton
-
-        return _triton.conv_bn_act(
+    fused_conv = backend_for(input.device).conv_bn_act
+    if fused_conv is not None and (training or running_mean is not None):
+        return fused_conv(
             input, conv_weight, conv_bias, stride, padding, dilation, groups, residual,
             running_mean, running_var, bn_weight, bn_bias, training, momentum, eps, relu,
         )  # fmt: skip
     if training or running_mean is None:
         y = F.conv2d(input, conv_weight, conv_bias, stride, padding, dilation, groups)
-        return _batch_norm_act(
-            y,
-            residual,
-            running_mean,
-            running_var,
-            bn_weight,
-            bn_bias,
-            training,
-            momentum,
-            eps,
+        return batch_norm_act(
+            y, residual, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps,
             relu,
-        )
-    _checks.check_channel_vectors(
+        )  # fmt: skip
+    checks.check_channel_vectors(
         conv_weight.shape[0],
         conv_weight.device,
         f"the output channels of conv_weight {tuple(conv_weight.shape)}",
@@ -214,5 +169,5 @@ def conv_bn_relu(
         conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias, eps
     )
     return conv_folded_act(
-        input, weight, bias, stride, padding, dilation, groups, residual, relu, add_relu
+        input, weight, bias, stride, padding, dilation, groups, residual, relu, _add_relu
     )

@@ -12,8 +12,8 @@ from helpers import channel_params, make_activation, randn
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-import resnet_fast.functional as RF
 from resnet_fast import reference
+from resnet_fast._ops.fused import batch_norm_act
 
 # ReLU boundary: elements whose fp64 pre-activation is this close to 0 may
 # flip between implementations. They get a zero upstream gradient (so masks
@@ -111,7 +111,7 @@ class BnCase:
 
     def run_ours(self, grad_out) -> Result:
         def fn(t, rm, rv):
-            return RF._batch_norm_act(
+            return batch_norm_act(
                 t["x"], t["residual"], rm, rv, t["weight"], t["bias"],
                 self.training, self.momentum, self.eps, self.relu,
             )  # fmt: skip

@@ -4,7 +4,7 @@ Every backend runs the same parametrized tests: the `backend` parameter lists
 them, and those that cannot run here (no GPU, not built) are skipped with the
 reason. Outputs are NaN-poisoned by the kernels before they are written
 (RESNET_FAST_POISON_OUTPUTS=1), so an element a kernel skips fails the test.
-Choices that resnet_fast measures on the machine (nn/measured.py) are not
+Choices that resnet_fast measures on the machine (resnet_fast/conv/measured.py) are not
 measured (RESNET_FAST_MEASURE=0): every test sees the same paths whatever the
 machine's timing; tests/test_measured.py checks the measured choices.
 

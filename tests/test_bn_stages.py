@@ -2,7 +2,7 @@
 one process: composed as synchronized BN composes them, they must give the
 fp64 reference's output and gradients, on every backend (the C++ ops on the
 CPU, the CUDA ops, the Triton ops, and the reference backend's pure-PyTorch
-functions); plus torch.compile, combine_stats and the selection of the stages (opcheck:
+ops); plus torch.compile, combine_stats and the selection of the stages (opcheck:
 test_op_contracts.py).
 The multi-process behaviour is in test_distributed.py."""
 
@@ -11,8 +11,10 @@ import torch
 from helpers import LAYOUTS, assert_close, channel_params, make_activation
 
 import resnet_fast
-from resnet_fast import _backend, _stage_ops, reference
+from resnet_fast import reference
+from resnet_fast._ops.backends import backend_for
 from resnet_fast.distributed import combine_stats
+from resnet_fast.triton.interpreter import triton_interpreting
 
 ops = torch.ops.resnet_fast
 # The native ops on each device (opcheck, torch.compile).
@@ -23,7 +25,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 def stages(backend):
     """(the stage ops of the forced backend, its device)."""
     name, device = backend
-    return _stage_ops.stages_for(torch.device(device)), device
+    return backend_for(torch.device(device)).ops, device
 
 
 SHAPES = [(3, 67, 5, 7), (6, 48, 1, 1), (2, 20, 9, 4)]
@@ -174,9 +176,9 @@ def test_combine_stats_equals_the_statistics_of_the_union(sizes, gen):
 
 def test_each_backend_has_its_stages():
     cpu = torch.device("cpu")
-    assert _stage_ops.stages_for(cpu) is ops
+    assert backend_for(cpu).ops is ops
     with resnet_fast.use_backend("reference"):
-        assert _stage_ops.stages_for(cpu) is _stage_ops.EAGER
-    if _backend.triton_interpreting():
+        assert backend_for(cpu).ops is torch.ops.resnet_fast_reference
+    if triton_interpreting():
         with resnet_fast.use_backend("triton"):
-            assert _stage_ops.stages_for(cpu) is torch.ops.resnet_fast_triton
+            assert backend_for(cpu).ops is torch.ops.resnet_fast_triton

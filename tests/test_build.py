@@ -100,8 +100,9 @@ from pathlib import Path  # noqa: E402
 
 import torch.nn.functional as F  # noqa: E402
 
-from resnet_fast import _conv_eval, _native_build  # noqa: E402
-from resnet_fast import _extension_spec as spec  # noqa: E402
+from resnet_fast._native import build as native_build  # noqa: E402
+from resnet_fast._native import spec  # noqa: E402
+from resnet_fast.conv import folded  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,7 +192,7 @@ def test_isolated_build_makes_a_pure_wheel_with_the_sources(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for rel in spec.all_source_files(str(REPO)):
         assert f"resnet_fast/{rel}" in names
-    assert "resnet_fast/_native_build.py" in names
+    assert "resnet_fast/_native/build.py" in names
     assert not [n for n in names if n.endswith(".so")]
 
 
@@ -205,8 +206,8 @@ def test_shipped_sources_load_from_the_cache(tmp_path):
         ignore=shutil.ignore_patterns("*.so", "__pycache__"),
     )
     shutil.copytree(REPO / "csrc", site / "resnet_fast" / "csrc")
-    key = _native_build.build_plan(str(REPO))["key"]
-    assert _native_build.build_plan(str(site / "resnet_fast"))["key"] == key
+    key = native_build.build_plan(str(REPO))["key"]
+    assert native_build.build_plan(str(site / "resnet_fast"))["key"] == key
     cached = tmp_path / "cache" / key
     cached.mkdir(parents=True)
     shutil.copyfile(resnet_fast._C.__file__, cached / "_C.so")
@@ -224,14 +225,14 @@ def test_shipped_sources_load_from_the_cache(tmp_path):
     # A changed source is another build: another key.
     header = site / "resnet_fast" / "csrc" / "common" / "checks.h"
     header.write_text(header.read_text() + "\n")
-    assert _native_build.build_plan(str(site / "resnet_fast"))["key"] != key
+    assert native_build.build_plan(str(site / "resnet_fast"))["key"] != key
 
 
 def test_one_pixel_residual_conv_runs_unfused_where_onednn_cannot(monkeypatch):
     """torch < 2.13: oneDNN's conv + sum post-op fails on 1x1 inputs; those
     calls run unfused, with one warning, and give the same result."""
-    monkeypatch.setattr(_conv_eval, "_BINARY_NEEDS_2PX", True)
-    monkeypatch.setattr(_conv_eval, "_warned_1px", False)
+    monkeypatch.setattr(folded, "_BINARY_NEEDS_2PX", True)
+    monkeypatch.setattr(folded, "_warned_1px", False)
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(8, 6, 1, 1, generator=g), torch.randn(8, generator=g)
 
@@ -240,9 +241,7 @@ def test_one_pixel_residual_conv_runs_unfused_where_onednn_cannot(monkeypatch):
         r = torch.randn(2, 8, hw, hw, generator=g)
         with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            y = _conv_eval.conv_folded_act(
-                x, w, b, 1, 0, 1, 1, r, True, lambda a, c: torch.relu(a + c)
-            )
+            y = folded.conv_folded_act(x, w, b, 1, 0, 1, 1, r, True, lambda a, c: torch.relu(a + c))
         expected = torch.relu(F.conv2d(x.double(), w.double(), b.double()) + r.double())
         torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
         return [str(c.message) for c in caught]

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import resnet_fast
+from resnet_fast.graph_fusion.graph_module import FusedGraph
 from resnet_fast.models.plain import BasicBlock as PlainBasicBlock
 from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import BasicBlock, BatchNormAddReLU2d, BatchNormReLU2d, Bottleneck
-from resnet_fast.nn.graph_module import FusedGraph
 
 
 def test_converts_blocks_and_stem_without_copying():

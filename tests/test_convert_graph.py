@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast
+from resnet_fast.graph_fusion.graph_module import FusedGraph
 from resnet_fast.models.plain import BasicBlock as PlainBasicBlock
 from resnet_fast.models.plain import plain_model
 from resnet_fast.nn import BasicBlock
-from resnet_fast.nn.graph_module import FusedGraph
 from resnet_fast.profiling import saved_activations
 
 _ATEN_BN = {"native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",

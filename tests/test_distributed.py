@@ -39,8 +39,8 @@ from helpers import assert_close, max_abs_err
 from torch import nn
 
 import resnet_fast
-import resnet_fast.functional as RF
 from resnet_fast import reference
+from resnet_fast._ops.fused import batch_norm_act
 from resnet_fast.distributed import sync_batch_norm
 from resnet_fast.nn import (
     BatchNormAddReLU2d,
@@ -125,7 +125,7 @@ def _fused_one_process(case: SyncCase) -> dict:
     synchronized result must equal it but for fp32 summation order."""
 
     def fn(x, residual, rm, rv, w, b, momentum):
-        return RF._batch_norm_act(x, residual, rm, rv, w, b, True, momentum, 1e-5, case.relu)
+        return batch_norm_act(x, residual, rm, rv, w, b, True, momentum, 1e-5, case.relu)
 
     return _single_process(case, DTYPES[case.dtype], fn)
 

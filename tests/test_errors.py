@@ -342,7 +342,7 @@ triton_op = pytest.mark.triton
 def test_triton_ops_check_their_arguments():
     from triton_support import TRITON_DEVICE as dev
 
-    import resnet_fast.triton  # noqa: F401  (registers the ops)
+    import resnet_fast.triton.backend  # noqa: F401  (registers the ops)
 
     t = torch.ops.resnet_fast_triton
     x, g = torch.randn(2, 8, 3, 3, device=dev), torch.randn(2, 8, 3, 3, device=dev)
@@ -363,20 +363,20 @@ def test_triton_ops_check_their_arguments():
         t.add_relu_bwd(x[:1], x)
     w = torch.randn(4, 8, 3, 3, device=dev)
     with pytest.raises(ValueError, match="groups=3 does not fit input"):
-        ops.triton_conv2d(x, w, None, None, [1], [1], [1], 3, False)
+        torch.ops.resnet_fast_triton.conv2d(x, w, None, None, [1], [1], [1], 3, False)
     with pytest.raises(ValueError, match="stride must be >= 1"):
-        ops.triton_conv2d_stats(x, w, None, [0], [1], [1], 1)
+        torch.ops.resnet_fast_triton.conv2d_stats(x, w, None, [0], [1], [1], 1)
     with pytest.raises(ValueError, match="smaller than the"):
-        ops.triton_conv2d(x, w, None, None, [1], [0], [2], 1, False)
+        torch.ops.resnet_fast_triton.conv2d(x, w, None, None, [1], [0], [2], 1, False)
     with pytest.raises(ValueError, match="residual must have the shape of the output"):
-        ops.triton_conv2d(x, w, None, x, [1], [1], [1], 1, False)
+        torch.ops.resnet_fast_triton.conv2d(x, w, None, x, [1], [1], [1], 1, False)
 
 
 @triton_op
 def test_triton_bn_stats_of_empty_batches():
     from triton_support import TRITON_DEVICE as dev
 
-    import resnet_fast.triton  # noqa: F401
+    import resnet_fast.triton.backend  # noqa: F401
 
     for shape in [(0, 0, 0, 0), (0, 3, 2, 2), (2, 0, 3, 3), (2, 3, 0, 4)]:
         mean, var = torch.ops.resnet_fast_triton.bn_stats(torch.empty(shape, device=dev))
@@ -389,11 +389,11 @@ def test_triton_conv2d_stats_of_float64_are_float64_accurate():
     # The partial statistics were float32 whatever the input.
     from triton_support import TRITON_DEVICE as dev
 
-    import resnet_fast.triton  # noqa: F401
+    import resnet_fast.triton.backend  # noqa: F401
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64).to(dev) + 0.3
     w = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64).to(dev)
-    out, mean, var = ops.triton_conv2d_stats(x, w, None, [1], [1], [1], 1)
+    out, mean, var = torch.ops.resnet_fast_triton.conv2d_stats(x, w, None, [1], [1], [1], 1)
     var_e, mean_e = torch.var_mean(out, dim=(0, 2, 3), correction=0)
     assert (mean - mean_e).abs().max() < 1e-12 and (var - var_e).abs().max() < 1e-10

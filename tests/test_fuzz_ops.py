@@ -4,7 +4,7 @@ Every op is called with random valid and invalid arguments: shapes (empty
 batches and maps included), strides (channels_last, sliced, expanded),
 storage offsets, dtypes, optional arguments (None weight/bias/running stats)
 and flags. Each call either matches resnet_fast.reference in float64 (the
-stage ops: their pure-PyTorch twins in resnet_fast._stage_ops, in float64)
+stage ops: their pure-PyTorch twins, the reference backend's ops, in float64)
 with outputs of the expected shapes and dtypes, or raises a clean
 RuntimeError/ValueError/TypeError whose message names the bad argument,
 leaving the running statistics as they were. A crash or a read out of bounds
@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from triton_support import TRITON_SKIP_REASON
 
-from resnet_fast import _stage_ops, reference
+from resnet_fast import reference
+from resnet_fast._ops.backends import REFERENCE
 
 ops = torch.ops.resnet_fast
 
@@ -492,7 +493,7 @@ def test_bn_stage_ops(data, case, op, residual):
         return expect_refusal(calls[op], argument, [])
     event("valid")
     result = calls[op]()
-    T = _stage_ops.EAGER
+    T = REFERENCE.ops
     x64, w64, b64, g64, r64 = (_f64(k[n]) for n in ("input", "weight", "bias", "grad", "residual"))
     mean, invstd64 = k["mean"], k["invstd"].double()
     dtype, acc, c = k["dtype"], acc_of(k["dtype"]), _c(k)
@@ -511,9 +512,12 @@ def test_bn_stage_ops(data, case, op, residual):
         close(result, expected, dtype, "grad_input")
     else:
         res = r64 if op == "bn_add_act_bwd_reduce" else None
-        sum_g, sum_gx, g_res = T.bn_add_act_bwd_reduce(
-            g64, x64, res, w64, b64, mean, invstd64, k["relu"]
-        )
+        if res is None:
+            sum_g, sum_gx = T.bn_act_bwd_reduce(g64, x64, w64, b64, mean, invstd64, k["relu"])
+        else:
+            sum_g, sum_gx, g_res = T.bn_add_act_bwd_reduce(
+                g64, x64, res, w64, b64, mean, invstd64, k["relu"]
+            )
         assert result[0].dtype == result[1].dtype == acc and result[0].shape == (c,)
         close(result[0], sum_g, dtype, "sum_g")
         close(result[1], sum_gx, dtype, "sum_gx")
@@ -674,7 +678,7 @@ TRITON_BN_OPS = ["stats", "act_fwd", "add_act_fwd", "act_bwd", "add_act_bwd"]
     op=st.sampled_from(TRITON_BN_OPS),
 )
 def test_triton_bn_ops(data, case, op):
-    import resnet_fast.triton  # noqa: F401  (registers the ops)
+    import resnet_fast.triton.backend  # noqa: F401  (registers the ops)
 
     if case["training"] and count_of(case) == 1:
         case["training"] = False
@@ -741,7 +745,7 @@ def test_triton_bn_ops(data, case, op):
 @fuzz_settings(20)
 @given(case=elementwise_case())
 def test_triton_add_relu_ops(case):
-    import resnet_fast.triton  # noqa: F401
+    import resnet_fast.triton.backend  # noqa: F401
 
     t = torch.ops.resnet_fast_triton
     check_add_relu(t.add_relu_fwd, t.add_relu_bwd, *case)
@@ -779,7 +783,7 @@ def conv_case(draw):
 def test_triton_conv_ops(data):
     import torch.nn.functional as F
 
-    import resnet_fast.triton  # noqa: F401
+    import resnet_fast.triton.backend  # noqa: F401
 
     k, defect = data
     x, w = k["input"], k["weight"]
@@ -813,8 +817,8 @@ def test_triton_conv_ops(data):
 
     def call():
         if k["stats"]:
-            return ops.triton_conv2d_stats(x, w, k["bias"], g["stride"], g["padding"], g["dilation"], g["groups"])  # fmt: skip
-        return ops.triton_conv2d(x, w, k["bias"], residual, g["stride"], g["padding"], g["dilation"], g["groups"], k["relu"])  # fmt: skip
+            return torch.ops.resnet_fast_triton.conv2d_stats(x, w, k["bias"], g["stride"], g["padding"], g["dilation"], g["groups"])  # fmt: skip
+        return torch.ops.resnet_fast_triton.conv2d(x, w, k["bias"], residual, g["stride"], g["padding"], g["dilation"], g["groups"], k["relu"])  # fmt: skip
 
     if defect is not None or expected is None:
         # Two bad arguments at once (a defect in an input PyTorch refuses):

@@ -1,4 +1,4 @@
-"""Convolutions as matrix products (resnet_fast/nn/gemm_conv.py): the GEMM
+"""Convolutions as matrix products (resnet_fast/conv/gemm.py, training.py): the GEMM
 path against oneDNN's convolution and its backward in float64, for every
 kind of ResNet convolution, and how the measured choice between the two is
 wired."""
@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_fast.nn import gemm_conv, measured, winograd
+from resnet_fast.conv import gemm, measured, training, winograd
+from resnet_fast.conv.spec import ConvSpec, output_hw
 
 CL = torch.channels_last
 _aten = torch.ops.aten
@@ -43,25 +44,25 @@ def _case(kind, shape, gen):
         x,
         weight.contiguous(memory_format=CL),
         bias,
-        gemm_conv.ConvSpec((s, s), (p, p), (d, d), 1),
+        ConvSpec((s, s), (p, p), (d, d), 1),
     )
 
 
 def _valid(x, weight, spec):
-    return min(gemm_conv._output_hw(x, weight, spec)) > 0
+    return min(output_hw(x, weight, spec)) > 0
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("kind", list(CONVS))
 def test_gemm_path_matches_onednn_in_float64(kind, shape, monkeypatch):
-    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    monkeypatch.setattr(gemm, "MODE", "always")
     gen = torch.Generator().manual_seed(hash((kind, shape)) % 2**31)
     x, weight, bias, spec = _case(kind, shape, gen)
     if not _valid(x, weight, spec):
         pytest.skip("no output pixels at this size")
-    assert gemm_conv.conv_path(x, weight, spec) == "gemm"
+    assert training.conv_path(x, weight, spec) == "gemm"
     want = F.conv2d(x, weight, bias, spec.stride, spec.padding, spec.dilation)
-    got = gemm_conv.conv2d(x, weight, bias, spec)
+    got = training.conv2d(x, weight, bias, spec)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert got.is_contiguous(memory_format=CL)
 
@@ -70,7 +71,7 @@ def test_gemm_path_matches_onednn_in_float64(kind, shape, monkeypatch):
         grad, x, weight, [bias.shape[0]], spec.stride, spec.padding, spec.dilation, False,
         [0, 0], 1, [True, True, True],
     )  # fmt: skip
-    got_grads = gemm_conv.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
+    got_grads = training.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
     for name, g, w in zip(("input", "weight", "bias"), got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-11, atol=1e-11, msg=f"grad {name}")
     # The weight gradient comes in the weight's own (channels_last) layout, so
@@ -83,12 +84,12 @@ def test_gemm_path_matches_onednn_in_float64(kind, shape, monkeypatch):
 
 
 def test_backward_computes_only_what_the_mask_asks_for(monkeypatch):
-    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    monkeypatch.setattr(gemm, "MODE", "always")
     x, weight, bias, spec = _case("3x3-s2", SHAPES[0], torch.Generator().manual_seed(3))
-    grad = torch.randn_like(gemm_conv.conv2d(x, weight, None, spec))
-    full = gemm_conv.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
+    grad = torch.randn_like(training.conv2d(x, weight, None, spec))
+    full = training.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
     for mask in [(True, False, False), (False, True, False), (False, False, True)]:
-        got = gemm_conv.conv2d_backward(grad, x, weight, bias, spec, mask)
+        got = training.conv2d_backward(grad, x, weight, bias, spec, mask)
         for wanted, g, f in zip(mask, got, full, strict=True):
             if wanted:
                 torch.testing.assert_close(g, f, rtol=0, atol=0)
@@ -97,19 +98,19 @@ def test_backward_computes_only_what_the_mask_asks_for(monkeypatch):
 
 
 def test_gradcheck_through_the_gemm_path(monkeypatch):
-    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    monkeypatch.setattr(gemm, "MODE", "always")
     x, weight, bias, spec = _case("3x3-s2", (2, 5, 5, 4, 3), torch.Generator().manual_seed(4))
 
     class Conv(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, weight, bias):
             ctx.save_for_backward(x, weight, bias)
-            return gemm_conv.conv2d(x, weight, bias, spec)
+            return training.conv2d(x, weight, bias, spec)
 
         @staticmethod
         def backward(ctx, grad):
             x, weight, bias = ctx.saved_tensors
-            return gemm_conv.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
+            return training.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
 
     inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
     assert torch.autograd.gradcheck(Conv.apply, inputs)
@@ -119,7 +120,7 @@ def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):
     x = torch.randn(n, c_in, hw, hw, dtype=dtype).contiguous(memory_format=fmt)
     weight = torch.randn(c_out, c_in, k, k, dtype=dtype)
     pad = k // 2
-    return x, weight, gemm_conv.ConvSpec((stride, stride), (pad, pad), (1, 1), 1)
+    return x, weight, ConvSpec((stride, stride), (pad, pad), (1, 1), 1)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,7 @@ def test_auto_takes_the_measured_faster_path(gemm_ms, winograd_ms, expected, mon
     """With measurement on, conv_path takes what the timing of every path
     says (oneDNN unless another is faster by more than the margin); the
     timings are injected, so the test does not depend on this machine."""
-    monkeypatch.setattr(gemm_conv, "MODE", "auto")
+    monkeypatch.setattr(gemm, "MODE", "auto")
     monkeypatch.setattr(measured, "ENABLED", True)
     monkeypatch.setattr(measured, "_choices", {})
     timed = []
@@ -141,8 +142,8 @@ def test_auto_takes_the_measured_faster_path(gemm_ms, winograd_ms, expected, mon
 
     monkeypatch.setattr(measured, "_interleaved_medians", fake_medians)
     args = _conv_args(16, 512, 2, 512, 3)
-    assert gemm_conv.conv_path(*args) == expected
-    assert gemm_conv.conv_path(*args) == expected  # remembered: timed once
+    assert training.conv_path(*args) == expected
+    assert training.conv_path(*args) == expected  # remembered: timed once
     assert timed == [["gemm", "onednn", "winograd"]]
 
 
@@ -155,34 +156,34 @@ def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
     want = _aten.convolution_backward(
         grad, x, weight, None, spec.stride, spec.padding, spec.dilation, False, [0, 0], 1, mask
     )
-    got = gemm_conv._gemm_backward(grad, x, weight, spec, mask)
+    got = gemm.backward(grad, x, weight, spec, mask)
     for g, w in zip(got[:2], want[:2], strict=True):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(
-        gemm_conv._gemm_forward(x, weight, None, spec),
+        gemm.forward(x, weight, None, spec),
         F.conv2d(x, weight, None, spec.stride, spec.padding),
         rtol=1e-12,
         atol=1e-12,
     )
-    assert sorted(gemm_conv._candidates(x, weight, spec, True, False)) == ["gemm", "onednn"]
+    assert sorted(training._candidates(x, weight, spec, True, False)) == ["gemm", "onednn"]
 
 
 def test_auto_without_measurement_and_large_patches_take_onednn(monkeypatch):
-    monkeypatch.setattr(gemm_conv, "MODE", "auto")
+    monkeypatch.setattr(gemm, "MODE", "auto")
     monkeypatch.setattr(measured, "_choices", {})
     monkeypatch.setattr(measured, "ENABLED", False)
-    assert gemm_conv.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
+    assert training.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
     # Measurement on, but the patch matrix would exceed MAX_PATCH_BYTES (and
     # Winograd is off): no timing at all.
     monkeypatch.setattr(measured, "ENABLED", True)
     monkeypatch.setattr(winograd, "ENABLED", False)
-    monkeypatch.setattr(gemm_conv, "MAX_PATCH_BYTES", 1000)
+    monkeypatch.setattr(gemm, "MAX_PATCH_BYTES", 1000)
 
     def no_timing(candidates):
         raise AssertionError("measured a convolution over the patch limit")
 
     monkeypatch.setattr(measured, "_interleaved_medians", no_timing)
-    assert gemm_conv.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
+    assert training.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +191,7 @@ def test_auto_without_measurement_and_large_patches_take_onednn(monkeypatch):
     ["nchw", "bfloat16", "autocast", "groups", "mode never", "empty batch"],
 )
 def test_the_gemm_path_is_not_taken_where_it_does_not_apply(why, monkeypatch):
-    monkeypatch.setattr(gemm_conv, "MODE", "always")
+    monkeypatch.setattr(gemm, "MODE", "always")
     x, weight, spec = _conv_args(16, 2048, 2, 512, 1)
     if why == "nchw":
         x = x.contiguous()
@@ -199,21 +200,21 @@ def test_the_gemm_path_is_not_taken_where_it_does_not_apply(why, monkeypatch):
     elif why == "groups":
         spec, weight = spec._replace(groups=2), weight[:, :1024]
     elif why == "mode never":
-        monkeypatch.setattr(gemm_conv, "MODE", "never")
+        monkeypatch.setattr(gemm, "MODE", "never")
     elif why == "empty batch":
         x = x[:0]
     context = torch.autocast("cpu", dtype=torch.bfloat16) if why == "autocast" else nullcontext()
     with context:
-        assert gemm_conv.conv_path(x, weight, spec) == "onednn"
+        assert training.conv_path(x, weight, spec) == "onednn"
         # conv2d still computes the convolution, through F.conv2d.
-        got = gemm_conv.conv2d(x, weight, None, spec)
+        got = training.conv2d(x, weight, None, spec)
         want = F.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation, spec.groups)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_a_bad_mode_in_the_environment_is_refused():
     proc = subprocess.run(
-        [sys.executable, "-c", "import resnet_fast.nn.gemm_conv"],
+        [sys.executable, "-c", "import resnet_fast.conv.gemm"],
         env={**os.environ, "RESNET_FAST_CPU_GEMM_CONV": "sometimes"},
         capture_output=True,
         text=True,

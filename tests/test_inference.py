@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import resnet_fast.models as M
+from resnet_fast.conv import inference
 from resnet_fast.models.plain import plain_model
-from resnet_fast.nn import folding
 
 
 def _pair(name="resnet18", dtype=torch.float32):
@@ -172,8 +172,8 @@ def fold_calls(monkeypatch):
 
         return wrapper
 
-    monkeypatch.setattr(folding, "fold_bn", counting("fold", folding.fold_bn))
-    monkeypatch.setattr(folding, "pack_for_onednn", counting("pack", folding.pack_for_onednn))
+    monkeypatch.setattr(inference, "fold_bn", counting("fold", inference.fold_bn))
+    monkeypatch.setattr(inference, "pack_for_onednn", counting("pack", inference.pack_for_onednn))
     return counts
 
 
@@ -228,7 +228,7 @@ def test_autocast_bf16_inference_on_a_fresh_model(serving):
 
 
 def test_inference_tensor_weights_are_refolded_every_call_with_a_warning(fold_calls, monkeypatch):
-    monkeypatch.setattr(folding, "_warned_inference_weights", False)
+    monkeypatch.setattr(inference, "_warned_inference_weights", False)
     torch.manual_seed(0)
     with torch.inference_mode():
         fast = M.resnet20(num_classes=10).eval()

@@ -1,4 +1,4 @@
-"""Memory-lean blocks (resnet_fast.nn.lean): the same numerics as the
+"""Memory-lean blocks (resnet_fast.lean): the same numerics as the
 reference blocks, and fewer saved activation bytes, counted exactly."""
 
 import copy
@@ -9,12 +9,12 @@ from torch import nn
 from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
 import resnet_fast
+from resnet_fast.conv import gemm
 from resnet_fast.models import plain
 from resnet_fast.models.cifar import PadShortcut
 from resnet_fast.models.plain import plain_model
-from resnet_fast.nn import BasicBlock, Bottleneck, gemm_conv
+from resnet_fast.nn import BasicBlock, Bottleneck, set_memory
 from resnet_fast.nn.blocks import conv1x1
-from resnet_fast.nn.lean import set_memory
 from resnet_fast.profiling import saved_activations
 
 # (block, inplanes, planes, stride, shortcut, groups, base_width, dilation)
@@ -56,7 +56,7 @@ def _grads(module):
 
 
 # How the lean node's convolutions run on the CPU: oneDNN on NCHW, oneDNN on
-# channels_last, and every eligible convolution as a matrix product (nn/gemm_conv.py).
+# channels_last, and every eligible convolution as a matrix product (resnet_fast/conv/gemm.py).
 CONV_PATHS = {
     "nchw": (torch.contiguous_format, "auto"),
     "channels_last-onednn": (torch.channels_last, "never"),
@@ -68,7 +68,7 @@ CONV_PATHS = {
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_lean_block_matches_the_reference_in_float64(name, path, monkeypatch):
     fmt, gemm_mode = CONV_PATHS[path]
-    monkeypatch.setattr(gemm_conv, "MODE", gemm_mode)
+    monkeypatch.setattr(gemm, "MODE", gemm_mode)
     fast, ref = _blocks(BLOCKS[name])
     gen = torch.Generator().manual_seed(1)
     for step in range(2):  # two steps: running stats and num_batches_tracked evolve
@@ -169,7 +169,7 @@ def test_standard_and_lean_agree_under_autocast_and_channels_last():
 @pytest.mark.parametrize("path", ["nchw", "channels_last-gemm"])
 def test_lean_block_compiles_fullgraph(path, monkeypatch):
     fmt, gemm_mode = CONV_PATHS[path]
-    monkeypatch.setattr(gemm_conv, "MODE", gemm_mode)
+    monkeypatch.setattr(gemm, "MODE", gemm_mode)
     fast, ref = _blocks(BLOCKS["basic-projection-s2"], dtype=torch.float32)
     compiled = torch.compile(fast, fullgraph=True)
     x = torch.randn(2, 8, 8, 8).contiguous(memory_format=fmt)
@@ -222,10 +222,28 @@ def test_lean_block_on_the_triton_backend():
 
 
 def test_lean_is_skipped_where_it_cannot_apply():
-    """No gradient, eval mode and the reference backend take the standard path."""
-    fast, ref = _blocks(BLOCKS["basic-identity"], dtype=torch.float32)
+    """No gradient needed, or eval mode: the standard path."""
+    fast, _ = _blocks(BLOCKS["basic-identity"], dtype=torch.float32)
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
-    with resnet_fast.use_backend("reference"):
-        out = fast(x)
-    assert "LeanBlock" not in type(out.grad_fn).__name__
     assert "LeanBlock" in type(fast(x).grad_fn).__name__
+    with torch.no_grad():
+        assert fast(x).grad_fn is None
+    fast.eval()
+    assert "LeanBlock" not in type(fast(x).grad_fn).__name__
+
+
+def test_lean_block_on_the_reference_backend(gen):
+    """The reference backend is an op namespace like every other: the lean
+    node runs on its pure-PyTorch ops and matches the plain block."""
+    fast, ref = _blocks(BLOCKS["basic-projection-s2"])
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64, generator=gen)
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with resnet_fast.use_backend("reference"):
+        out = fast(x_fast)
+        assert "LeanBlock" in type(out.grad_fn).__name__
+        out.sum().backward()
+    ref(x_ref).sum().backward()
+    torch.testing.assert_close(out, ref(x_ref.detach()), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    for key, g in _grads(ref).items():
+        torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-10, atol=1e-10, msg=key)

@@ -1,4 +1,4 @@
-"""Choices measured on the machine (resnet_fast/nn/measured.py) and the
+"""Choices measured on the machine (resnet_fast/conv/measured.py) and the
 residual blocks' measured choice between the lean node and eager PyTorch
 (resnet_fast/nn/residual.py). Timings are injected where a test checks which
 way a choice goes, so no assertion depends on this machine's speed."""
@@ -12,7 +12,7 @@ from user_models import tutorial_resnet18
 
 import resnet_fast
 from resnet_fast.cli.fusion import count_calls
-from resnet_fast.nn import measured
+from resnet_fast.conv import measured
 
 CPU = torch.device("cpu")
 

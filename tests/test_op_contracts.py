@@ -11,7 +11,8 @@ from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
 import resnet_fast
 import resnet_fast.functional as RF
-from resnet_fast import _ops
+from resnet_fast._ops import contract
+from resnet_fast._ops.fused import batch_norm_act
 
 ops = torch.ops.resnet_fast
 
@@ -41,7 +42,7 @@ def test_gradcheck_fp64(training, layout, device, gen):
         return RF.batch_norm_add_relu(x, r, rm.clone(), rv.clone(), w, b, training=training)
 
     def bn_identity(x, r, w, b):
-        return RF._batch_norm_act(x, r, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, False)
+        return batch_norm_act(x, r, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, False)
 
     xg, rg, wg, bg = leaves
     assert torch.autograd.gradcheck(bn_relu, (xg, wg, bg))
@@ -71,14 +72,14 @@ REGISTRATIONS = [
 
 def _namespace(name: str):
     if name == "resnet_fast_triton":
-        import resnet_fast.triton  # noqa: F401  (imports triton: registers the namespace)
+        import resnet_fast.triton.backend  # noqa: F401  (imports triton: registers the namespace)
     return getattr(torch.ops, name)
 
 
 def test_every_backend_declares_the_same_schemas():
     triton_ops = _namespace("resnet_fast_triton") if TRITON_SKIP_REASON is None else None
     built = resnet_fast.build_info()["backends"]
-    for name in _ops.OP_NAMES:
+    for name in contract.OP_NAMES:
         qualified = f"resnet_fast::{name}"
         assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CPU"), name
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA")

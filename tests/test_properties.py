@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch._prims_common import suggest_memory_format
 
-import resnet_fast.functional as RF
 from resnet_fast import reference
+from resnet_fast._ops.fused import batch_norm_act
 
 shapes = st.tuples(
     st.integers(1, 4), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9)
@@ -49,7 +49,7 @@ def test_bn_act_matches_reference(shape, layout, residual, training, affine, see
     rm, rv = torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5
     rm64, rv64 = rm.double().clone(), rv.double().clone()
 
-    out = RF._batch_norm_act(x, r, rm, rv, w, b, training, 0.1, 1e-5, True)
+    out = batch_norm_act(x, r, rm, rv, w, b, training, 0.1, 1e-5, True)
     leaves = [t for t in (x, r, w, b) if t is not None]
     leaves64 = [t.detach().double().requires_grad_() for t in leaves]
     it = iter(leaves64)

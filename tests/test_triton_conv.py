@@ -21,7 +21,7 @@ import resnet_fast.functional as RF
 
 pytestmark = pytest.mark.triton
 pytest.importorskip("triton")
-import resnet_fast.triton  # noqa: E402,F401  (registers torch.ops.resnet_fast.triton_*)
+import resnet_fast.triton.backend  # noqa: E402,F401  (registers torch.ops.resnet_fast_triton)
 
 # name: (C_in, C_out, kernel, stride, padding, dilation, groups, H)
 SMALL = {
@@ -105,7 +105,7 @@ def test_inference_epilogue(name, residual, relu, gen):
     res = randn(y64.shape, gen, dtype).to(TRITON_DEVICE) if residual else None
     expected = y64 + res.double() if residual else y64
     expected = expected.relu() if relu else expected
-    out = torch.ops.resnet_fast.triton_conv2d(x, w, bias, res, *_geometry(g), relu)
+    out = torch.ops.resnet_fast_triton.conv2d(x, w, bias, res, *_geometry(g), relu)
     assert out.shape == expected.shape and out.dtype == dtype
     assert out.is_contiguous(memory_format=torch.channels_last)
     _check(out, expected, dtype, f"{name} out")
@@ -164,9 +164,9 @@ def test_fp32_ieee_when_tf32_is_off(name, gen, monkeypatch):
     as TF32 runs (the precision is a compile-time constant and autotuning key)."""
     x, w, g = _problem(name, torch.float32, gen)
     expected = F.conv2d(x.double(), w.double(), **g)
-    torch.ops.resnet_fast.triton_conv2d(x, w, None, None, *_geometry(g), False)  # TF32 first
+    torch.ops.resnet_fast_triton.conv2d(x, w, None, None, *_geometry(g), False)  # TF32 first
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    out = torch.ops.resnet_fast.triton_conv2d(x, w, None, None, *_geometry(g), False)
+    out = torch.ops.resnet_fast_triton.conv2d(x, w, None, None, *_geometry(g), False)
     scale = expected.abs().max().item()
     assert max_abs_err(out, expected) <= 2e-5 * scale
 
@@ -176,7 +176,7 @@ def test_fp32_ieee_when_tf32_is_off(name, gen, monkeypatch):
 def test_dtypes(name, dtype, gen):
     x, w, g = _problem(name, dtype, gen)
     bias = randn((w.shape[0],), gen, dtype).to(TRITON_DEVICE)
-    out = torch.ops.resnet_fast.triton_conv2d(x, w, bias, None, *_geometry(g), True)
+    out = torch.ops.resnet_fast_triton.conv2d(x, w, bias, None, *_geometry(g), True)
     expected = F.conv2d(x.double(), w.double(), bias.double(), **g).relu()
     plain = None if dtype == torch.float64 else F.conv2d(x, w, bias, **g).relu()
     assert out.dtype == dtype
@@ -185,7 +185,7 @@ def test_dtypes(name, dtype, gen):
 
 def test_contiguous_nchw_input(gen):
     x, w, g = _problem("3x3_s2", torch.float32, gen, layout=torch.contiguous_format)
-    out = torch.ops.resnet_fast.triton_conv2d(x, w, None, None, *_geometry(g), False)
+    out = torch.ops.resnet_fast_triton.conv2d(x, w, None, None, *_geometry(g), False)
     assert out.is_contiguous()
     _check(out, F.conv2d(x.double(), w.double(), **g), torch.float32, "NCHW")
 
@@ -204,8 +204,8 @@ def test_int64_offsets_compute_the_same(name, gen, monkeypatch):
     res = randn(F.conv2d(x, w, **g).shape, gen, torch.float32).to(TRITON_DEVICE)
 
     def run():
-        out = torch.ops.resnet_fast.triton_conv2d(x, w, bias, res, *_geometry(g), True)
-        return (out, *torch.ops.resnet_fast.triton_conv2d_stats(x, w, bias, *_geometry(g)))
+        out = torch.ops.resnet_fast_triton.conv2d(x, w, bias, res, *_geometry(g), True)
+        return (out, *torch.ops.resnet_fast_triton.conv2d_stats(x, w, bias, *_geometry(g)))
 
     narrow = run()
     monkeypatch.setattr(_common, "_INT32_MAX", 0)
@@ -221,7 +221,7 @@ def test_training_statistics_epilogue(name, gen):
     x, w, g = _problem(name, dtype, gen)
     # An offset larger than the spread, as BN inputs often have.
     bias = randn((w.shape[0],), gen, dtype, scale=3.0, shift=2.0).to(TRITON_DEVICE)
-    out, mean, var = torch.ops.resnet_fast.triton_conv2d_stats(x, w, bias, *_geometry(g))
+    out, mean, var = torch.ops.resnet_fast_triton.conv2d_stats(x, w, bias, *_geometry(g))
     y64 = F.conv2d(x.double(), w.double(), bias.double(), **g)
     _check(out, y64, dtype, f"{name} out")
     assert mean.dtype == var.dtype == torch.float64
@@ -233,7 +233,7 @@ def test_training_statistics_epilogue(name, gen):
 
 def test_training_statistics_bf16(gen):
     x, w, g = _problem("3x3_s1", torch.bfloat16, gen)
-    out, mean, var = torch.ops.resnet_fast.triton_conv2d_stats(x, w, None, *_geometry(g))
+    out, mean, var = torch.ops.resnet_fast_triton.conv2d_stats(x, w, None, *_geometry(g))
     stored = out.double()  # the statistics are those of the rounded output
     assert_close(mean, stored.mean((0, 2, 3)), torch.float32, "mean")
     assert_close(var, stored.var((0, 2, 3), unbiased=False), torch.float32, "var")
@@ -247,7 +247,7 @@ def test_gradients(name, gen):
     res = randn(y.shape, gen, torch.float64).to(TRITON_DEVICE)
     grad = randn(y.shape, gen, torch.float64).to(TRITON_DEVICE)
     leaves = [t.detach().requires_grad_() for t in (x, w, bias, res)]
-    ours = torch.ops.resnet_fast.triton_conv2d(*leaves, *_geometry(g), True)
+    ours = torch.ops.resnet_fast_triton.conv2d(*leaves, *_geometry(g), True)
     ours.backward(grad)
     refs = [t.detach().requires_grad_() for t in (x, w, bias, res)]
     expected = (F.conv2d(refs[0], refs[1], refs[2], **g) + refs[3]).relu()
@@ -266,12 +266,12 @@ def test_gradcheck_fp64(gen):
     leaves = [t.requires_grad_() for t in (x, w, b, r)]
 
     def conv(x, w, b, r):
-        return torch.ops.resnet_fast.triton_conv2d(x, w, b, r, [2, 2], [1, 1], [1, 1], 2, True)
+        return torch.ops.resnet_fast_triton.conv2d(x, w, b, r, [2, 2], [1, 1], [1, 1], 2, True)
 
     assert torch.autograd.gradcheck(conv, leaves, fast_mode=True)
 
     def conv_stats(x, w, b):
-        return torch.ops.resnet_fast.triton_conv2d_stats(x, w, b, [1, 1], [1, 1], [1, 1], 2)[0]
+        return torch.ops.resnet_fast_triton.conv2d_stats(x, w, b, [1, 1], [1, 1], [1, 1], 2)[0]
 
     assert torch.autograd.gradcheck(conv_stats, leaves[:3], fast_mode=True)
 

@@ -16,10 +16,11 @@ from triton_support import SMALL_ONLY, TRITON_DEVICE
 
 import resnet_fast
 import resnet_fast.functional as RF
+from resnet_fast._ops.fused import batch_norm_act
 
 pytestmark = pytest.mark.triton
 pytest.importorskip("triton")
-import resnet_fast.triton  # noqa: E402,F401  (registers torch.ops.resnet_fast_triton)
+import resnet_fast.triton.backend  # noqa: E402,F401  (registers torch.ops.resnet_fast_triton)
 
 ops = torch.ops.resnet_fast_triton
 
@@ -68,7 +69,7 @@ def test_gradcheck_fp64(training, layout, gen):
         return RF.batch_norm_add_relu(x, r, rm.clone(), rv.clone(), w, b, training=training)
 
     def bn_identity(x, w, b):
-        return RF._batch_norm_act(x, None, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, False)
+        return batch_norm_act(x, None, rm.clone(), rv.clone(), w, b, training, 0.1, 1e-5, False)
 
     assert torch.autograd.gradcheck(bn_add_relu, (xg, rg, wg, bg), fast_mode=FAST)
     assert torch.autograd.gradcheck(bn_identity, (xg, wg, bg), fast_mode=FAST)
@@ -95,9 +96,9 @@ def test_conv_opcheck(gen):
     bias = torch.randn(6, generator=gen).to(TRITON_DEVICE)
     res = torch.randn(2, 6, 3, 3, generator=gen).to(TRITON_DEVICE)
     geometry = ([2, 2], [1, 1], [1, 1], 2)
-    conv_ops = torch.ops.resnet_fast
-    _opcheck(conv_ops.triton_conv2d, (x, w, bias, res, *geometry, True))
-    _opcheck(conv_ops.triton_conv2d_stats, (x, w, bias, *geometry))
+    conv_ops = torch.ops.resnet_fast_triton
+    _opcheck(conv_ops.conv2d, (x, w, bias, res, *geometry, True))
+    _opcheck(conv_ops.conv2d_stats, (x, w, bias, *geometry))
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

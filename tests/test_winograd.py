@@ -1,5 +1,5 @@
 """The Winograd F(4x4, 3x3) inference convolution (csrc/cpu/winograd.cpp,
-resnet_fast/nn/winograd.py): exact in float64 against the direct
+resnet_fast/conv/winograd.py): exact in float64 against the direct
 convolution (so the transform matrices are right), its float32 rounding
 bounded, its argument checks and op contract, and how eval-mode folded
 convolutions choose it."""
@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast
+from resnet_fast._ops.contract import OP_NAMES
+from resnet_fast.conv import measured, training, winograd
+from resnet_fast.conv.spec import ConvSpec
 from resnet_fast.models import plain
-from resnet_fast.nn import gemm_conv, measured, winograd
 
 CL = torch.channels_last
 ops = torch.ops.resnet_fast
@@ -206,9 +208,9 @@ def test_not_eligible(case, monkeypatch, gen):
     assert not winograd.eligible(x, conv, None)
 
 
-# --- training convolutions (gemm_conv.py's "winograd" path) -----------------
+# --- training convolutions (conv/training.py's "winograd" path) -----------------
 
-SPEC = gemm_conv.ConvSpec((1, 1), (1, 1), (1, 1), 1)
+SPEC = ConvSpec((1, 1), (1, 1), (1, 1), 1)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:-1], ids=str)
@@ -216,7 +218,7 @@ def test_training_path_matches_onednn_in_float64(shape, gen):
     x, weight, bias, _ = _operands(shape, torch.float64, gen, residual=False)
     want = F.conv2d(x, weight, bias, padding=1)
     torch.testing.assert_close(
-        gemm_conv._winograd_forward(x, weight, bias), want, rtol=1e-12, atol=1e-12
+        training._winograd_forward(x, weight, bias), want, rtol=1e-12, atol=1e-12
     )
     grad = torch.randn(want.shape, dtype=torch.float64, generator=gen).contiguous(memory_format=CL)
     want_grads = _aten.convolution_backward(
@@ -233,7 +235,7 @@ def test_training_path_matches_onednn_in_float64(shape, gen):
         [True, True, True],
     )
     for mask in [(True, True, True), (True, False, False), (False, True, True)]:
-        got = gemm_conv._winograd_backward(grad, x, weight, bias, SPEC, mask)
+        got = training._winograd_backward(grad, x, weight, bias, SPEC, mask)
         for wanted, g, w in zip(mask, got, want_grads, strict=True):
             if wanted:
                 torch.testing.assert_close(g, w, rtol=1e-11, atol=1e-11)
@@ -248,12 +250,12 @@ def test_gradcheck_through_the_winograd_path(gen):
         @staticmethod
         def forward(ctx, x, weight, bias):
             ctx.save_for_backward(x, weight, bias)
-            return gemm_conv._winograd_forward(x, weight, bias)
+            return training._winograd_forward(x, weight, bias)
 
         @staticmethod
         def backward(ctx, grad):
             x, weight, bias = ctx.saved_tensors
-            return gemm_conv._winograd_backward(grad, x, weight, bias, SPEC, (True, True, True))
+            return training._winograd_backward(grad, x, weight, bias, SPEC, (True, True, True))
 
     inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
     assert torch.autograd.gradcheck(Conv.apply, inputs)
@@ -263,7 +265,7 @@ def test_lean_blocks_train_through_winograd_when_it_is_chosen(monkeypatch, gen):
     """A lean block whose 3x3 convolutions take the Winograd path computes
     the plain block's training step (float32: close, not equal)."""
     monkeypatch.setattr(
-        gemm_conv,
+        training,
         "conv_path",
         lambda x, w, spec: "winograd" if winograd.trainable(x, w, spec) else "onednn",
     )
@@ -286,13 +288,13 @@ def test_lean_blocks_train_through_winograd_when_it_is_chosen(monkeypatch, gen):
 
 
 def test_a_cpu_algorithm_without_gpu_kernels():
-    """Not part of the fused-op contract (resnet_fast._ops.OP_NAMES), which
+    """Not part of the fused-op contract (OP_NAMES), which
     every backend implements: on a GPU cuDNN chooses Winograd itself."""
     for name in ("winograd_weight", "winograd_conv3x3"):
         qualified = f"resnet_fast::{name}"
         assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CPU")
         assert not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA")
-        assert name not in resnet_fast._ops.OP_NAMES
+        assert name not in OP_NAMES
 
 
 def test_backward_through_the_ops_is_refused_clearly(gen):

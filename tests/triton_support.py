@@ -8,7 +8,7 @@ import importlib.util
 
 import torch
 
-from resnet_fast._backend import triton_interpreting
+from resnet_fast.triton.interpreter import triton_interpreting
 
 INTERPRETING = triton_interpreting()
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRETING else "cpu"

@@ -5,7 +5,7 @@ out of bounds, whatever arguments reach them.
 
 1. AddressSanitizer: builds the CPU extension again into a temporary folder
    with -fsanitize=address (torch's CppExtension, the CPU sources and
-   flags of resnet_fast/_extension_spec.py, no CUDA), then runs the fuzz
+   flags of resnet_fast/_native/spec.py, no CUDA), then runs the fuzz
    module in a subprocess with the ASan runtime preloaded
    (LD_PRELOAD=$(gcc -print-file-name=libasan.so), ASAN_OPTIONS=detect_leaks=0:
    Python and torch keep memory until exit) and that build standing in for resnet_fast._C.
@@ -58,9 +58,9 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-x", sys.argv[2], "-k", s
 
 
 def extension_spec():
-    """resnet_fast/_extension_spec.py, loaded by path (importing resnet_fast
+    """resnet_fast/_native/spec.py, loaded by path (importing resnet_fast
     would load the uninstrumented _C into this process)."""
-    path = os.path.join(ROOT, "resnet_fast", "_extension_spec.py")
+    path = os.path.join(ROOT, "resnet_fast", "_native", "spec.py")
     module_spec = importlib.util.spec_from_file_location("_resnet_fast_extension_spec", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

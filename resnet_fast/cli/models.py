@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..nn import measured
+from ..conv import measured
 from ..profiling import saved_activations
 from .backends import fast_backend_for
 from .fusion import count_fusion, fusion_dict, warn_if_unfused

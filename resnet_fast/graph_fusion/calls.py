@@ -10,7 +10,7 @@ computed, through resnet_fast's fused ops:
                      folded into the convolution (cached in `state`)
 - conv_bn_relu_pool: max_pool(relu(bn(conv(x)))), an ImageNet stem; in
                      training one lean node that keeps the convolution
-                     output only (see nn/lean.py)
+                     output only (see resnet_fast/lean/nodes.py)
 - residual_block:    a whole residual block (stages of conv -> BN -> ReLU,
                      the last one's BN + shortcut + ReLU): one lean node in
                      training, folded convolutions in eval
@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .. import functional as RF
-from ..nn.batchnorm import _bn_arguments
-from ..nn.folding import can_fold, conv_bn_eval
-from ..nn.lean import DEFAULT_MEMORY, lean_backend, lean_bn_relu_maxpool, runs_lean
-from ..nn.residual import residual_train
+from .._ops.fused import batch_norm_act, bn_arguments
+from ..conv.inference import conv_bn_eval
+from ..lean.nodes import lean_bn_relu_maxpool
+from ..lean.residual import residual_train
+from ..nn.folding import can_fold
+from ..nn.memory import DEFAULT_MEMORY, lean_backend, runs_lean
 
 _warned: set[str] = set()
 
@@ -114,8 +115,8 @@ def bn_act(
         return _modules_forward(x, None, bn, residual, relu)
     if residual is not None and not _residual_fits(residual, x.shape, x):
         return _unfused(x, bn, residual)
-    running_mean, running_var, training, momentum = _bn_arguments(bn, x)
-    return RF._batch_norm_act(
+    running_mean, running_var, training, momentum = bn_arguments(bn, x)
+    return batch_norm_act(
         x, residual, running_mean, running_var, bn.weight, bn.bias,
         training, momentum, bn.eps, relu,
     )  # fmt: skip
@@ -215,7 +216,7 @@ def residual_block(
     The shortcut is x (identity), bn_s(conv_s(x)) (projection) or `given`
     (any tensor the graph computed). In training with memory "lean" the block
     is one autograd node that keeps the convolution outputs only (see
-    nn/lean.py); in eval every BN is folded into its convolution; otherwise
+    resnet_fast/lean/nodes.py); in eval every BN is folded into its convolution; otherwise
     each stage is a fused BN + ReLU (+ add) op after its convolution.
 
     Args:

@@ -2,8 +2,9 @@
 reasons about.
 
 Leaves (called, not traced into): torch.nn's own layers (convolutions, norms
-of every kind, activations, pooling, ...), resnet_fast's modules, and any
-module the caller names (a child whose own forward would not trace). Every
+of every kind, activations, pooling, ...), resnet_fast's fused modules, and
+any module the caller names (a child whose own forward would not trace) or
+whose type it names (convert()'s fused graphs). Every
 other module's forward is traced through, so a block's dataflow appears in
 its parent's graph.
 """
@@ -18,17 +19,14 @@ class TraceFailed(Exception):
     """A forward that torch.fx cannot trace; the message says why."""
 
 
-def _fast_types() -> tuple[type, ...]:
-    from ..nn.graph_module import FusedGraph
-
-    return (BasicBlock, Bottleneck, BatchNormReLU2d, BatchNormAddReLU2d, FusedGraph)
+_FAST_TYPES = (BasicBlock, Bottleneck, BatchNormReLU2d, BatchNormAddReLU2d)
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_paths: frozenset[str]):
+    def __init__(self, leaf_paths: frozenset[str], leaf_types: tuple[type, ...]):
         super().__init__()
         self.leaf_paths = leaf_paths
-        self.fast_types = _fast_types()
+        self.fast_types = _FAST_TYPES + leaf_types
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self.leaf_paths or isinstance(m, self.fast_types):
@@ -44,15 +42,19 @@ def _training_flags(module: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(m, m.training) for m in module.modules()]
 
 
-def _trace_once(module: nn.Module, leaf_paths: frozenset[str]) -> fx.Graph:
+def _trace_once(module: nn.Module, leaf_paths: frozenset[str], leaf_types) -> fx.Graph:
     try:
-        return _Tracer(leaf_paths).trace(module)
+        return _Tracer(leaf_paths, leaf_types).trace(module)
     except Exception as e:  # noqa: BLE001  (any failure means: not traceable)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise TraceFailed(f"{type(e).__name__}: {first[:160]}") from e
 
 
-def trace(module: nn.Module, leaf_paths: frozenset[str] = frozenset()) -> fx.Graph:
+def trace(
+    module: nn.Module,
+    leaf_paths: frozenset[str] = frozenset(),
+    leaf_types: tuple[type, ...] = (),
+) -> fx.Graph:
     """The forward of `module` as a torch.fx graph over its leaf layers.
 
     The forward is traced in both training and eval mode: a Python branch on
@@ -62,6 +64,8 @@ def trace(module: nn.Module, leaf_paths: frozenset[str] = frozenset()) -> fx.Gra
     Args:
         module: the module to trace.
         leaf_paths: qualified names of submodules to keep as leaves.
+        leaf_types: module types to keep as leaves, besides torch.nn's
+            layers and resnet_fast's fused modules.
 
     Returns:
         The graph traced in the module's current mode.
@@ -72,10 +76,10 @@ def trace(module: nn.Module, leaf_paths: frozenset[str] = frozenset()) -> fx.Gra
             graph differs between training and eval.
     """
     flags = _training_flags(module)
-    graph = _trace_once(module, leaf_paths)
+    graph = _trace_once(module, leaf_paths, leaf_types)
     try:
         module.train(not module.training)
-        other = _trace_once(module, leaf_paths)
+        other = _trace_once(module, leaf_paths, leaf_types)
     finally:
         for m, flag in flags:
             m.training = flag

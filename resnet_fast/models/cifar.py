@@ -15,7 +15,7 @@ from torch._prims_common import suggest_memory_format
 
 from ..nn import arguments as check
 from ..nn.blocks import conv1x1, conv3x3
-from ..nn.lean import DEFAULT_MEMORY, check_memory_mode, set_memory
+from ..nn.memory import DEFAULT_MEMORY, check_memory_mode, set_memory
 from .resnet import StemNet, check_block_class, fused_builder, init_resnet
 
 BlockType = type[nn.Module]
@@ -61,7 +61,7 @@ class CifarResNet(StemNet):
             (Kaiming fan_in on convolutions and the classifier, as in the
             6n+2 networks' common implementation).
         memory: "auto", "lean" or "standard", for every block (see
-            resnet_fast.nn.lean.MEMORY_MODES).
+            resnet_fast.nn.memory.MEMORY_MODES).
 
     Shape:
         input [N, 3, 32, 32] -> logits [N, num_classes].

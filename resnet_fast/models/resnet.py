@@ -7,18 +7,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..lean.nodes import lean_bn_relu_maxpool
 from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
 from ..nn.folding import FoldingMixin, can_fold
-from ..nn.lean import (
-    DEFAULT_MEMORY,
-    check_memory_mode,
-    lean_backend,
-    lean_bn_relu_maxpool,
-    runs_lean,
-    set_memory,
-)
+from ..nn.memory import DEFAULT_MEMORY, check_memory_mode, lean_backend, runs_lean, set_memory
 
 BlockType = type[nn.Module]
 
@@ -58,7 +52,7 @@ class ResNet(StemNet):
         fused_stem: run the stem's BN + ReLU as one fused op (when the norm
             layer builds a plain nn.BatchNorm2d).
         memory: "auto", "lean" or "standard", for the stem and every block (see
-            resnet_fast.nn.lean).
+            resnet_fast.lean.nodes).
 
     Shape:
         input [N, 3, H, W] -> logits [N, num_classes].
@@ -242,7 +236,7 @@ def _builder(name: str):
         f"{name} with fused blocks; keyword arguments as torchvision.models.{name} "
         "(num_classes, zero_init_residual, groups, width_per_group, "
         "replace_stride_with_dilation, norm_layer), plus memory='auto' | 'lean' | 'standard' "
-        "(see resnet_fast.nn.lean). Returns a ResNet.",
+        "(see resnet_fast.lean.nodes). Returns a ResNet.",
     )
 
 

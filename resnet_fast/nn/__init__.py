@@ -1,10 +1,11 @@
 """Modules: fused BatchNorm subclasses, drop-in ResNet blocks, pre-activation
-blocks, memory modes, choices measured on this machine."""
+blocks, synchronized BatchNorm; memory modes and the choices measured on this
+machine (resnet_fast.conv.measured), as module-level settings."""
 
+from ..conv.measured import measured_choices, reset_measured_choices
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .blocks import BasicBlock, Bottleneck
-from .lean import MEMORY_MODES, set_memory
-from .measured import measured_choices, reset_measured_choices
+from .memory import MEMORY_MODES, set_memory
 from .preact import PreActBasicBlock, PreActBottleneck
 from .sync_batchnorm import SyncBatchNorm2d, SyncBatchNormAddReLU2d, SyncBatchNormReLU2d
 

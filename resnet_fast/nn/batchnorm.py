@@ -11,23 +11,8 @@ resnet_fast.convert_sync_batchnorm, nn/sync_batchnorm.py.)
 
 from torch import Tensor, nn
 
-from .. import functional as RF
+from .._ops.fused import batch_norm_act, bn_arguments
 from .scripting import NotScriptable
-
-
-def _bn_arguments(bn: nn.BatchNorm2d, input: Tensor):
-    """(running_mean, running_var, training, momentum) exactly as
-    nn.BatchNorm2d.forward derives them, updating num_batches_tracked."""
-    bn._check_input_dim(input)
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    training = bn.training or (bn.running_mean is None and bn.running_var is None)
-    use_running = not bn.training or bn.track_running_stats
-    running_mean = bn.running_mean if use_running else None
-    running_var = bn.running_var if use_running else None
-    return running_mean, running_var, training, momentum
 
 
 class BatchNormReLU2d(NotScriptable, nn.BatchNorm2d):
@@ -38,8 +23,8 @@ class BatchNormReLU2d(NotScriptable, nn.BatchNorm2d):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        running_mean, running_var, training, momentum = _bn_arguments(self, input)
-        return RF._batch_norm_act(
+        running_mean, running_var, training, momentum = bn_arguments(self, input)
+        return batch_norm_act(
             input, None, running_mean, running_var, self.weight, self.bias,
             training, momentum, self.eps, True,
         )  # fmt: skip
@@ -53,8 +38,8 @@ class BatchNormAddReLU2d(NotScriptable, nn.BatchNorm2d):
     """
 
     def forward(self, input: Tensor, residual: Tensor) -> Tensor:
-        running_mean, running_var, training, momentum = _bn_arguments(self, input)
-        return RF._batch_norm_act(
+        running_mean, running_var, training, momentum = bn_arguments(self, input)
+        return batch_norm_act(
             input, residual, running_mean, running_var, self.weight, self.bias,
             training, momentum, self.eps, True,
         )  # fmt: skip

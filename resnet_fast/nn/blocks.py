@@ -12,11 +12,12 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from .._ops.backends import Backend
+from ..lean.residual import residual_train
 from . import arguments as check
 from .batchnorm import fuse_block_norms
 from .folding import FoldingMixin, can_fold, foldable_downsample
-from .lean import DEFAULT_MEMORY, check_memory_mode, is_projection, lean_backend, runs_lean
-from .residual import residual_train
+from .memory import DEFAULT_MEMORY, check_memory_mode, is_projection, lean_backend, runs_lean
 
 _warned_unfused: set[str] = set()
 
@@ -79,14 +80,14 @@ class _FoldingBlock(FoldingMixin):
     fused: bool
     memory: str = DEFAULT_MEMORY
 
-    def _lean_ready(self, x: Tensor, norms) -> str | None:
+    def _lean_ready(self, x: Tensor, norms) -> Backend | None:
         """The backend for a memory-lean forward, or None (standard path)."""
         if not self.fused or not runs_lean(self.memory):
             return None
         return lean_backend(x, norms)
 
-    def _train_lean(self, backend: str, x: Tensor, stages) -> Tensor:
-        """The training step of :func:`~resnet_fast.nn.residual.residual_train`
+    def _train_lean(self, backend: Backend, x: Tensor, stages) -> Tensor:
+        """The training step of :func:`~resnet_fast.lean.residual.residual_train`
         over this block's stages and its ``downsample`` shortcut."""
         projection, given = None, None
         if self.downsample is not None:
@@ -121,10 +122,10 @@ class BasicBlock(_FoldingBlock):
         norm_layer: callable building a norm module from a channel count;
             nn.BatchNorm2d (default) is fused, anything else runs unfused.
         memory: "lean" keeps only the convolution outputs for backward and
-            recomputes the BN-ReLU outputs (see nn/lean.py); "standard"
+            recomputes the BN-ReLU outputs (see resnet_fast/lean/nodes.py); "standard"
             keeps what eager PyTorch keeps; "auto" (default) runs lean
             unless eager PyTorch is measurably faster for the block's shape
-            (see nn/residual.py). Keyword-only, an addition to
+            (see resnet_fast/lean/residual.py). Keyword-only, an addition to
             torchvision's signature.
 
     Shape:

@@ -13,9 +13,9 @@ that recognizes those (the blocks, resnet_fast.revert) keeps working.
 
 from torch import Tensor, nn
 
-from .. import functional as RF
+from .._ops.fused import batch_norm_act, bn_arguments
 from ..distributed import sync_batch_norm, sync_world_size
-from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d, _bn_arguments
+from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .scripting import NotScriptable
 
 __all__ = [
@@ -60,13 +60,13 @@ class SyncBatchNorm2d(NotScriptable, nn.BatchNorm2d):
         self.process_group = process_group
 
     def _sync_forward(self, input: Tensor, residual: Tensor | None) -> Tensor:
-        running_mean, running_var, training, momentum = _bn_arguments(self, input)
+        running_mean, running_var, training, momentum = bn_arguments(self, input)
         if self.training and training and sync_world_size(self.process_group) > 1:
             return sync_batch_norm(
                 input, running_mean, running_var, self.weight, self.bias, momentum, self.eps,
                 residual=residual, relu=self._relu, process_group=self.process_group,
             )  # fmt: skip
-        return RF._batch_norm_act(
+        return batch_norm_act(
             input, residual, running_mean, running_var, self.weight, self.bias,
             training, momentum, self.eps, self._relu,
         )  # fmt: skip

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .._backend import triton_interpreting
+from .interpreter import triton_interpreting
 
 
 def tl_acc(dtype: torch.dtype):

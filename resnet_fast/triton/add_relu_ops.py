@@ -5,16 +5,20 @@ add_relu_fwd(input, other) -> relu(input + other), laid out like input
 add_relu_bwd(grad_out, output) -> grad_out * (output > 0)
 """
 
+import warnings
+
 import torch
 import triton
 from torch import Tensor
 
-from .. import _backend, _checks
+from .._ops import checks
 from . import configs
 from .add_relu_kernels import _add_relu_fwd_kernel
+from .interpreter import triton_interpreting
 from .ops import implements
 
 _kernel = triton.autotune(configs.ELEMENTWISE, key=["numel"])(_add_relu_fwd_kernel)
+_warned_copy = False
 
 
 def _dense(t: Tensor) -> bool:
@@ -44,11 +48,15 @@ def _launch(a: Tensor, b: Tensor, backward: bool) -> Tensor:
     if out.numel() == 0:
         return out
     if not _dense_alike(a, b, out) and a.dim() > 4:
-        _backend._warn_once(
-            "triton_add_relu_copy",
-            "resnet_fast triton add_relu: operands of more than 4 dimensions in different "
-            "layouts are copied to one layout first (slower)",
-        )
+        global _warned_copy
+        if not _warned_copy:
+            _warned_copy = True
+            warnings.warn(
+                "resnet_fast triton add_relu: operands of more than 4 dimensions in different "
+                "layouts are copied to one layout first (slower)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         a, b = a.contiguous(), b.contiguous()
         out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     flat = _dense_alike(a, b, out)
@@ -61,18 +69,18 @@ def _launch(a: Tensor, b: Tensor, backward: bool) -> Tensor:
     numel = a.numel()
     _kernel[lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)](
         a, b, out, numel, shape[1], shape[2], shape[3], *sa, *sb, *so,
-        BACKWARD=backward, FLAT=flat, EXPLICIT_RNE=_backend.triton_interpreting(),
+        BACKWARD=backward, FLAT=flat, EXPLICIT_RNE=triton_interpreting(),
     )  # fmt: skip
     return out
 
 
 @implements("add_relu_fwd")
 def add_relu_fwd(input: Tensor, other: Tensor) -> Tensor:
-    _checks.check_elementwise_pair(input, "input", other, "other")
+    checks.check_elementwise_pair(input, "input", other, "other")
     return _launch(input, other, backward=False)
 
 
 @implements("add_relu_bwd")
 def add_relu_bwd(grad_out: Tensor, output: Tensor) -> Tensor:
-    _checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
+    checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
     return _launch(grad_out, output, backward=True)

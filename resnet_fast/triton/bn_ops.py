@@ -13,10 +13,9 @@ import torch
 import triton
 from torch import Tensor
 
-from .. import _checks
-from .._backend import triton_interpreting
-from .._numerics import acc_dtype, merge_moments, split_mean, update_running_stats
-from .._ops import empty_activation
+from .._ops import checks
+from .._ops.layout import empty_activation
+from .._ops.numerics import acc_dtype, merge_moments, split_mean, update_running_stats
 from . import configs
 from ._common import channels_inner, offset_dtype, rows_per_program, strides4, tl_acc
 from .bn_kernels import (
@@ -25,6 +24,7 @@ from .bn_kernels import (
     _bn_act_fwd_kernel,
     _bn_stats_fwd_kernel,
 )
+from .interpreter import triton_interpreting
 from .ops import implements
 
 # sxc tells the layouts apart (1 for channels_last): each gets its own tuning.
@@ -234,7 +234,7 @@ def _backward(grad_out, input, residual, weight, bias, save_mean, save_invstd, t
 
 @implements("bn_act_fwd")
 def bn_act_fwd(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
-    _checks.check_bn_forward_op(
+    checks.check_bn_forward_op(
         input, None, weight, bias, running_mean, running_var, training, momentum, eps
     )
     return _forward(
@@ -246,7 +246,7 @@ def bn_act_fwd(input, weight, bias, running_mean, running_var, training, momentu
 def bn_add_act_fwd(
     input, residual, weight, bias, running_mean, running_var, training, momentum, eps, relu
 ):
-    _checks.check_bn_forward_op(
+    checks.check_bn_forward_op(
         input, residual, weight, bias, running_mean, running_var, training, momentum, eps
     )
     return _forward(
@@ -256,7 +256,7 @@ def bn_add_act_fwd(
 
 @implements("bn_act_bwd")
 def bn_act_bwd(grad_out, input, weight, bias, save_mean, save_invstd, training, relu):
-    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
+    checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
     grad_input, _, grad_weight, grad_bias = _backward(
         grad_out, input, None, weight, bias, save_mean, save_invstd, training, relu
     )
@@ -265,7 +265,7 @@ def bn_act_bwd(grad_out, input, weight, bias, save_mean, save_invstd, training, 
 
 @implements("bn_add_act_bwd")
 def bn_add_act_bwd(grad_out, input, residual, weight, bias, save_mean, save_invstd, training, relu):
-    _checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
+    checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
     args = (weight, bias, save_mean, save_invstd, training, relu)
     return _backward(grad_out, input, residual, *args)
 
@@ -278,26 +278,26 @@ _STAGE_NAMES = dict(mean_name="mean", invstd_name="invstd")
 
 @implements("bn_stats")
 def bn_stats(input):
-    _checks.check_activation(input, "input")
+    checks.check_activation(input, "input")
     return _stats(input)
 
 
 @implements("bn_apply")
 def bn_apply(input, residual, weight, bias, mean, invstd, relu):
-    _checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
+    checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
     return _apply(input, residual, weight, bias, mean, invstd, relu)
 
 
 @implements("bn_act_bwd_reduce")
 def bn_act_bwd_reduce(grad_out, input, weight, bias, mean, invstd, relu):
-    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, mean, invstd, **_STAGE_NAMES)
+    checks.check_bn_backward_op(grad_out, input, None, weight, bias, mean, invstd, **_STAGE_NAMES)
     sum_g, sum_gx, _ = _bwd_reduce(grad_out, input, None, weight, bias, mean, invstd, relu)
     return sum_g.to(invstd.dtype), sum_gx.to(invstd.dtype)
 
 
 @implements("bn_add_act_bwd_reduce")
 def bn_add_act_bwd_reduce(grad_out, input, residual, weight, bias, mean, invstd, relu):
-    _checks.check_bn_backward_op(
+    checks.check_bn_backward_op(
         grad_out, input, residual, weight, bias, mean, invstd, **_STAGE_NAMES
     )
     sum_g, sum_gx, grad_residual = _bwd_reduce(
@@ -308,11 +308,11 @@ def bn_add_act_bwd_reduce(grad_out, input, residual, weight, bias, mean, invstd,
 
 @implements("bn_bwd_apply")
 def bn_bwd_apply(grad, input, weight, bias, mean, invstd, mean_g, mean_gx, relu_mask):
-    _checks.check_bn_backward_op(
+    checks.check_bn_backward_op(
         grad, input, None, weight, bias, mean, invstd, "grad", "mean", "invstd"
     )
-    _checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
-    _checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
+    checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
+    checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
     # The means of the whole batch are given: the sums of a batch of one.
     b, d = _grad_input_coefs(weight, invstd, mean_g.double(), mean_gx.double(), 1)
     return _bwd_apply(grad, input, weight, bias, mean, invstd, b, d, relu_mask)

@@ -9,7 +9,7 @@ behind for the next one (nothing needs restore_value / reset_to_zero).
 
 import triton
 
-from .._backend import triton_interpreting
+from .interpreter import triton_interpreting
 
 
 def _configs(gpu: list[dict], interpreter: dict, warps: list[int]) -> list[triton.Config]:

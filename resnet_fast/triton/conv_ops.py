@@ -1,9 +1,10 @@
-"""torch.ops.resnet_fast.triton_conv2d / triton_conv2d_stats: the
-implicit-GEMM convolution with its fused epilogues.
+"""torch.ops.resnet_fast_triton.conv2d / conv2d_stats: the implicit-GEMM
+convolution with its fused epilogues, outside the contract of the BN ops
+(no C++ twin: cuDNN is the convolution on the other GPU backend).
 
-    triton_conv2d(input, weight, bias?, residual?, stride, padding, dilation,
-                  groups, relu) -> act(conv2d(input, weight) + bias [+ residual])
-    triton_conv2d_stats(input, weight, bias?, stride, padding, dilation, groups)
+    conv2d(input, weight, bias?, residual?, stride, padding, dilation,
+           groups, relu) -> act(conv2d(input, weight) + bias [+ residual])
+    conv2d_stats(input, weight, bias?, stride, padding, dilation, groups)
         -> (out, mean, var): out = conv2d(input, weight) + bias, and its
            per-channel batch mean and biased variance ([C_out] float64),
            computed in the convolution's epilogue.
@@ -18,13 +19,13 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 from torch.library import triton_op, wrap_triton
 
-from .. import _checks
-from .._backend import triton_interpreting
-from .._numerics import acc_dtype
+from .._ops import checks
+from .._ops.numerics import acc_dtype
 from . import configs
 from ._common import offset_dtype, tl_acc
 from .bn_ops import merge_partials
 from .conv_kernels import _conv2d_fwd_kernel
+from .interpreter import triton_interpreting
 
 _kernel = triton.autotune(
     configs.CONV,
@@ -98,8 +99,8 @@ def _launch(input, weight, bias, residual, stride, padding, dilation, groups, re
     return out, part_mean, part_m2, rows
 
 
-@triton_op("resnet_fast::triton_conv2d", mutates_args=())
-def triton_conv2d(
+@triton_op("resnet_fast_triton::conv2d", mutates_args=())
+def conv2d(
     input: Tensor,
     weight: Tensor,
     bias: Tensor | None,
@@ -110,15 +111,15 @@ def triton_conv2d(
     groups: int,
     relu: bool,
 ) -> Tensor:
-    _checks.check_conv2d_op(input, weight, bias, residual, stride, padding, dilation, groups)
+    checks.check_conv2d_op(input, weight, bias, residual, stride, padding, dilation, groups)
     out, *_ = _launch(
         input, weight, bias, residual, stride, padding, dilation, groups, relu, stats=False
     )
     return out
 
 
-@triton_op("resnet_fast::triton_conv2d_stats", mutates_args=())
-def triton_conv2d_stats(
+@triton_op("resnet_fast_triton::conv2d_stats", mutates_args=())
+def conv2d_stats(
     input: Tensor,
     weight: Tensor,
     bias: Tensor | None,
@@ -127,7 +128,7 @@ def triton_conv2d_stats(
     dilation: list[int],
     groups: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    _checks.check_conv2d_op(input, weight, bias, None, stride, padding, dilation, groups)
+    checks.check_conv2d_op(input, weight, bias, None, stride, padding, dilation, groups)
     out, part_mean, part_m2, rows = _launch(
         input, weight, bias, None, stride, padding, dilation, groups, False, stats=True
     )
@@ -186,5 +187,5 @@ def _stats_backward(ctx, grad, _grad_mean, _grad_var):
     return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
-triton_conv2d.register_autograd(_backward, setup_context=_setup_context)
-triton_conv2d_stats.register_autograd(_stats_backward, setup_context=_stats_setup_context)
+conv2d.register_autograd(_backward, setup_context=_setup_context)
+conv2d_stats.register_autograd(_stats_backward, setup_context=_stats_setup_context)

@@ -3,7 +3,7 @@ instead of a compiled library (a plain ``pip install .``: pip's isolated
 build environment has no torch to compile against).
 
 The build runs torch.utils.cpp_extension.load on the csrc/ shipped inside the
-package, with the sources and flags of resnet_fast/_extension_spec.py, into
+package, with the sources and flags of spec.py, into
 a cache folder keyed by everything the binary depends on: the sources, the
 torch version, the flags, the CUDA choice. Later imports load the cached
 library in milliseconds; concurrent first imports (DDP ranks, pytest-xdist
@@ -26,9 +26,10 @@ from types import ModuleType
 
 import torch
 
-from . import _extension_spec as spec
+from . import spec
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# resnet_fast/, which holds csrc/ in an installed package.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sources_root() -> str | None:
@@ -50,7 +51,7 @@ def build_plan(root: str) -> dict:
     """Sources, flags and the cache key of the build for the installed torch.
 
     Raises:
-        RuntimeError: from _extension_spec.want_cuda (a forced CUDA build
+        RuntimeError: from spec.want_cuda (a forced CUDA build
             that is impossible).
     """
     cuda, home, why = spec.want_cuda(root, torch.version.cuda)

@@ -1,48 +1,19 @@
-"""The fused functional ops on the Triton backend: what resnet_fast.functional
-calls when the backend resolves to "triton". The BN and add + ReLU functions
-call the ops of torch.ops.resnet_fast_triton (the contract of every backend);
-the convolutions call the Triton convolution ops (conv_ops.py).
+"""The Triton backend (resnet_fast._ops.backends): importing this module
+registers every kernel of torch.ops.resnet_fast_triton (bn_ops.py,
+add_relu_ops.py) and its convolutions (conv_ops.py); conv_bn_act is the
+backend's own conv + BN, which resnet_fast.functional.conv_bn_relu calls.
 """
 
 import torch
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
-from .. import _checks
-from .._conv_eval import fold_bn
-from .._numerics import acc_dtype, update_running_stats
+from .._ops import checks
+from .._ops.numerics import acc_dtype, update_running_stats
+from ..conv.folded import fold_bn
 from . import add_relu_ops, bn_ops  # noqa: F401  (register the ops' kernels)
-from .conv_ops import triton_conv2d, triton_conv2d_stats
+from .conv_ops import conv2d, conv2d_stats
 from .ops import ops
-
-
-def batch_norm_act(
-    input: Tensor,
-    residual: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-    relu: bool,
-) -> Tensor:
-    """act(batch_norm(input) [+ residual]) on Triton; arguments as in
-    resnet_fast.functional.batch_norm_add_relu.
-
-    Returns:
-        [N, C, H, W], the dtype of ``input``, channels_last when it is.
-    """
-    args = (weight, bias, running_mean, running_var, training, float(momentum), float(eps), relu)
-    if residual is None:
-        return ops.bn_act_fwd(input, *args)[0]
-    return ops.bn_add_act_fwd(input, residual, *args)[0]
-
-
-def add_relu(input: Tensor, other: Tensor) -> Tensor:
-    """relu(input + other) on Triton, laid out like ``input``."""
-    return ops.add_relu_fwd(input, other)
 
 
 class _ApplyBatchStatistics(torch.autograd.Function):
@@ -100,9 +71,7 @@ def conv_bn_act_train(
     Returns:
         [N, C_out, H_out, W_out], the dtype and memory format of ``input``.
     """
-    y, mean, var = triton_conv2d_stats(
-        input, conv_weight, conv_bias, stride, padding, dilation, groups
-    )
+    y, mean, var = conv2d_stats(input, conv_weight, conv_bias, stride, padding, dilation, groups)
     count = y.numel() // max(y.shape[1], 1)
     update_running_stats(running_mean, running_var, mean, var, momentum, count)
     invstd = (1.0 / torch.sqrt(var + eps)).to(acc_dtype(y.dtype))
@@ -133,7 +102,7 @@ def conv2d_act(
     Returns:
         [N, C_out, H_out, W_out], laid out like ``input``.
     """
-    return triton_conv2d(input, weight, bias, residual, stride, padding, dilation, groups, relu)
+    return conv2d(input, weight, bias, residual, stride, padding, dilation, groups, relu)
 
 
 def conv_bn_act(
@@ -149,7 +118,7 @@ def conv_bn_act(
     Returns:
         [N, C_out, H_out, W_out], laid out like ``input``.
     """
-    _checks.check_channel_vectors(
+    checks.check_channel_vectors(
         conv_weight.shape[0],
         conv_weight.device,
         f"the output channels of conv_weight {tuple(conv_weight.shape)}",
@@ -160,7 +129,7 @@ def conv_bn_act(
         conv_bias=conv_bias,
     )
     if residual is not None:
-        _checks.check_activation(residual, "residual")
+        checks.check_activation(residual, "residual")
     geometry = (list(_pair(stride)), list(_pair(padding)), list(_pair(dilation)), groups)
     if training:
         return conv_bn_act_train(

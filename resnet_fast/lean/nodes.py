@@ -28,7 +28,8 @@ ops on every backend) and ``aten.convolution_backward``, so it works in any
 dtype (including autocast: each convolution runs backward in the dtype it ran
 forward in) and memory format. Because the node runs its convolutions itself,
 it also picks how: on the CPU, convolutions over small feature maps run as
-matrix products (gemm_conv.py), forward and backward.
+matrix products or as Winograd (resnet_fast/conv/training.py), forward and
+backward.
 """
 
 from __future__ import annotations
@@ -40,45 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _backend
-from .batchnorm import _bn_arguments, is_plain_batchnorm2d
-from .gemm_conv import ConvSpec
-from .gemm_conv import conv2d as _conv
-from .gemm_conv import conv2d_backward as _conv_backward
-
-MEMORY_MODES = ("auto", "lean", "standard")
-"""``memory=`` choices: "lean" saves each block's convolution outputs only;
-"standard" saves what the op-level autograd saves (as eager does); "auto"
-runs each residual block lean unless eager PyTorch's training step is
-measurably faster for that block's shape on this machine (measured once per
-shape, see residual.py), and the stem lean."""
-
-DEFAULT_MEMORY = "auto"
-
-
-def runs_lean(memory: str) -> bool:
-    """Whether ``memory`` runs lean nodes (always or where measured faster)."""
-    return memory in ("auto", "lean")
-
+from .._ops.backends import Backend
+from .._ops.fused import bn_arguments
+from ..conv.spec import ConvSpec
+from ..conv.training import conv2d as _conv
+from ..conv.training import conv2d_backward as _conv_backward
 
 _aten = torch.ops.aten
-
-
-def check_memory_mode(memory: str) -> str:
-    """Validates a ``memory=`` argument and returns it."""
-    if memory not in MEMORY_MODES:
-        raise ValueError(f"memory must be one of {', '.join(MEMORY_MODES)}; got {memory!r}")
-    return memory
-
-
-def set_memory(model: nn.Module, memory: str) -> nn.Module:
-    """Sets the ``memory`` mode of every resnet_fast block and stem in
-    ``model`` (their classes declare a ``memory`` default); returns ``model``."""
-    check_memory_mode(memory)
-    for module in model.modules():
-        if getattr(type(module), "memory", None) in MEMORY_MODES:
-            module.memory = memory
-    return model
 
 
 class BNSpec(NamedTuple):
@@ -95,7 +64,7 @@ class BlockPlan(NamedTuple):
     outside the block's node, e.g. the option-A zero-padded identity).
     """
 
-    backend: str
+    backend: Backend
     convs: tuple[ConvSpec, ...]
     bns: tuple[BNSpec, ...]
     stages: int
@@ -103,12 +72,12 @@ class BlockPlan(NamedTuple):
 
 
 class StemPlan(NamedTuple):
-    backend: str
+    backend: Backend
     bn: BNSpec
     pool: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
 
 
-def _conv_spec(conv: nn.Conv2d) -> ConvSpec:
+def conv_spec(conv: nn.Conv2d) -> ConvSpec:
     return ConvSpec(tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation), conv.groups)
 
 
@@ -126,13 +95,13 @@ class StageTensors(NamedTuple):
 
 
 def _stage_tensors(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> tuple[BNSpec, StageTensors]:
-    running_mean, running_var, _, momentum = _bn_arguments(bn, x)
+    running_mean, running_var, _, momentum = bn_arguments(bn, x)
     tensors = StageTensors(conv.weight, conv.bias, bn.weight, bn.bias, running_mean, running_var)
     return BNSpec(float(momentum), float(bn.eps)), tensors
 
 
 def _bn_tensors(bn: nn.BatchNorm2d, x: Tensor) -> tuple[BNSpec, list[Tensor | None]]:
-    running_mean, running_var, _, momentum = _bn_arguments(bn, x)
+    running_mean, running_var, _, momentum = bn_arguments(bn, x)
     return BNSpec(float(momentum), float(bn.eps)), [bn.weight, bn.bias, running_mean, running_var]
 
 
@@ -181,30 +150,8 @@ class _StageGrads:
         )
 
 
-def lean_backend(x: Tensor, norms: Sequence[nn.Module]) -> str | None:
-    """The backend a lean node would run on, or None when the block must run
-    the standard path: eval-mode BN (folded instead), no gradient needed, a
-    non-BN norm, or the reference backend (pure PyTorch, unfused by design)."""
-    if not torch.is_grad_enabled():
-        return None
-    if not all(is_plain_batchnorm2d(bn) and bn.training for bn in norms):
-        return None
-    backend = _backend.resolve(x.device)
-    return None if backend == "reference" else backend
-
-
-def is_projection(downsample: nn.Module | None) -> bool:
-    """torchvision's projection shortcut: Sequential(Conv2d, BatchNorm2d)."""
-    return (
-        isinstance(downsample, nn.Sequential)
-        and len(downsample) == 2
-        and type(downsample[0]) is nn.Conv2d
-        and is_plain_batchnorm2d(downsample[1])
-    )
-
-
 def lean_residual(
-    backend: str,
+    backend: Backend,
     x: Tensor,
     stages: Sequence[tuple[nn.Conv2d, nn.BatchNorm2d]],
     projection: tuple[nn.Conv2d, nn.BatchNorm2d] | None,
@@ -214,7 +161,7 @@ def lean_residual(
     autograd node that saves only the convolution outputs.
 
     Args:
-        backend: from :func:`lean_backend`.
+        backend: the backend whose ops run the node (resnet_fast.nn.memory.lean_backend).
         x: [N, C_in, H, W], the block input.
         stages: the main path's (conv, bn) pairs; BN-ReLU after all but the
             last, BN + shortcut + ReLU after the last.
@@ -229,7 +176,7 @@ def lean_residual(
     pairs = list(stages) + ([projection] if projection is not None else [])
     for conv, bn in pairs:
         bn_spec, stage_tensors = _stage_tensors(conv, bn, x)
-        convs.append(_conv_spec(conv))
+        convs.append(conv_spec(conv))
         bns.append(bn_spec)
         tensors += stage_tensors
     shortcut = (
@@ -249,7 +196,7 @@ class _LeanBlockFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan: BlockPlan, x: Tensor, given: Tensor | None, *tensors):
-        ops = _backend.op_namespace(plan.backend)
+        ops = plan.backend.ops
         stages = _per_stage(tensors)
         saved: list[SavedStage] = []
 
@@ -284,7 +231,7 @@ class _LeanBlockFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         plan: BlockPlan = ctx.plan
-        ops = _backend.op_namespace(plan.backend)
+        ops = plan.backend.ops
         x, given, *flat = ctx.saved_tensors
         per = len(SavedStage._fields)
         saved = [SavedStage(*flat[i : i + per]) for i in range(0, len(flat), per)]
@@ -349,14 +296,16 @@ class _LeanBlockFunction(torch.autograd.Function):
         return (None, grad_x, grad_given, *stage_grads)
 
 
-def lean_bn_relu_maxpool(backend: str, x: Tensor, bn: nn.BatchNorm2d, pool: nn.MaxPool2d) -> Tensor:
+def lean_bn_relu_maxpool(
+    backend: Backend, x: Tensor, bn: nn.BatchNorm2d, pool: nn.MaxPool2d
+) -> Tensor:
     """max_pool(relu(bn(x))), the tail of an ImageNet ResNet's stem, as one
     autograd node that keeps x (the stem convolution's output) only: the
     BN-ReLU output and the pooling indices, which eager keeps both, are
     recomputed in backward.
 
     Args:
-        backend: from :func:`lean_backend`.
+        backend: the backend whose ops run the node (resnet_fast.nn.memory.lean_backend).
         x: [N, C, H, W], the stem convolution's output.
         bn: the stem's BatchNorm2d (training mode).
         pool: the stem's nn.MaxPool2d.
@@ -376,7 +325,7 @@ def lean_bn_relu_maxpool(backend: str, x: Tensor, bn: nn.BatchNorm2d, pool: nn.M
 class _LeanPooledBNReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: StemPlan, x, bn_w, bn_b, rm, rv):
-        ops = _backend.op_namespace(plan.backend)
+        ops = plan.backend.ops
         h, mean, invstd = ops.bn_act_fwd(
             x, bn_w, bn_b, rm, rv, True, plan.bn.momentum, plan.bn.eps, True
         )
@@ -388,7 +337,7 @@ class _LeanPooledBNReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         plan: StemPlan = ctx.plan
-        ops = _backend.op_namespace(plan.backend)
+        ops = plan.backend.ops
         x, mean, invstd, bn_w, bn_b = ctx.saved_tensors
         h = ops.bn_apply(x, None, bn_w, bn_b, mean, invstd, True)
         kernel, stride, padding, dilation, ceil_mode = plan.pool

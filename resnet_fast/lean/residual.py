@@ -6,7 +6,8 @@ block's activations fit in the CPU's caches (the first stages of a ResNet
 at a small resolution or batch) there is little to save, and the lean node's
 recomputation can cost more than it saves. Both compute the same function
 with the same parameters and running statistics, so with ``memory="auto"``
-each block shape is timed both ways on first use (measured.py: forward and
+each block shape is timed both ways on first use (resnet_fast/conv/measured.py:
+forward and
 backward, on detached inputs, running statistics restored afterwards) and
 the faster kept; the lean node unless eager is faster by more than the
 margin. Blocks that run eager keep what eager keeps for backward.
@@ -20,14 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import measured
-from .lean import _conv_spec, lean_residual
+from .._ops.backends import Backend
+from ..conv import measured
+from .nodes import conv_spec, lean_residual
 
 Pair = tuple[nn.Conv2d, nn.BatchNorm2d]
 
 
 def residual_train(
-    backend: str,
+    backend: Backend,
     memory: str,
     x: Tensor,
     stages: Sequence[Pair],
@@ -35,13 +37,14 @@ def residual_train(
     given: Tensor | None,
 ) -> Tensor:
     """relu(bn_k(conv_k(... relu(bn_1(conv_1(x))) ...)) + shortcut) in
-    training, as :func:`~resnet_fast.nn.lean.lean_residual` (``memory``
+    training, as :func:`~resnet_fast.lean.nodes.lean_residual` (``memory``
     "lean") or, with ``memory`` "auto", whichever of that and
-    :func:`eager_residual` is faster for this shape (lean while
-    torch.compile traces: a trace cannot time anything).
+    :func:`eager_residual` is faster for this shape on a backend whose
+    timings count (lean elsewhere, and while torch.compile traces: a trace
+    cannot time anything).
 
     Args:
-        backend: from :func:`~resnet_fast.nn.lean.lean_backend`.
+        backend: the backend of the lean node (resnet_fast.nn.memory.lean_backend).
         memory: "lean" or "auto".
         x: [N, C_in, H, W], the block input.
         stages: the main path's (conv, bn) pairs.
@@ -52,12 +55,12 @@ def residual_train(
     Returns:
         [N, C_out, H_out, W_out], the block output.
     """
-    if memory == "auto" and not torch.compiler.is_compiling():
+    if memory == "auto" and backend.measures and not torch.compiler.is_compiling():
         pairs = list(stages) + ([projection] if projection is not None else [])
         key = (
-            "block", backend, tuple(x.shape), x.dtype,
+            "block", backend.name, tuple(x.shape), x.dtype,
             x.is_contiguous(memory_format=torch.channels_last),
-            tuple((tuple(c.weight.shape), _conv_spec(c), c.bias is not None) for c, _ in pairs),
+            tuple((tuple(c.weight.shape), conv_spec(c), c.bias is not None) for c, _ in pairs),
             len(stages), projection is not None, None if given is None else tuple(given.shape),
             torch.get_num_threads(),
         )  # fmt: skip

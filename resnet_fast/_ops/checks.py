@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._numerics import acc_dtype
+from .numerics import acc_dtype
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

@@ -3,7 +3,7 @@ wanted, and where the CUDA toolkit is.
 
 One list for both builds: setup.py's ahead-of-time build (``pip install
 --no-build-isolation .``) and the first-import build of a plain ``pip install
-.`` (_native_build.py). It imports nothing from resnet_fast and no torch at
+.`` (build.py). It imports nothing from resnet_fast and no torch at
 module level, so setup.py can load it by path before torch is known to exist.
 """
 

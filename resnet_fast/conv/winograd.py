@@ -20,7 +20,7 @@ faster, on first use of each shape (measured.py), for float32 channels_last
 convolutions:
 
 - in eval mode, with BN folded in and no gradient needed (folding.py);
-- in training, inside the lean blocks (gemm_conv.py): the forward, and the
+- in training, inside the lean blocks (training.py): the forward, and the
   input gradient, which is a convolution of the same kind; the weight
   gradient stays oneDNN's. The weight is transformed on every step.
 
@@ -89,13 +89,13 @@ def eligible(input: Tensor, conv: nn.Conv2d, residual: Tensor | None) -> bool:
 
 
 def trainable(input: Tensor, weight: Tensor, spec) -> bool:
-    """Whether a training convolution (gemm_conv.py: forward, and its input
+    """Whether a training convolution (training.py: forward, and its input
     gradient, which is the same kind of convolution) can run as Winograd.
 
     Args:
         input: [N, C_in, H, W].
         weight: [C_out, C_in, kH, kW].
-        spec: stride, padding, dilation, groups (gemm_conv.ConvSpec).
+        spec: stride, padding, dilation, groups (spec.ConvSpec).
     """
     if not ENABLED or torch.is_autocast_enabled("cpu") or input.numel() == 0:
         return False

@@ -4,8 +4,9 @@ Which of two implementations of the same computation is faster depends on
 the machine (its caches, its oneDNN and BLAS kernels, its core count), not
 only on the shape: a rule tuned on one machine can lose on the next. So the
 choices that depend on it (a convolution as a matrix product or through
-oneDNN, gemm_conv.py; a residual block's training step lean or as eager
-PyTorch, lean.py) are timed here the first time a shape is seen, and the
+oneDNN, training.py; Winograd or the direct convolution in eval,
+inference.py; a residual block's training step lean or as eager PyTorch,
+resnet_fast/lean/residual.py) are timed here the first time a shape is seen, and the
 winner is kept for the rest of the process.
 
 A measurement runs every candidate once untimed, then ``ROUNDS`` timed

@@ -3,12 +3,12 @@
 autograd, registered for every namespace that implements the ops.
 
 The schemas are declared once, in C++ (csrc/registration.cpp), for
-torch.ops.resnet_fast, whose CPU and CUDA kernels are C++; the Triton backend
-declares torch.ops.resnet_fast_triton from those very schemas
-(resnet_fast/triton/ops.py). ``register_contract(namespace)`` gives each
-namespace the same fake kernels and the same autograd formulas, so every
-backend has one contract: same names, arguments, returns, checks and
-gradients.
+torch.ops.resnet_fast, whose CPU and CUDA kernels are C++.
+``declare_namespace(name)`` declares the same ops, from those very schemas,
+in another namespace (Triton's, the pure-PyTorch reference's), and
+``register_contract(namespace)`` gives each namespace the same fake kernels
+and the same autograd formulas, so every backend has one contract: same
+names, arguments, returns, checks and gradients.
 
 The forward BN ops mutate the running statistics (``Tensor(a!)?`` in their
 schemas), which ``torch.library.register_autograd`` refuses. Their autograd
@@ -21,12 +21,11 @@ register_autograd directly. The stage ops have no autograd: their callers
 
 import torch
 from torch import Tensor
-from torch._prims_common import suggest_memory_format
 
-from . import _checks, _native  # noqa: F401  (_native registers the schemas)
-from ._numerics import acc_dtype
-
-ops = torch.ops.resnet_fast
+from .. import _native  # noqa: F401  (registers the schemas and the C++ kernels)
+from . import checks
+from .layout import empty_activation
+from .numerics import acc_dtype
 
 # Every op of the contract, forward/backward pairs first, then the BN stage
 # ops (the passes of the fused BN ops as separate ops, for synchronized BN
@@ -37,37 +36,6 @@ FUSED_OPS = (
 )  # fmt: skip
 STAGE_OPS = ("bn_stats", "bn_apply", "bn_act_bwd_reduce", "bn_add_act_bwd_reduce", "bn_bwd_apply")
 OP_NAMES = FUSED_OPS + STAGE_OPS
-
-
-# --- memory formats, mirroring csrc/common/tensor_geometry.cpp --------------
-
-
-def _rows_ok(t: Tensor) -> bool:
-    return t.shape[1] == 1 or t.stride(1) == 1
-
-
-def _planar_ok(t: Tensor) -> bool:
-    return t.shape[3] == 1 or t.stride(3) == 1
-
-
-def output_memory_format(input: Tensor) -> torch.memory_format:
-    """The memory format the kernels write for an [N, C, H, W] ``input``."""
-    suggested = suggest_memory_format(input) == torch.channels_last
-    if _rows_ok(input) and (suggested or input.shape[2] * input.shape[3] == 1):
-        return torch.channels_last
-    if _planar_ok(input):
-        return torch.contiguous_format
-    if _rows_ok(input):
-        return torch.channels_last
-    return torch.channels_last if suggested else torch.contiguous_format
-
-
-def empty_activation(input: Tensor) -> Tensor:
-    """An uninitialized [N, C, H, W] tensor like ``input``, in the memory
-    format every backend's kernels write (output_memory_format)."""
-    return torch.empty(input.shape, dtype=input.dtype, device=input.device).contiguous(
-        memory_format=output_memory_format(input)
-    )
 
 
 def _empty_channels(input: Tensor, like: Tensor | None = None) -> Tensor:
@@ -84,7 +52,7 @@ def _empty_mean(input: Tensor) -> Tensor:
 
 
 def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, momentum, eps, relu):
-    _checks.check_bn_forward_op(
+    checks.check_bn_forward_op(
         input, None, weight, bias, running_mean, running_var, training, momentum, eps
     )
     return empty_activation(input), _empty_mean(input), _empty_channels(input)
@@ -93,14 +61,14 @@ def _bn_act_fwd_fake(input, weight, bias, running_mean, running_var, training, m
 def _bn_add_act_fwd_fake(
     input, residual, weight, bias, running_mean, running_var, training, momentum, eps, relu
 ):
-    _checks.check_bn_forward_op(
+    checks.check_bn_forward_op(
         input, residual, weight, bias, running_mean, running_var, training, momentum, eps
     )
     return empty_activation(input), _empty_mean(input), _empty_channels(input)
 
 
 def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, training, relu):
-    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
+    checks.check_bn_backward_op(grad_out, input, None, weight, bias, save_mean, save_invstd)
     return (
         empty_activation(input),
         _empty_channels(input, weight),
@@ -111,7 +79,7 @@ def _bn_act_bwd_fake(grad_out, input, weight, bias, save_mean, save_invstd, trai
 def _bn_add_act_bwd_fake(
     grad_out, input, residual, weight, bias, save_mean, save_invstd, training, relu
 ):
-    _checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
+    checks.check_bn_backward_op(grad_out, input, residual, weight, bias, save_mean, save_invstd)
     return (
         empty_activation(input),
         empty_activation(input),
@@ -121,12 +89,12 @@ def _bn_add_act_bwd_fake(
 
 
 def _add_relu_fwd_fake(input, other):
-    _checks.check_elementwise_pair(input, "input", other, "other")
+    checks.check_elementwise_pair(input, "input", other, "other")
     return torch.empty_like(input)
 
 
 def _add_relu_bwd_fake(grad_out, output):
-    _checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
+    checks.check_elementwise_pair(output, "output", grad_out, "grad_out")
     return torch.empty_like(output)
 
 
@@ -135,33 +103,33 @@ _STAGE_NAMES = dict(mean_name="mean", invstd_name="invstd")
 
 
 def _bn_stats_fake(input):
-    _checks.check_activation(input, "input")
+    checks.check_activation(input, "input")
     return _empty_mean(input), _empty_mean(input)
 
 
 def _bn_apply_fake(input, residual, weight, bias, mean, invstd, relu):
-    _checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
+    checks.check_bn_apply_op(input, residual, weight, bias, mean, invstd)
     return empty_activation(input)
 
 
 def _bn_act_bwd_reduce_fake(grad_out, input, weight, bias, mean, invstd, relu):
-    _checks.check_bn_backward_op(grad_out, input, None, weight, bias, mean, invstd, **_STAGE_NAMES)
+    checks.check_bn_backward_op(grad_out, input, None, weight, bias, mean, invstd, **_STAGE_NAMES)
     return _empty_channels(input), _empty_channels(input)
 
 
 def _bn_add_act_bwd_reduce_fake(grad_out, input, residual, weight, bias, mean, invstd, relu):
-    _checks.check_bn_backward_op(
+    checks.check_bn_backward_op(
         grad_out, input, residual, weight, bias, mean, invstd, **_STAGE_NAMES
     )
     return _empty_channels(input), _empty_channels(input), empty_activation(input)
 
 
 def _bn_bwd_apply_fake(grad, input, weight, bias, mean, invstd, mean_g, mean_gx, relu_mask):
-    _checks.check_bn_backward_op(
+    checks.check_bn_backward_op(
         grad, input, None, weight, bias, mean, invstd, "grad", "mean", "invstd"
     )
-    _checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
-    _checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
+    checks.check_channel_stat(mean_g, "mean_g", input, acc_dtype(input.dtype))
+    checks.check_channel_stat(mean_gx, "mean_gx", input, acc_dtype(input.dtype))
     return empty_activation(input)
 
 
@@ -305,6 +273,22 @@ def register_contract(namespace: str) -> None:
         setup_context=_add_relu_setup_context,
         lib=lib,
     )
+
+
+def declare_namespace(namespace: str) -> torch.library.Library:
+    """Declares every op of OP_NAMES in ``namespace`` with the schema of the
+    torch.ops.resnet_fast op of the same name (read from the C++
+    declaration, so the two cannot drift) and registers the contract.
+
+    Returns:
+        The namespace's defining library: keep it alive, and register the
+        namespace's kernels on it (``lib.impl(name, fn, dispatch_key)``).
+    """
+    lib = torch.library.Library(namespace, "DEF")  # noqa: TOR901
+    for name in OP_NAMES:
+        lib.define(str(getattr(torch.ops.resnet_fast, name).default._schema).split("::", 1)[1])
+    register_contract(namespace)
+    return lib
 
 
 register_contract("resnet_fast")

@@ -1,5 +1,6 @@
-"""Loads the compiled library resnet_fast._C, which registers torch.ops.resnet_fast
-(building it first when the install shipped sources only)."""
+"""The native library: loads resnet_fast._C, which registers torch.ops.resnet_fast
+(building it first when the install shipped sources only; build.py), and says
+what it contains (build_info). spec.py lists what it is built from."""
 
 import importlib.util
 import os
@@ -13,15 +14,15 @@ def _built_here() -> bool:
     of another checkout can answer for resnet_fast._C too: not ours)."""
     if "resnet_fast._C" in sys.modules:
         return True
-    found = importlib.util.find_spec(".._C", __name__)
-    here = os.path.dirname(os.path.abspath(__file__))
+    found = importlib.util.find_spec("resnet_fast._C")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return found is not None and os.path.dirname(os.path.abspath(found.origin or "")) == here
 
 
 if _built_here():
     # Built ahead of time (pip install --no-build-isolation, setup.py build_ext).
     try:
-        from . import _C
+        from .. import _C
     except ImportError as error:  # pragma: no cover - exercised only on a broken install
         raise ImportError(
             "resnet_fast's compiled library resnet_fast._C does not load "
@@ -30,7 +31,7 @@ if _built_here():
         ) from error
 else:
     # A plain `pip install .` ships the sources: built once, at first import.
-    from ._native_build import load as _load
+    from .build import load as _load
 
     _C = _load()
 

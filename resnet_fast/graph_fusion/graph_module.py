@@ -16,8 +16,11 @@ replaced, re-classed or given a hook later runs its own forward.
 
 from torch import nn
 
-from .folding import FoldingMixin
-from .lean import DEFAULT_MEMORY
+from ..nn.folding import FoldingMixin
+from ..nn.memory import DEFAULT_MEMORY
+from . import fused_graph
+from .calls import FusionState
+from .rewrite import STATE_ATTR
 
 _SHARED = (
     "_parameters",
@@ -48,7 +51,7 @@ class FusedGraph(FoldingMixin):
         original: the module whose forward was traced.
         leaf_paths: submodules that were kept as leaves when tracing.
         memory: "auto", "lean" or "standard" (residual blocks and stems in
-            training; see resnet_fast.nn.lean.MEMORY_MODES).
+            training; see resnet_fast.nn.memory.MEMORY_MODES).
         path: where `original` sits in the converted model (for the report).
 
     Shape:
@@ -71,11 +74,9 @@ class FusedGraph(FoldingMixin):
         self._build(memory)
 
     def _build(self, memory: str) -> None:
-        from ..graph_fusion import fused_graph
-        from ..graph_fusion.calls import FusionState
-        from ..graph_fusion.rewrite import STATE_ATTR
-
-        graph, made, left = fused_graph(self._original, self._leaf_paths, self._path)
+        graph, made, left = fused_graph(
+            self._original, self._leaf_paths, self._path, leaf_types=(FusedGraph,)
+        )
         code = graph.python_code(root_module="self")
         namespace = dict(code.globals)
         exec(

@@ -1,0 +1,164 @@
+"""The training convolutions of the lean blocks (resnet_fast/lean/): forward
+and backward, each run as oneDNN's direct convolution, as a matrix product
+(gemm.py) or as Winograd (winograd.py), whichever is measured fastest for
+the shape on this machine (measured.py), forward and backward together.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import gemm, measured, winograd
+from .spec import ConvSpec, output_hw
+
+_aten = torch.ops.aten
+
+
+def conv_path(input: Tensor, weight: Tensor, spec: ConvSpec) -> str:
+    """How the training convolution of ``input`` [N, C_in, H, W] by
+    ``weight`` [C_out, C_in, kH, kW] runs: "onednn", "gemm" (a matrix
+    product, see the module doc) or "winograd" (3x3 stride-1 convolutions in
+    float32, see winograd.py), measured on first use of its shape, forward +
+    backward. While torch.compile traces, oneDNN: a trace cannot time
+    anything."""
+    gemm_ok = gemm.MODE != "never" and gemm.eligible(input, weight, spec)
+    if gemm_ok and gemm.MODE == "always":
+        return "gemm"
+    if torch.compiler.is_compiling():
+        return "onednn"
+    if gemm_ok:
+        gemm_ok = (
+            gemm.patch_bytes(input, weight, spec, output_hw(input, weight, spec))
+            <= gemm.MAX_PATCH_BYTES
+        )
+    winograd_ok = winograd.trainable(input, weight, spec)
+    if not (gemm_ok or winograd_ok):
+        return "onednn"
+    key = (
+        "conv", tuple(input.shape), tuple(weight.shape), spec, input.dtype,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    candidates = lambda: _candidates(input, weight, spec, gemm_ok, winograd_ok)  # noqa: E731
+    return measured.choose(key, "onednn", candidates, input.device)
+
+
+def _candidates(
+    input: Tensor, weight: Tensor, spec: ConvSpec, with_gemm: bool, with_winograd: bool
+) -> dict:
+    """One training use of the convolution each way it may run: forward,
+    then the input and weight gradients, on detached copies (no autograd
+    state)."""
+    x, w = input.detach(), weight.detach()
+    out_hw = output_hw(x, w, spec)
+    grad = x.new_ones((x.shape[0], w.shape[0], *out_hw)).contiguous(
+        memory_format=torch.channels_last
+    )
+    mask = (True, True, False)
+
+    def onednn():
+        F.conv2d(x, w, None, spec.stride, spec.padding, spec.dilation, spec.groups)
+        _onednn_backward(grad, x, w, None, spec, mask)
+
+    def by_gemm():
+        gemm.forward(x, w, None, spec)
+        gemm.backward(grad, x, w, spec, mask)
+
+    def winograd_step():
+        _winograd_forward(x, w, None)
+        _winograd_backward(grad, x, w, None, spec, mask)
+
+    found = {"onednn": onednn}
+    if with_gemm:
+        found["gemm"] = by_gemm
+    if with_winograd:
+        found["winograd"] = winograd_step
+    return found
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
+    """F.conv2d(input, weight, bias, *spec), as a matrix product or as
+    Winograd where :func:`conv_path` says so.
+
+    Args:
+        input: [N, C_in, H, W].
+        weight: [C_out, C_in / groups, kH, kW].
+        bias: [C_out] or None.
+        spec: stride, padding, dilation, groups.
+
+    Returns:
+        [N, C_out, H_out, W_out].
+    """
+    path = conv_path(input, weight, spec)
+    if path == "gemm":
+        return gemm.forward(input, weight, bias, spec)
+    if path == "winograd":
+        return _winograd_forward(input, weight, bias)
+    return F.conv2d(input, weight, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
+
+
+def _winograd_forward(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return winograd.conv3x3(input, winograd.weight_tiles(weight), bias, None, False)
+
+
+def conv2d_backward(
+    grad: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    spec: ConvSpec,
+    mask: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(grad_input, grad_weight, grad_bias) of :func:`conv2d`, each computed
+    only where ``mask`` asks for it. The convolution runs in grad's dtype
+    (the dtype it ran forward in, also under autocast) and each gradient
+    comes back in the dtype of what it differentiates.
+
+    Args:
+        grad: [N, C_out, H_out, W_out], the gradient of the output.
+        input: [N, C_in, H, W].
+        weight: [C_out, C_in / groups, kH, kW].
+        bias: [C_out] or None.
+        spec: stride, padding, dilation, groups.
+        mask: which of (input, weight, bias) need a gradient.
+    """
+    dtype = grad.dtype
+    x, wt = input.to(dtype), weight.to(dtype)
+    path = conv_path(x, wt, spec)
+    if path == "gemm":
+        grad_input, grad_weight, grad_bias = gemm.backward(grad, x, wt, spec, mask)
+    elif path == "winograd":
+        grad_input, grad_weight, grad_bias = _winograd_backward(grad, x, wt, bias, spec, mask)
+    else:
+        grad_input, grad_weight, grad_bias = _onednn_backward(grad, x, wt, bias, spec, mask)
+    if grad_input is not None:
+        grad_input = grad_input.to(input.dtype)
+    if grad_weight is not None:
+        grad_weight = grad_weight.to(weight.dtype)
+    if grad_bias is not None and bias is not None:
+        grad_bias = grad_bias.to(bias.dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+def _onednn_backward(grad, input, weight, bias, spec: ConvSpec, mask):
+    return _aten.convolution_backward(
+        grad, input, weight, None if bias is None else [bias.shape[0]],
+        spec.stride, spec.padding, spec.dilation, False, [0, 0], spec.groups, list(mask),
+    )  # fmt: skip
+
+
+def _winograd_backward(grad, input, weight, bias, spec: ConvSpec, mask):
+    """The input gradient of a 3x3 stride-1 convolution with padding 1 is the
+    same kind of convolution of ``grad``, by the kernels transposed (C_in and
+    C_out swapped) and turned by 180 degrees: Winograd too. The weight and
+    bias gradients are oneDNN's."""
+    grad_input = None
+    if mask[0]:
+        turned = weight.transpose(0, 1).flip(2, 3)
+        grad_cl = grad.contiguous(memory_format=torch.channels_last)
+        grad_input = winograd.conv3x3(grad_cl, winograd.weight_tiles(turned), None, None, False)
+    _, grad_weight, grad_bias = _onednn_backward(
+        grad, input, weight, bias, spec, (False, *mask[1:])
+    )
+    return grad_input, grad_weight, grad_bias
