@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import resnet_fast.models as fast_models
-from resnet_fast.cli.environment import set_threads, steady_allocator
-from resnet_fast.cli.report import write_benchmark_json
-from resnet_fast.cli.timing import interleaved_ms, summarize
+from resnet_fast.harness.environment import set_threads, steady_allocator
+from resnet_fast.harness.report import write_benchmark_json
+from resnet_fast.harness.timing import interleaved_ms, summarize
 from resnet_fast.models.plain import plain_model
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import resnet_fast.functional as RF
-from resnet_fast.cli.timing import time_ms
+from resnet_fast.harness.timing import time_ms
 
 # (C_in, C_out, H, kernel): ResNet-50 convolutions (stride 1).
 CONVS = [(64, 64, 56, 3), (256, 64, 56, 1), (64, 256, 56, 1), (128, 128, 28, 3),

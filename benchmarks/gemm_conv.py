@@ -17,11 +17,11 @@ import argparse
 import torch
 from torch import nn
 
-from resnet_fast.cli.environment import set_threads, steady_allocator
-from resnet_fast.cli.report import write_benchmark_json
-from resnet_fast.cli.timing import interleaved_ms, summarize
 from resnet_fast.conv import training
 from resnet_fast.conv.spec import ConvSpec
+from resnet_fast.harness.environment import set_threads, steady_allocator
+from resnet_fast.harness.report import write_benchmark_json
+from resnet_fast.harness.timing import interleaved_ms, summarize
 from resnet_fast.models.plain import plain_model
 
 _aten = torch.ops.aten

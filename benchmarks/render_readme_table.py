@@ -11,7 +11,7 @@ import argparse
 import pathlib
 import sys
 
-from resnet_fast.cli.report import readme_section, replace_readme_section
+from resnet_fast.harness.report import readme_section, replace_readme_section
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from resnet_fast import nn as fast_nn
-from resnet_fast.cli.timing import synchronize
+from resnet_fast.harness.timing import synchronize
 from resnet_fast.models import plain
 
 BATCH = 16

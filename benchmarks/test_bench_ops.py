@@ -14,8 +14,14 @@ moved and the effective GB/s of the median.
 import pytest
 import torch
 
-from resnet_fast.cli.op_cases import OPS, RESNET50_BN_SHAPES, make_inputs, minimal_bytes, step_fn
-from resnet_fast.cli.timing import synchronize
+from resnet_fast.harness.op_cases import (
+    OPS,
+    RESNET50_BN_SHAPES,
+    make_inputs,
+    minimal_bytes,
+    step_fn,
+)
+from resnet_fast.harness.timing import synchronize
 
 BATCH = 16
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -16,10 +16,10 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from resnet_fast.cli.environment import set_threads, steady_allocator
-from resnet_fast.cli.report import write_benchmark_json
-from resnet_fast.cli.timing import interleaved_ms, summarize
 from resnet_fast.conv import winograd
+from resnet_fast.harness.environment import set_threads, steady_allocator
+from resnet_fast.harness.report import write_benchmark_json
+from resnet_fast.harness.timing import interleaved_ms, summarize
 
 CPU = torch.device("cpu")
 CL = torch.channels_last

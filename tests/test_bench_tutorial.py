@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import resnet_fast.models as M
-from resnet_fast.cli import registry
-from resnet_fast.cli.fusion import count_fusion
 from resnet_fast.cli.main import build_parser, main, model_sizes
-from resnet_fast.cli.tutorial_models import (
+from resnet_fast.harness import workloads as registry
+from resnet_fast.harness.fusion import count_fusion
+from resnet_fast.harness.tutorial_models import (
     TutorialBasicBlock,
     TutorialCifarResNet,
     tutorial_cifar_resnet18,
@@ -96,7 +96,7 @@ def test_bench_warns_and_shows_a_fast_model_that_fused_nothing(tmp_path, capsys,
 
 
 def test_caption_names_each_models_size_when_they_differ():
-    from resnet_fast.cli.report import bench_caption
+    from resnet_fast.harness.report import bench_caption
 
     env = {"gpu": None, "cpu": "a CPU", "threads": 2, "torch": "2.x"}
     settings = {"precision": "fp32", "channels_last": True, "rounds": 3}

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import resnet_fast
-from resnet_fast.cli import check as check_module
-from resnet_fast.cli.backends import backend_status
 from resnet_fast.cli.main import main
-from resnet_fast.cli.timing import interleaved_ms, summarize
+from resnet_fast.harness import check as check_module
+from resnet_fast.harness.backends import backend_status
+from resnet_fast.harness.timing import interleaved_ms, summarize
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 

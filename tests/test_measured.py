@@ -11,8 +11,8 @@ from test_lean import BLOCKS, _blocks, _grads
 from user_models import tutorial_resnet18
 
 import resnet_fast
-from resnet_fast.cli.fusion import count_calls
 from resnet_fast.conv import measured
+from resnet_fast.harness.fusion import count_calls
 
 CPU = torch.device("cpu")
 

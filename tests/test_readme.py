@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_readme_results_match_the_committed_json():
-    from resnet_fast.cli.report import readme_section, replace_readme_section
+    from resnet_fast.harness.report import readme_section, replace_readme_section
 
     readme = (ROOT / "README.md").read_text()
     section = readme_section(str(ROOT / "benchmarks" / "results"), "benchmarks/results")

@@ -19,17 +19,17 @@ import shlex
 import sys
 
 import torch
+from tqdm import tqdm
 
 import resnet_fast
 
-from . import backends, environment, report
-from .progress import Progress
-from .registry import BENCH_MODELS, bench_model_spec
+from ..harness import backends, environment, report
+from ..harness.workloads import BENCH_MODELS, bench_model_spec
 
 DEFAULT_MODELS = ["resnet18", "resnet50"]
 DEFAULT_OUT = "resnet-fast-results"
 # (batch size, resolution) when not given and the model has no size of its own
-# (bench/registry.py): about two minutes on a 2-core CPU; on a GPU, a size
+# (resnet_fast/harness/workloads.py): about two minutes on a 2-core CPU; on a GPU, a size
 # where the kernels, not the launches, set the pace.
 DEFAULT_SIZE = {"cpu": (16, 64), "cuda": (128, 224)}
 QUICK = {"models": ["resnet18"], "batch_size": 4, "resolution": 32, "rounds": 3, "warmup": 1}
@@ -304,9 +304,15 @@ def _out_paths(out: str, stem: str) -> tuple[str, str]:
     return os.path.join(out, f"{stem}.json"), os.path.join(out, f"{stem}.png")
 
 
+def _progress(total: int, args: argparse.Namespace) -> tqdm:
+    """A progress bar on stderr (stdout keeps the tables), on a terminal
+    only: in logs and pipes it would be noise (``disable=None``)."""
+    return tqdm(total=total, disable=True if args.no_progress else None, leave=False, unit="step")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import models as bench_models
-    from . import plot
+    from ..harness import model_bench as bench_models
+    from ..harness import plot
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -338,9 +344,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
-    progress = Progress(
-        len(names) * bench_models.units_per_model(settings), enabled=not args.no_progress
-    )
+    progress = _progress(len(names) * bench_models.units_per_model(settings), args)
     rows = bench_models.run_bench(settings, progress)
     progress.close()
     result = {
@@ -372,8 +376,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    from . import ops as bench_ops
-    from . import plot
+    from ..harness import op_bench as bench_ops
+    from ..harness import plot
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -404,7 +408,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
     print(
         _header("ops", device, f"{dtype} | {layout} | batch {batch} | {rounds} rounds"), flush=True
     )
-    progress = Progress(bench_ops.units(settings), enabled=not args.no_progress)
+    progress = _progress(bench_ops.units(settings), args)
     rows, summary = bench_ops.run_ops(settings, progress)
     progress.close()
     result = {
@@ -428,7 +432,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import run_check
+    from ..harness.check import run_check
 
     statuses = backends.all_backends()
     if args.backends is not None:
@@ -468,7 +472,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _tolerance(dtype_name: str) -> float:
-    from .check import TOLERANCE
+    from ..harness.check import TOLERANCE
 
     return TOLERANCE[getattr(torch, dtype_name)]
 

@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tabulate import tabulate
+
 from .environment import describe
 
 MODE_NAMES = {"train": "training step", "infer": "inference"}
@@ -23,28 +25,20 @@ class Table:
     numeric: list[bool]
 
 
+def _tabulate(table: Table, fmt: str) -> str:
+    # The cells are formatted already: no number parsing, alignment by column kind.
+    align = ["right" if numeric else "left" for numeric in table.numeric]
+    return tabulate(table.rows, table.headers, tablefmt=fmt, colalign=align, disable_numparse=True)
+
+
 def render_text(table: Table) -> str:
     """Aligned columns for a terminal."""
-    widths = [
-        max(len(cell) for cell in [header, *(row[i] for row in table.rows)])
-        for i, header in enumerate(table.headers)
-    ]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.rjust(width) if numeric else cell.ljust(width)
-            for cell, width, numeric in zip(cells, widths, table.numeric, strict=True)
-        ).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(table.headers), rule, *(line(row) for row in table.rows)])
+    return _tabulate(table, "simple")
 
 
 def render_markdown(table: Table) -> str:
     """A GitHub markdown table."""
-    align = ["---:" if numeric else "---" for numeric in table.numeric]
-    lines = [table.headers, align, *table.rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    return _tabulate(table, "pipe")
 
 
 def threads_text(count: int) -> str:

@@ -4,9 +4,9 @@ baseline and its fast counterpart, and the input size it runs at by default.
 Two kinds:
 - the zoo (resnet_fast.models): eager = the plain twin from
   resnet_fast.models.plain, fast = the zoo model with the same weights;
-- user code (bench/tutorial_models.py): eager = the model as a user wrote it,
+- user code (tutorial_models.py): eager = the model as a user wrote it,
   fast = ``resnet_fast.convert`` of a copy of it. Whatever convert fuses (or
-  does not) is what gets measured; the bench counts it (bench/fusion.py).
+  does not) is what gets measured; the bench counts it (fusion.py).
 """
 
 from __future__ import annotations

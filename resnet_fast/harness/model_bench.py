@@ -1,7 +1,7 @@
 """``resnet-fast bench``: resnet_fast models against the same architecture in
 eager PyTorch (and torch.compile of it), end to end.
 
-For each model (bench/registry.py: the zoo, and user-style models passed
+For each model (workloads.py: the zoo, and user-style models passed
 through resnet_fast.convert): the fast and the eager model start from the same
 weights; the fast model is checked against a float64 copy of the eager one (and
 the eager model in the benchmark's precision is checked the same way, as the
@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..conv import measured
 from ..profiling import saved_activations
 from .backends import fast_backend_for
 from .fusion import count_fusion, fusion_dict, warn_if_unfused
-from .progress import Progress
-from .registry import bench_model_spec
 from .timing import interleaved_ms, summarize, synchronize
+from .workloads import bench_model_spec
 
 # Worst relative error (vs float64) the fast model may add over eager's own in
 # the same precision: max(2 x eager's, this floor).
@@ -256,7 +256,7 @@ def units_per_model(settings: BenchSettings) -> int:
     return 3 + 2 * (settings.rounds + 1)
 
 
-def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
+def bench_model(name: str, settings: BenchSettings, progress: tqdm) -> dict:
     """Everything ``resnet-fast bench`` measures for one model.
 
     Returns:
@@ -267,11 +267,11 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
     """
     device = settings.torch_device
     batch, resolution = settings.size(name)
-    progress.set_label(f"{name}: building")
+    progress.set_description_str(f"{name}: building")
     models = build_models(name, settings)
     x, y = make_batch(settings, name, seed=0)
-    progress.advance()
-    progress.set_label(f"{name}: accuracy check vs float64, fusion count")
+    progress.update()
+    progress.set_description_str(f"{name}: accuracy check vs float64, fusion count")
     row: dict = {"model": name, "backend": fast_backend_for(device)}
     row.update(batch_size=batch, resolution=resolution)
     row["check"] = check_accuracy(models, x, y, settings)
@@ -282,14 +282,16 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
         fusion = count_fusion(models["fast"], models["eager"], x)
     row["fusion"] = fusion_dict(fusion)
     row["fusion"]["warning"] = warn_if_unfused(name, fusion)
-    progress.advance()
-    progress.set_label(f"{name}: saved activations")
+    progress.update()
+    progress.set_description_str(f"{name}: saved activations")
     row["saved_bytes_per_image"] = {
         label: saved_bytes_per_image(model, x, settings) for label, model in models.items()
     }
-    progress.advance()
+    progress.update()
     for mode in ("train", "infer"):
-        progress.set_label(f"{name}: {'training step' if mode == 'train' else 'inference'}")
+        progress.set_description_str(
+            f"{name}: {'training step' if mode == 'train' else 'inference'}"
+        )
         for model in models.values():
             model.train(mode == "train")
         steps = {
@@ -301,7 +303,7 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
         # The first call of each doubles as warm-up and as the memory probe.
         peaks = {label: peak_memory_mib(fn, device) for label, fn in steps.items()}
         times = interleaved_ms(
-            steps, device, settings.rounds, max(settings.warmup - 1, 0), progress.advance
+            steps, device, settings.rounds, max(settings.warmup - 1, 0), progress.update
         )
         row[mode] = {}
         for label, samples in times.items():
@@ -318,7 +320,7 @@ def bench_model(name: str, settings: BenchSettings, progress: Progress) -> dict:
     return row
 
 
-def run_bench(settings: BenchSettings, progress: Progress) -> list[dict]:
+def run_bench(settings: BenchSettings, progress: tqdm) -> list[dict]:
     """``bench_model`` for each model in the settings."""
     return [bench_model(name, settings, progress) for name in settings.models]
 

@@ -2,9 +2,9 @@
 two commands of under 8 minutes each (a lent machine: 15 minutes in all, its
 start included, at most 10 per command):
 
-    python benchmarks/gpu_check.py --command 1 --out $OUT/part1   # build, tests
-    python benchmarks/gpu_check.py --command 2 --out $OUT/part2   # sanitize, benchmarks
-    python benchmarks/gpu_check.py --out DIR \\
+    python .ci/gpu_check.py --command 1 --out $OUT/part1   # build, tests
+    python .ci/gpu_check.py --command 2 --out $OUT/part2   # sanitize, benchmarks
+    python .ci/gpu_check.py --out DIR \\
         --merge $OUT/part1/gpu_check.json $OUT/part2/gpu_check.json
 
 Steps, and their budget (estimated from CPU equivalents measured on the
@@ -40,7 +40,7 @@ Writes a JSON summary (GPU, versions, commit, pass counts, sanitizer verdict,
 benchmark rows) to OUT/gpu_check.json, OUT from --out or $OUT. Exit status:
 non-zero when a step fails or runs out of time.
 
-    python benchmarks/gpu_check.py [--steps build,tests,...] [--out DIR]
+    python .ci/gpu_check.py [--steps build,tests,...] [--out DIR]
 """
 
 import argparse

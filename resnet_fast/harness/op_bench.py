@@ -8,10 +8,10 @@ import statistics
 from dataclasses import asdict, dataclass
 
 import torch
+from tqdm import tqdm
 
 from .backends import fast_backend_for
 from .op_cases import OPS, RESNET50_BN_SHAPES, make_inputs, minimal_bytes, step_fn
-from .progress import Progress
 from .timing import interleaved_ms, summarize
 
 QUICK_SHAPES = [(64, 56), (512, 7)]
@@ -38,7 +38,7 @@ def units(settings: OpsSettings) -> int:
 
 
 def measure(
-    op: str, channels: int, size: int, backward: bool, settings: OpsSettings, progress: Progress
+    op: str, channels: int, size: int, backward: bool, settings: OpsSettings, progress: tqdm
 ) -> dict:
     """Fused vs eager at one shape: the JSON row."""
     device = torch.device(settings.device)
@@ -52,7 +52,7 @@ def measure(
         device,
     )
     steps = {impl: step_fn(op, impl, t, backward) for impl in ("fused", "eager")}
-    times = interleaved_ms(steps, device, settings.rounds, settings.warmup, progress.advance)
+    times = interleaved_ms(steps, device, settings.rounds, settings.warmup, progress.update)
     row: dict = {"op": op, "pass": "fwd+bwd" if backward else "fwd", "C": channels, "H": size}
     nbytes = minimal_bytes(op, t, backward)
     for impl, samples in times.items():
@@ -64,7 +64,7 @@ def measure(
     return row
 
 
-def run_ops(settings: OpsSettings, progress: Progress) -> tuple[list[dict], list[dict]]:
+def run_ops(settings: OpsSettings, progress: tqdm) -> tuple[list[dict], list[dict]]:
     """Every op, pass and shape of the settings.
 
     Returns:
@@ -74,7 +74,7 @@ def run_ops(settings: OpsSettings, progress: Progress) -> tuple[list[dict], list
     rows = []
     for op in settings.ops:
         for name in settings.passes:
-            progress.set_label(f"{op} {name}")
+            progress.set_description_str(f"{op} {name}")
             for channels, size in settings.shapes:
                 rows.append(measure(op, channels, size, name == "fwd+bwd", settings, progress))
     summary = []
