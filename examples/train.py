@@ -28,9 +28,11 @@ copy (--crop-padding) and, with --hflip, a random horizontal flip.
 
 --checkpoint PATH saves, after every epoch and atomically (a temporary file
 renamed over PATH), both models, optimizers, schedulers, gradient scalers,
-the epoch, the random generators' states and the data order of the next
-epoch; --resume continues from it. A run killed at any point restarts the
-interrupted epoch and ends with the same weights as one never interrupted
+the epoch, the random generators' states, the data order of the next epoch
+and the choices resnet_fast timed on this machine
+(resnet_fast.nn.measured_choices); --resume continues from it. A run killed
+at any point restarts the interrupted epoch and ends with the same weights
+as one never interrupted
 (bit for bit on CPUs, where the kernels are deterministic).
 """
 
@@ -355,6 +357,9 @@ def save_checkpoint(path: str, trainees, args, world, epoch, step, gen, plan) ->
             "python": random.getstate(),
         },
         "plan": plan,  # the data order and augmentation of the next epoch
+        # Which implementation each block and convolution shape took (timed on
+        # this machine): the resumed run takes the same, so its bits match.
+        "measured_choices": resnet_fast.nn.measured_choices(),
     }
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(state, tmp)
@@ -381,6 +386,7 @@ def load_checkpoint(path: str, trainees, args, world, gen) -> tuple[int, int, di
     if state["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     random.setstate(state["rng"]["python"])
+    resnet_fast.nn.load_measured_choices(state.get("measured_choices", {}))
     return state["epoch"], state["step"], state["plan"]
 
 

@@ -9,6 +9,8 @@ Public API:
                              pre-activation ResNets (preact_resnet18..164)
     resnet_fast.convert      swap torchvision-style blocks for fused ones (revert undoes it)
     resnet_fast.convert_sync_batchnorm  synchronized BN across processes (DDP), fused kept
+    resnet_fast.freeze       declare a model's tensors constant for deployment (eval folds
+                             kept without comparing values on each call)
     resnet_fast.distributed  sync_batch_norm: the functional synchronized BN
     resnet_fast.reference    the pure-PyTorch definitions (test oracle)
     resnet_fast.use_backend  context manager: "cpu", "cuda", "triton", "reference"
@@ -26,6 +28,7 @@ from ._native import build_info
 from ._ops import contract  # noqa: F401  (autograd and fake kernels of torch.ops.resnet_fast)
 from ._ops.backends import BACKENDS, current_backend, use_backend
 from .convert import convert, revert
+from .nn.folding import freeze
 from .nn.sync_batchnorm import convert_sync_batchnorm
 
 __version__ = "0.1.0"
@@ -37,6 +40,7 @@ __all__ = [
     "convert_sync_batchnorm",
     "current_backend",
     "distributed",
+    "freeze",
     "functional",
     "models",
     "nn",

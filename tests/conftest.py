@@ -6,7 +6,10 @@ reason. Outputs are NaN-poisoned by the kernels before they are written
 (RESNET_FAST_POISON_OUTPUTS=1), so an element a kernel skips fails the test.
 Choices that resnet_fast measures on the machine (resnet_fast/conv/measured.py) are not
 measured (RESNET_FAST_MEASURE=0): every test sees the same paths whatever the
-machine's timing; tests/test_measured.py checks the measured choices.
+machine's timing; tests/test_measured.py checks the measured choices, with
+the `measuring` fixture (stored choices in a folder of the test's own). No
+test reads or writes the user's stored choices: RESNET_FAST_CHOICES_DIR
+points at a temporary folder.
 
 The triton backend runs on a CUDA GPU when there is one, else on the CPU under
 Triton's interpreter: TRITON_INTERPRET=1 is set here, before anything imports
@@ -16,9 +19,11 @@ Triton tests on a machine without a GPU.
 
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("RESNET_FAST_POISON_OUTPUTS", "1")
 os.environ.setdefault("RESNET_FAST_MEASURE", "0")
+os.environ.setdefault("RESNET_FAST_CHOICES_DIR", tempfile.mkdtemp(prefix="resnet-fast-choices-"))
 
 import zlib  # noqa: E402
 
@@ -66,3 +71,18 @@ def gen(request):
     g = torch.Generator()
     g.manual_seed(zlib.crc32(request.node.nodeid.encode()))
     return g
+
+
+@pytest.fixture
+def measuring(monkeypatch, tmp_path):
+    """Measurement on, nothing decided yet, and stored choices in a folder of
+    this test's own (returns the conv.measured module)."""
+    from resnet_fast.conv import measured
+    from resnet_fast.conv.choice_store import ChoiceStore
+
+    prints = measured._the_store().fingerprint
+    monkeypatch.setattr(measured, "ENABLED", True)
+    monkeypatch.setattr(measured, "_choices", {})
+    monkeypatch.setattr(measured, "_loaded", {})
+    monkeypatch.setattr(measured, "_store", ChoiceStore(str(tmp_path / "choices"), prints))
+    return measured

@@ -127,13 +127,13 @@ def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):
     "gemm_ms, winograd_ms, expected",
     [(1.0, 3.0, "gemm"), (2.0, 3.0, "onednn"), (1.99, 3.0, "onednn"), (1.5, 1.0, "winograd")],
 )
-def test_auto_takes_the_measured_faster_path(gemm_ms, winograd_ms, expected, monkeypatch):
+def test_auto_takes_the_measured_faster_path(
+    gemm_ms, winograd_ms, expected, measuring, monkeypatch
+):
     """With measurement on, conv_path takes what the timing of every path
     says (oneDNN unless another is faster by more than the margin); the
     timings are injected, so the test does not depend on this machine."""
     monkeypatch.setattr(gemm, "MODE", "auto")
-    monkeypatch.setattr(measured, "ENABLED", True)
-    monkeypatch.setattr(measured, "_choices", {})
     timed = []
 
     def fake_medians(candidates):
@@ -168,9 +168,8 @@ def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
     assert sorted(training._candidates(x, weight, spec, True, False)) == ["gemm", "onednn"]
 
 
-def test_auto_without_measurement_and_large_patches_take_onednn(monkeypatch):
+def test_auto_without_measurement_and_large_patches_take_onednn(measuring, monkeypatch):
     monkeypatch.setattr(gemm, "MODE", "auto")
-    monkeypatch.setattr(measured, "_choices", {})
     monkeypatch.setattr(measured, "ENABLED", False)
     assert training.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
     # Measurement on, but the patch matrix would exceed MAX_PATCH_BYTES (and

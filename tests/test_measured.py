@@ -1,6 +1,6 @@
 """Choices measured on the machine (resnet_fast/conv/measured.py) and the
 residual blocks' measured choice between the lean node and eager PyTorch
-(resnet_fast/nn/residual.py). Timings are injected where a test checks which
+(resnet_fast/lean/residual.py). Timings are injected where a test checks which
 way a choice goes, so no assertion depends on this machine's speed."""
 
 import time
@@ -15,13 +15,6 @@ from resnet_fast.conv import measured
 from resnet_fast.harness.fusion import count_calls
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def measuring(monkeypatch):
-    """Measurement on, with an empty memory of choices."""
-    monkeypatch.setattr(measured, "ENABLED", True)
-    monkeypatch.setattr(measured, "_choices", {})
 
 
 def _timed(monkeypatch, times: dict[str, float]) -> list:
@@ -50,7 +43,7 @@ def test_choose_times_the_candidates_and_remembers_the_faster(measuring):
     assert len(runs) == 1 + measured.ROUNDS
     # Remembered: the candidates are not even built again.
     assert measured.choose(("t", 1), "slow", lambda: pytest.fail("measured twice"), CPU) == "fast"
-    assert measured.measured_choices() == {("t", 1): "fast"}
+    assert measured.measured_choices() == {"('t', 1)": "fast"}
     measured.reset_measured_choices()
     assert measured.measured_choices() == {}
 

@@ -108,7 +108,7 @@ def _cuda_why_not(device: torch.device) -> _Failure | None:
         return ValueError, f"backend 'cuda' needs CUDA tensors, got tensors on {device}"
     if "cuda" not in _compiled():
         return RuntimeError, (
-            "backend 'cuda' was asked for but this build of resnet_fast has no CUDA kernels "
+            "backend 'cuda': this build of resnet_fast has no CUDA kernels "
             f"(build_info()['backends'] = {_compiled()})"
         )
     return None
@@ -124,7 +124,7 @@ def _triton_installed() -> bool:
 
 def _triton_why_not(device: torch.device) -> _Failure | None:
     if not _triton_installed():
-        return RuntimeError, "backend 'triton' was asked for but triton is not installed"
+        return RuntimeError, "backend 'triton': the triton package is not installed"
     if device.type == "cuda" or (device.type == "cpu" and triton_interpreting()):
         return None
     return ValueError, (

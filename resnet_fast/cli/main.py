@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 import resnet_fast
 
+from ..conv import measured
 from ..harness import backends, environment, report
 from ..harness.workloads import BENCH_MODELS, bench_model_spec
 
@@ -491,6 +492,7 @@ def info_dict() -> dict:
         {"name": s.name, "available": s.available, "device": s.device, "reason": s.reason}
         for s in backends.all_backends()
     ]
+    env["measured_choices"] = measured.store_summary()
     return env
 
 
@@ -524,6 +526,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     for b in info["backends"]:
         where = f"runs on {b['device']}" if b["available"] else "unavailable"
         lines.append(f"  {b['name']:10} {where:16} {b['reason']}")
+    stored = info["measured_choices"]
+    lines += [
+        f"choices      {stored['entries']} measured choices stored for this machine and build "
+        f"in {stored['file']}",
+        f"             (all builds: {stored['files']} file(s) in {stored['folder']}; delete "
+        "that folder to measure again)",
+    ]
     print("\n".join(lines))
     return 0
 

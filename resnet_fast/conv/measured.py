@@ -1,13 +1,23 @@
-"""Choices measured on this machine, once per shape, at first use.
+"""Choices measured on this machine, once per shape, kept between processes.
 
 Which of two implementations of the same computation is faster depends on
 the machine (its caches, its oneDNN and BLAS kernels, its core count), not
 only on the shape: a rule tuned on one machine can lose on the next. So the
-choices that depend on it (a convolution as a matrix product or through
-oneDNN, training.py; Winograd or the direct convolution in eval,
-inference.py; a residual block's training step lean or as eager PyTorch,
-resnet_fast/lean/residual.py) are timed here the first time a shape is seen, and the
-winner is kept for the rest of the process.
+choices that depend on it (a training convolution through oneDNN, as a
+matrix product or as Winograd, training.py; Winograd or the direct
+convolution in eval, inference.py; a residual block's training step lean
+or as eager PyTorch, resnet_fast/lean/residual.py) are timed the first time
+a shape is seen.
+
+The candidates round differently, so a choice changes the result's last
+bits. To keep the same command with the same seed giving the same bits, a
+choice, once made, is stored (choice_store.py: one file per machine, torch
+and resnet_fast build) and every later process takes it from there; a
+training checkpoint can carry them too (:func:`measured_choices`,
+:func:`load_measured_choices`). A key is decided, in this order, by: a
+choice loaded or already taken in this process; the stored one; a timing
+now (stored at once, or the stored one adopted if another process stored
+first); the default where nothing may be timed.
 
 A measurement runs every candidate once untimed, then ``ROUNDS`` timed
 rounds interleaved (the order alternating), and compares medians. One
@@ -15,10 +25,22 @@ candidate is the default: another wins only if it is faster by more than
 ``MARGIN``, so that noise does not flip a choice the machine cannot tell
 apart. A measurement costs ``1 + ROUNDS`` calls of each candidate.
 
-Measurements run on the CPU only (a GPU needs synchronized timing), never
-while torch.compile traces, and not at all with ``RESNET_FAST_MEASURE=0``
-(read at import): then every choice is its default. The test suite
-sets it, so that what a test checks does not depend on the machine's timing.
+Nothing is timed (and the default is taken) where a timing is not safe or
+not wanted: for work not on the CPU (a GPU needs synchronized timing), with
+``RESNET_FAST_MEASURE=0`` (read at import; the test suite sets it) or
+``torch.use_deterministic_algorithms(True)`` (then no choice depends on a
+timing, stored ones included, only on what the user loads), and inside a
+region whose recording must not change: torch.compile / export / jit / fx
+tracing, a torch.func transform, a ``saved_tensors_hooks`` context (which
+torch.utils.checkpoint uses) or a backward pass (a checkpoint's
+recomputation). There a key with no choice yet takes the default and keeps
+it for the rest of the process, so the checkpointed forward and its
+recomputation take the same path.
+
+In a torch.distributed job (more than one process in the default group),
+rank 0 decides each new key and broadcasts it: every rank takes the same
+choices, so their math agrees. The ranks reach each new shape together, as
+they reach their collectives (the same model on batches of the same size).
 """
 
 from __future__ import annotations
@@ -31,6 +53,9 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 
 import torch
+import torch.distributed as dist
+
+from .choice_store import ChoiceStore, fingerprint, folder
 
 ROUNDS = 3
 """Timed calls of each candidate (after one untimed call)."""
@@ -47,13 +72,56 @@ ENABLED = _setting == "1"
 """Whether choices are measured (``RESNET_FAST_MEASURE``, default 1)."""
 
 _log = logging.getLogger("resnet_fast")
-_choices: dict[Hashable, str] = {}
+_choices: dict[Hashable, str] = {}  # decided in this process
+_loaded: dict[str, str] = {}  # from load_measured_choices, by encoded key
 _recorders: list[dict[Hashable, str]] = []
+_store: ChoiceStore | None = None
+_announced = False
+
+
+def encode(key: Hashable) -> str:
+    """A key as stored on disk and exchanged with checkpoints: its repr
+    (tuples of strings, numbers, dtypes and named tuples)."""
+    return repr(key)
+
+
+def _the_store() -> ChoiceStore:
+    global _store
+    if _store is None:
+        _store = ChoiceStore(folder(), fingerprint())
+    return _store
+
+
+def _announce(where: str) -> None:
+    global _announced
+    if not _announced:
+        _announced = True
+        _log.info("resnet_fast: machine-dependent choices %s", where)
+
+
+def _unsafe_region() -> str | None:
+    """Why nothing may be timed now, or None."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return "tracing"
+    if torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        return "tracing"
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return "a torch.func transform"
+    if torch._C._autograd._top_saved_tensors_default_hooks(True) is not None:
+        return "saved_tensors_hooks (torch.utils.checkpoint)"
+    if torch._C._current_graph_task_id() != -1:
+        return "a backward pass"
+    return None
 
 
 def can_measure(device: torch.device) -> bool:
     """Whether a choice for work on ``device`` may be timed now."""
-    return ENABLED and device.type == "cpu" and not torch.compiler.is_compiling()
+    return (
+        ENABLED
+        and device.type == "cpu"
+        and not torch.are_deterministic_algorithms_enabled()
+        and _unsafe_region() is None
+    )
 
 
 def choose(
@@ -62,7 +130,7 @@ def choose(
     candidates: Callable[[], dict[str, Callable[[], object]]],
     device: torch.device,
 ) -> str:
-    """The name of the fastest candidate for ``key``, timed on first use.
+    """The choice for ``key``, decided once (see the module doc).
 
     Args:
         key: what the choice depends on (kind, shapes, dtype, threads...);
@@ -72,30 +140,77 @@ def choose(
         candidates: builds name -> a zero-argument callable doing the work
             once (``default`` among them), without side effects the caller
             cannot undo; called only when a measurement runs.
-        device: where the work runs (see :func:`can_measure`).
+        device: where the work runs.
 
     Returns:
-        The remembered choice for ``key``; without one, the measured winner
-        (remembered), or ``default`` when it cannot be measured now.
+        The name of the chosen candidate.
     """
     chosen = _choices.get(key)
     if chosen is None:
-        chosen = _measure(key, default, candidates, device)
+        chosen = _decide(key, default, candidates, device)
     for used in _recorders:
         used[key] = chosen
     return chosen
 
 
-def _measure(key, default, candidates, device) -> str:
-    if not can_measure(device):
+def _decide(key, default, candidates, device) -> str:
+    encoded = encode(key)
+    if encoded in _loaded:
+        chosen = _choices[key] = _loaded[encoded]
+        return chosen
+    if not ENABLED or device.type != "cpu" or _unsafe_region() == "tracing":
+        # A traced graph keeps the path it traced: the default, as every
+        # choice with measuring off.
         return default
+    if torch.are_deterministic_algorithms_enabled():
+        _announce("take their defaults (torch.use_deterministic_algorithms(True))")
+        return default
+    if _world_size() > 1:
+        chosen = _choices[key] = _decided_by_rank0(key, default, candidates, device)
+        return chosen
+    chosen = _choices[key] = _stored_or_measured(key, default, candidates, device)
+    return chosen
+
+
+def _stored_or_measured(key, default, candidates, device) -> str:
+    store = _the_store()
+    encoded = encode(key)
+    stored = store.read().get(encoded)
+    _announce(
+        f"come from {store.path} (delete it to measure again); shapes not in it are timed "
+        "on first use and added"
+    )
+    if stored is not None:
+        return stored
+    if not can_measure(device):
+        # Kept for the process, not stored: a later process may time it.
+        _log.debug("resnet_fast: %s takes its default %s (%s)", key, default, _unsafe_region())
+        return default
+    measured = _measure(key, default, candidates)
+    return store.settle(encoded, measured)
+
+
+def _world_size() -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
+
+
+def _decided_by_rank0(key, default, candidates, device) -> str:
+    message = [None]
+    if dist.get_rank() == 0:
+        message[0] = _stored_or_measured(key, default, candidates, device)
+    dist.broadcast_object_list(message, src=0)
+    return message[0]
+
+
+def _measure(key, default, candidates) -> str:
     fns = candidates()
     names = [default] + [name for name in fns if name != default]
     times = _interleaved_medians({name: fns[name] for name in names})
     fastest = min(names, key=times.__getitem__)
     chosen = fastest if times[fastest] < times[names[0]] * (1 - MARGIN) else names[0]
-    _choices[key] = chosen
-    _log.info(
+    _log.debug(
         "resnet_fast measured %s: %s (%s)",
         key,
         chosen,
@@ -129,12 +244,60 @@ def recording() -> Iterator[dict[Hashable, str]]:
         _recorders.remove(used)
 
 
-def measured_choices() -> dict[Hashable, str]:
-    """A copy of every choice measured so far in this process (key -> name)."""
-    return dict(_choices)
+def measured_choices() -> dict[str, str]:
+    """Every choice this process has taken so far, {encoded key: choice}:
+    what a checkpoint saves so that a resumed run takes the same choices
+    (see :func:`load_measured_choices`). JSON-serializable."""
+    taken = {encode(key): choice for key, choice in _choices.items()}
+    return {**_loaded, **taken}
 
 
-def reset_measured_choices() -> None:
-    """Forgets every measured choice: the next use of each shape measures
-    again (after a change of thread count, say, or of machine load)."""
+def load_measured_choices(choices: dict[str, str]) -> None:
+    """Takes ``choices`` (from :func:`measured_choices` of an earlier run)
+    before anything stored or measured, for the keys they name.
+
+    Raises:
+        TypeError: not a {str: str} mapping.
+    """
+    if not isinstance(choices, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in choices.items()
+    ):
+        raise TypeError("choices must be a dict of str -> str, as measured_choices() returns")
+    _loaded.update(choices)
+    for key in [k for k in _choices if encode(k) in choices]:
+        _choices[key] = choices[encode(key)]
+    _log.info("resnet_fast: %d machine-dependent choices loaded", len(choices))
+
+
+def reset_measured_choices(stored: bool = False) -> None:
+    """Forgets every choice of this process (measured, stored or loaded):
+    the next use of each shape decides again.
+
+    Args:
+        stored: also delete this machine's stored choices, so that they are
+            measured again (after a change of thread count, say, or of
+            machine load).
+    """
     _choices.clear()
+    _loaded.clear()
+    if stored:
+        _the_store().clear()
+
+
+def store_summary() -> dict:
+    """Where the stored choices are: {"folder", "file" (this machine and
+    build's, which may not exist yet), "entries" (in it), "files" (in the
+    folder, every build's)}."""
+    store = _the_store()
+    directory = os.path.dirname(store.path)
+    files = (
+        [n for n in os.listdir(directory) if n.endswith(".json")]
+        if os.path.isdir(directory)
+        else []
+    )
+    return {
+        "folder": directory,
+        "file": store.path,
+        "entries": len(store.read()),
+        "files": len(files),
+    }

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from .._ops.fused import batch_norm_act, bn_arguments
-from ..conv.inference import conv_bn_eval
+from ..conv.inference import FoldCache, conv_bn_eval
 from ..lean.nodes import lean_bn_relu_maxpool
 from ..lean.residual import residual_train
-from ..nn.folding import can_fold
+from ..nn.folding import can_fold, has_hooks
 from ..nn.memory import DEFAULT_MEMORY, lean_backend, runs_lean
 
 _warned: set[str] = set()
@@ -40,7 +40,7 @@ _warned: set[str] = set()
 class FusionState:
     """Per-graph state the calls share: the eval fold cache and the memory mode."""
 
-    cache: dict = field(default_factory=dict)
+    cache: FoldCache = field(default_factory=FoldCache)
     memory: str = DEFAULT_MEMORY
 
 
@@ -60,9 +60,7 @@ def _as_traced(conv: nn.Module | None, bn: nn.Module, pool: nn.Module | None = N
         and (conv is None or type(conv) is nn.Conv2d)
         and (pool is None or type(pool) is nn.MaxPool2d)
     )
-    if same and not any(
-        m._forward_hooks or m._forward_pre_hooks for m in (conv, bn, pool) if m is not None
-    ):
+    if same and not has_hooks(conv, bn, pool):
         return True
     _warn_once(
         "changed",

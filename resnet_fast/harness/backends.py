@@ -44,7 +44,7 @@ def backend_status(name: str) -> BackendStatus:
     failure = backend.why_not(torch.device("cuda" if name != "cpu" else "cpu"))
     if failure is None:
         return BackendStatus(name, None, "torch sees no CUDA device")
-    return BackendStatus(name, None, failure[1])
+    return BackendStatus(name, None, failure[1].removeprefix(f"backend '{name}': "))
 
 
 def all_backends() -> list[BackendStatus]:

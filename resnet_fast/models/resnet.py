@@ -11,7 +11,7 @@ from ..lean.nodes import lean_bn_relu_maxpool
 from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
-from ..nn.folding import FoldingMixin, can_fold
+from ..nn.folding import FoldingMixin, can_fold, has_hooks
 from ..nn.memory import DEFAULT_MEMORY, check_memory_mode, lean_backend, runs_lean, set_memory
 
 BlockType = type[nn.Module]
@@ -31,7 +31,8 @@ class StemNet(FoldingMixin):
         self.relu = nn.ReLU(inplace=True)
 
     def _stem(self, x: Tensor) -> Tensor:
-        if self.stem_fused and can_fold(self.bn1):  # eval: BN folded into the stem conv
+        if self.stem_fused and can_fold(self.bn1) and not has_hooks(self.conv1, self.bn1):
+            # eval: BN folded into the stem conv
             return self._conv_bn(self.conv1, self.bn1, x, "stem")
         x = self.bn1(self.conv1(x))
         return x if self.stem_fused else self.relu(x)
@@ -143,7 +144,13 @@ class ResNet(StemNet):
         return nn.Sequential(*layers)
 
     def _stem_pooled(self, x: Tensor) -> Tensor:
-        if self.stem_fused and runs_lean(self.memory) and type(self.maxpool) is nn.MaxPool2d:
+        lean_stem = not has_hooks(self.conv1, self.bn1, self.maxpool)
+        if (
+            self.stem_fused
+            and lean_stem
+            and runs_lean(self.memory)
+            and type(self.maxpool) is nn.MaxPool2d
+        ):
             backend = lean_backend(x, [self.bn1])
             if backend is not None:
                 return lean_bn_relu_maxpool(backend, self.conv1(x), self.bn1, self.maxpool)

@@ -2,7 +2,7 @@
 blocks, synchronized BatchNorm; memory modes and the choices measured on this
 machine (resnet_fast.conv.measured), as module-level settings."""
 
-from ..conv.measured import measured_choices, reset_measured_choices
+from ..conv.measured import load_measured_choices, measured_choices, reset_measured_choices
 from .batchnorm import BatchNormAddReLU2d, BatchNormReLU2d
 from .blocks import BasicBlock, Bottleneck
 from .memory import MEMORY_MODES, set_memory
@@ -19,6 +19,7 @@ __all__ = [
     "MEMORY_MODES",
     "set_memory",
     "measured_choices",
+    "load_measured_choices",
     "reset_measured_choices",
     "SyncBatchNorm2d",
     "SyncBatchNormReLU2d",

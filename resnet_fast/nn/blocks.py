@@ -16,7 +16,7 @@ from .._ops.backends import Backend
 from ..lean.residual import residual_train
 from . import arguments as check
 from .batchnorm import fuse_block_norms
-from .folding import FoldingMixin, can_fold, foldable_downsample
+from .folding import FoldingMixin, can_fold, foldable_downsample, has_hooks
 from .memory import DEFAULT_MEMORY, check_memory_mode, is_projection, lean_backend, runs_lean
 
 _warned_unfused: set[str] = set()
@@ -82,7 +82,7 @@ class _FoldingBlock(FoldingMixin):
 
     def _lean_ready(self, x: Tensor, norms) -> Backend | None:
         """The backend for a memory-lean forward, or None (standard path)."""
-        if not self.fused or not runs_lean(self.memory):
+        if not self.fused or not runs_lean(self.memory) or self._hooked():
             return None
         return lean_backend(x, norms)
 
@@ -98,7 +98,18 @@ class _FoldingBlock(FoldingMixin):
         return residual_train(backend, self.memory, x, stages, projection, given)
 
     def _eval_ready(self, norms) -> bool:
-        return self.fused and not self.training and all(can_fold(bn) for bn in norms)
+        return (
+            self.fused
+            and not self.training
+            and all(can_fold(bn) for bn in norms)
+            and not self._hooked()
+        )
+
+    def _hooked(self) -> bool:
+        """Whether a convolution or norm of the block has a forward hook
+        (pruning, weight normalization, user hooks): then every module runs
+        its own forward, as it would in the plain block."""
+        return has_hooks(*(m for m in self.children() if m is not self.downsample))
 
     def _shortcut(self, x: Tensor) -> Tensor:
         if self.downsample is None:

@@ -1,13 +1,21 @@
 """Eval-mode support of the modules that fold BN into their convolutions
-(the blocks, the stems, convert()'s fused graphs): when a BN can fold, and
-the cache of folded weights each module keeps (resnet_fast.conv.inference).
+(the blocks, the stems, convert()'s fused graphs): when a BN can fold, the
+cache of folded weights each module keeps (resnet_fast.conv.inference), and
+freeze(), which declares a model's tensors constant for deployment.
 """
 
 from torch import nn
 
-from ..conv.inference import conv_bn_eval
+from ..conv.inference import FoldCache, conv_bn_eval
 from .scripting import NotScriptable
 from .state_dict import check_loadable
+
+
+def has_hooks(*modules: nn.Module | None) -> bool:
+    """Whether a module has forward hooks: a fused path that calls its
+    tensors directly would skip them (torch.nn.utils.prune recomputes the
+    weight in one), so such a module runs its own forward."""
+    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in modules)
 
 
 def can_fold(bn: nn.Module) -> bool:
@@ -22,26 +30,35 @@ def foldable_downsample(downsample: nn.Module | None) -> bool:
         and len(downsample) == 2
         and isinstance(downsample[0], nn.Conv2d)
         and can_fold(downsample[1])
+        and not has_hooks(downsample, *downsample)
     )
 
 
 class FoldingMixin(NotScriptable, nn.Module):
     """A module that runs some conv + BN pairs folded in eval mode, caching
-    the folded weights.
+    the folded weights (resnet_fast.conv.inference.FoldCache).
 
-    eval() keeps the cache (the key alone decides whether a fold is fresh);
+    eval() keeps the cache (whether a fold is fresh is proven at each call);
     train() and moving the module (to(), cuda(), half()) release it, as its
     tensors are dead weight until the next eval-mode call. torch.jit.script
     refuses it (see scripting.py); load_state_dict loads all or nothing.
     """
 
+    @property
+    def fold_cache(self) -> FoldCache:
+        """This module's cache of folded convolutions."""
+        cache = self.__dict__.get("_fold_cache")
+        if cache is None:
+            cache = self.__dict__["_fold_cache"] = FoldCache()
+        return cache
+
     def train(self, mode: bool = True):
         if mode:
-            self.__dict__.get("_fold_cache", {}).clear()
+            self.fold_cache.clear()
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
-        self.__dict__.get("_fold_cache", {}).clear()
+        self.fold_cache.clear()
         return super()._apply(fn, *args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -58,5 +75,30 @@ class FoldingMixin(NotScriptable, nn.Module):
         return state
 
     def _conv_bn(self, conv, bn, x, key, residual=None, relu=True):
-        cache = self.__dict__.setdefault("_fold_cache", {})
-        return conv_bn_eval(conv, bn, x, cache, key, residual, relu)
+        return conv_bn_eval(conv, bn, x, self.fold_cache, key, residual, relu)
+
+
+def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Declares ``model``'s parameters and buffers constant for inference,
+    as PyTorch's own freezing does (torch.jit.freeze, inductor's freezing).
+
+    Eval-mode folds are then kept without comparing the tensors' values on
+    each call (see resnet_fast.conv.inference): every change their version
+    counters see (an optimizer step, ``copy_``, ``load_state_dict``, a
+    replaced parameter) is still refolded, but a write that bypasses the
+    version counter (through ``.data`` or a NumPy view) is not seen until
+    ``freeze(model, False)``. Without freeze every eval call compares them,
+    which costs one read of the weights.
+
+    Args:
+        model: a model holding resnet_fast modules (converted or from the zoo).
+        frozen: True to freeze, False to go back to the checked default.
+
+    Returns:
+        ``model``.
+    """
+    for module in model.modules():
+        if isinstance(module, FoldingMixin):
+            module.fold_cache.frozen = frozen
+            module.fold_cache.clear()
+    return model

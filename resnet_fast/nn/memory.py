@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .._ops.backends import Backend, backend_for
 from .batchnorm import is_plain_batchnorm2d
+from .folding import has_hooks
 
 MEMORY_MODES = ("auto", "lean", "standard")
 """``memory=`` choices: "lean" saves each block's convolution outputs only;
@@ -53,10 +54,12 @@ def lean_backend(x: Tensor, norms: Sequence[nn.Module]) -> Backend | None:
 
 
 def is_projection(downsample: nn.Module | None) -> bool:
-    """torchvision's projection shortcut: Sequential(Conv2d, BatchNorm2d)."""
+    """torchvision's projection shortcut, Sequential(Conv2d, BatchNorm2d),
+    without hooks (a lean node calls its tensors directly)."""
     return (
         isinstance(downsample, nn.Sequential)
         and len(downsample) == 2
         and type(downsample[0]) is nn.Conv2d
         and is_plain_batchnorm2d(downsample[1])
+        and not has_hooks(downsample, *downsample)
     )
