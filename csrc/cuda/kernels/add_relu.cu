@@ -67,10 +67,10 @@ struct AddRelu {
     const int64_t e = sizeof(T);
     if (aligned_for(a, e, V) && aligned_for(b, e, V) && aligned_for(out, e, V)) {
       const unsigned blocks = elementwise_blocks(add_relu_kernel<T, V>, p.numel, V);
-      add_relu_kernel<T, V><<<blocks, kThreads, 0, stream>>>(a, b, out, p.numel);
+      RESNET_FAST_LAUNCH(blocks, kThreads, stream, add_relu_kernel<T, V>)(a, b, out, p.numel);
     } else {
       const unsigned blocks = elementwise_blocks(add_relu_kernel<T, 1>, p.numel, 1);
-      add_relu_kernel<T, 1><<<blocks, kThreads, 0, stream>>>(a, b, out, p.numel);
+      RESNET_FAST_LAUNCH(blocks, kThreads, stream, add_relu_kernel<T, 1>)(a, b, out, p.numel);
     }
     return cudaGetLastError();
   }
@@ -86,10 +86,12 @@ struct ReluBackward {
     const int64_t e = sizeof(T);
     if (aligned_for(dy, e, V) && aligned_for(out, e, V) && aligned_for(grad, e, V)) {
       const unsigned blocks = elementwise_blocks(relu_backward_kernel<T, V>, p.numel, V);
-      relu_backward_kernel<T, V><<<blocks, kThreads, 0, stream>>>(dy, out, grad, p.numel);
+      RESNET_FAST_LAUNCH(blocks, kThreads, stream, relu_backward_kernel<T, V>)(dy, out, grad,
+                                                                               p.numel);
     } else {
       const unsigned blocks = elementwise_blocks(relu_backward_kernel<T, 1>, p.numel, 1);
-      relu_backward_kernel<T, 1><<<blocks, kThreads, 0, stream>>>(dy, out, grad, p.numel);
+      RESNET_FAST_LAUNCH(blocks, kThreads, stream, relu_backward_kernel<T, 1>)(dy, out, grad,
+                                                                               p.numel);
     }
     return cudaGetLastError();
   }

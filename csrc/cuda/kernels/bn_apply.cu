@@ -111,8 +111,8 @@ cudaError_t launch(const ApplyParams& p, cudaStream_t stream) {
     const int64_t resident = resident_blocks(kernel, static_cast<int>(rs.bx * rs.by));
     const int64_t splits = clamp64(ceil_div(resident, rs.tiles), 1, ceil_div(rows, rs.by));
     const dim3 grid(static_cast<unsigned>(splits), rs.tiles), block(rs.bx, rs.by);
-    kernel<<<grid, block, 0, stream>>>(x, row_index(g, p.sx), r, row_index(g, p.sr), coefs, out,
-                                       row_index(g, p.so), rows, g.C);
+    RESNET_FAST_LAUNCH(grid, block, stream, kernel)(x, row_index(g, p.sx), r, row_index(g, p.sr),
+                                                    coefs, out, row_index(g, p.so), rows, g.C);
   } else {
     const bool dense = dense_hw(g, p.sx) && dense_hw(g, p.so) && (!kResidual || dense_hw(g, p.sr));
     const PlanarShape shape = dense ? PlanarShape{1, g.H * g.W} : PlanarShape{g.H, g.W};
@@ -121,8 +121,8 @@ cudaError_t launch(const ApplyParams& p, cudaStream_t stream) {
     const int64_t lines = g.N * g.C * shape.lines_per_nc;
     if (lines >= kFits32) return cudaErrorInvalidValue;
     const int64_t blocks = clamp64(resident_blocks(kernel, kThreads), 1, ceil_div(lines, block.y));
-    kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(x, p.sx, r, p.sr, coefs, out, p.so,
-                                                                shape, lines, g.C);
+    RESNET_FAST_LAUNCH(static_cast<unsigned>(blocks), block, stream, kernel)(
+        x, p.sx, r, p.sr, coefs, out, p.so, shape, lines, g.C);
   }
   return cudaGetLastError();
 }

@@ -313,16 +313,18 @@ struct ReduceKernels {
       const int64_t n_rows = g.N * g.H * g.W;
       for (const Strides* s : {&p.sdy, &p.sx, &p.sr, &p.sgr})
         if (!rows_indexable(row_index(g, *s), n_rows)) return cudaErrorInvalidValue;
-      bn_backward_reduce_rows_kernel<T, V, kResidual, kRelu><<<grid, block, 0, stream>>>(dy, row_index(g, p.sdy), x, row_index(g, p.sx), r,
-                                       row_index(g, p.sr), p.saved, p.partials, plan.splits, gr,
-                                       row_index(g, p.sgr), g.N * g.H * g.W, g.C);
+      RESNET_FAST_LAUNCH(grid, block, stream,
+                         bn_backward_reduce_rows_kernel<T, V, kResidual, kRelu>)(
+          dy, row_index(g, p.sdy), x, row_index(g, p.sx), r, row_index(g, p.sr), p.saved,
+          p.partials, plan.splits, gr, row_index(g, p.sgr), g.N * g.H * g.W, g.C);
     } else {
       if (g.C > INT32_MAX) return cudaErrorInvalidConfiguration;
       const PlanarShape shape = reduce_shape(p);
       if (g.N * shape.lines_per_nc >= kFits32) return cudaErrorInvalidValue;
-      bn_backward_reduce_planar_kernel<T, V, kResidual, kRelu><<<grid, block, 0, stream>>>(dy, p.sdy, x, p.sx, r, p.sr, p.saved, p.partials,
-                                         plan.splits, gr, p.sgr, shape, g.N * shape.lines_per_nc,
-                                         g.C);
+      RESNET_FAST_LAUNCH(grid, block, stream,
+                         bn_backward_reduce_planar_kernel<T, V, kResidual, kRelu>)(
+          dy, p.sdy, x, p.sx, r, p.sr, p.saved, p.partials, plan.splits, gr, p.sgr, shape,
+          g.N * shape.lines_per_nc, g.C);
     }
     return cudaGetLastError();
   }
@@ -373,8 +375,8 @@ cudaError_t launch_apply(const BackwardApplyParams& p, cudaStream_t stream) {
     const int64_t resident = resident_blocks(kernel, static_cast<int>(rs.bx * rs.by));
     const int64_t splits = clamp64(ceil_div(resident, rs.tiles), 1, ceil_div(rows, rs.by));
     const dim3 grid(static_cast<unsigned>(splits), rs.tiles), block(rs.bx, rs.by);
-    kernel<<<grid, block, 0, stream>>>(gs, row_index(g, p.sg), x, row_index(g, p.sx), coefs, dx,
-                                       row_index(g, p.sdx), rows, g.C);
+    RESNET_FAST_LAUNCH(grid, block, stream, kernel)(gs, row_index(g, p.sg), x, row_index(g, p.sx),
+                                                    coefs, dx, row_index(g, p.sdx), rows, g.C);
   } else {
     const bool dense = dense_hw(g, p.sg) && dense_hw(g, p.sx) && dense_hw(g, p.sdx);
     const PlanarShape shape = dense ? PlanarShape{1, g.H * g.W} : PlanarShape{g.H, g.W};
@@ -383,8 +385,8 @@ cudaError_t launch_apply(const BackwardApplyParams& p, cudaStream_t stream) {
     const int64_t lines = g.N * g.C * shape.lines_per_nc;
     if (lines >= kFits32) return cudaErrorInvalidValue;
     const int64_t blocks = clamp64(resident_blocks(kernel, kThreads), 1, ceil_div(lines, block.y));
-    kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(gs, p.sg, x, p.sx, coefs, dx,
-                                                                p.sdx, shape, lines, g.C);
+    RESNET_FAST_LAUNCH(static_cast<unsigned>(blocks), block, stream, kernel)(
+        gs, p.sg, x, p.sx, coefs, dx, p.sdx, shape, lines, g.C);
   }
   return cudaGetLastError();
 }

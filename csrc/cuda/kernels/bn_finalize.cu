@@ -164,9 +164,9 @@ cudaError_t launch_bn_given_coefs(const GivenCoefsParams& p, cudaStream_t stream
   if (ceil_div(p.C, threads) > INT32_MAX) return cudaErrorInvalidConfiguration;
   const unsigned blocks = static_cast<unsigned>(ceil_div(p.C, threads));
   if (p.acc_double) {
-    bn_given_coefs_kernel<double><<<blocks, threads, 0, stream>>>(p);
+    RESNET_FAST_LAUNCH(blocks, threads, stream, bn_given_coefs_kernel<double>)(p);
   } else {
-    bn_given_coefs_kernel<float><<<blocks, threads, 0, stream>>>(p);
+    RESNET_FAST_LAUNCH(blocks, threads, stream, bn_given_coefs_kernel<float>)(p);
   }
   return cudaGetLastError();
 }
@@ -176,9 +176,9 @@ cudaError_t launch_bn_finalize_forward(const FinalizeForwardParams& p, cudaStrea
   if (ceil_div(p.C, kWarpsPerBlock) > INT32_MAX) return cudaErrorInvalidConfiguration;
   const unsigned blocks = finalize_blocks(p.C), threads = kWarpsPerBlock * 32;
   if (p.acc_double) {
-    bn_finalize_forward_kernel<double><<<blocks, threads, 0, stream>>>(p);
+    RESNET_FAST_LAUNCH(blocks, threads, stream, bn_finalize_forward_kernel<double>)(p);
   } else {
-    bn_finalize_forward_kernel<float><<<blocks, threads, 0, stream>>>(p);
+    RESNET_FAST_LAUNCH(blocks, threads, stream, bn_finalize_forward_kernel<float>)(p);
   }
   return cudaGetLastError();
 }
@@ -188,9 +188,9 @@ cudaError_t launch_bn_finalize_backward(const FinalizeBackwardParams& p, cudaStr
   if (ceil_div(p.C, kWarpsPerBlock) > INT32_MAX) return cudaErrorInvalidConfiguration;
   const unsigned blocks = finalize_blocks(p.C), threads = kWarpsPerBlock * 32;
   if (p.acc_double) {
-    bn_finalize_backward_kernel<double><<<blocks, threads, 0, stream>>>(p);
+    RESNET_FAST_LAUNCH(blocks, threads, stream, bn_finalize_backward_kernel<double>)(p);
   } else {
-    bn_finalize_backward_kernel<float><<<blocks, threads, 0, stream>>>(p);
+    RESNET_FAST_LAUNCH(blocks, threads, stream, bn_finalize_backward_kernel<float>)(p);
   }
   return cudaGetLastError();
 }

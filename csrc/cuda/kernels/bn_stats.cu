@@ -207,11 +207,11 @@ struct Launch {
       const int64_t rows = g.N * g.H * g.W;
       if (!rows_indexable(ix, rows)) return cudaErrorInvalidValue;
       if (plan.vectorized) {
-        bn_stats_rows_kernel<T, V><<<grid, block, 0, stream>>>(x, ix, rows, g.C, p.partials,
-                                                                plan.splits);
+        RESNET_FAST_LAUNCH(grid, block, stream, bn_stats_rows_kernel<T, V>)(
+            x, ix, rows, g.C, p.partials, plan.splits);
       } else {
-        bn_stats_rows_kernel<T, 1><<<grid, block, 0, stream>>>(x, ix, rows, g.C, p.partials,
-                                                                plan.splits);
+        RESNET_FAST_LAUNCH(grid, block, stream, bn_stats_rows_kernel<T, 1>)(
+            x, ix, rows, g.C, p.partials, plan.splits);
       }
     } else {
       if (g.C > INT32_MAX) return cudaErrorInvalidConfiguration;
@@ -219,11 +219,11 @@ struct Launch {
       const int64_t lines = g.N * shape.lines_per_nc;
       if (lines >= kFits32) return cudaErrorInvalidValue;
       if (plan.vectorized) {
-        bn_stats_planar_kernel<T, V><<<grid, block, 0, stream>>>(x, p.sx, shape, lines, g.C,
-                                                                  p.partials, plan.splits);
+        RESNET_FAST_LAUNCH(grid, block, stream, bn_stats_planar_kernel<T, V>)(
+            x, p.sx, shape, lines, g.C, p.partials, plan.splits);
       } else {
-        bn_stats_planar_kernel<T, 1><<<grid, block, 0, stream>>>(x, p.sx, shape, lines, g.C,
-                                                                  p.partials, plan.splits);
+        RESNET_FAST_LAUNCH(grid, block, stream, bn_stats_planar_kernel<T, 1>)(
+            x, p.sx, shape, lines, g.C, p.partials, plan.splits);
       }
     }
     return cudaGetLastError();

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "../../common/static_switch.h"
+#include "launch_macro.h"  // RESNET_FAST_LAUNCH: the launchers' one launch syntax
 #include "params.h"
 
 namespace resnet_fast::cuda {
