@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="training step and inference: fast models vs eager PyTorch",
         description="Training step (forward, backward, SGD) and inference throughput of "
         "resnet_fast models vs the same models in eager PyTorch (and torch.compile with "
-        "--compile), checked against float64 first; table, JSON and PNG.",
+        "--compile, ONNX Runtime and OpenVINO with --peers), each variant in a process of "
+        "its own, checked against float64 first; table, JSON and PNG.",
     )
     bench.add_argument(
         "--models",
@@ -135,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="input height = width (default: the model's own, else the device's)",
     )
     bench.add_argument(
-        "--compile", action="store_true", help="also time torch.compile of the eager model"
+        "--compile",
+        action="store_true",
+        help="also time torch.compile of the eager and of the fast model (training: the "
+        "default mode; inference: with freezing, PyTorch's CPU inference recipe)",
+    )
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time ONNX Runtime and OpenVINO inference (CPU, fp32) where installed "
+        "(pip install .[peers])",
     )
     _add_common(bench)
 
@@ -332,9 +342,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compile=args.compile,
         rounds=rounds,
         warmup=warmup,
+        peers=args.peers,
         sizes={n: list(size) for n, size in sizes.items() if size != (batch, resolution)},
     )
     _prepare_run(args, device)
+    settings.threads = torch.get_num_threads()
     layout = "channels_last" if settings.channels_last else "NCHW"
     print(
         _header(

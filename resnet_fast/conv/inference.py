@@ -40,6 +40,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+import torch._prims_common
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -47,6 +48,20 @@ from .._ops.fused import add_relu
 from . import winograd
 from .folded import conv_folded_act, fold_bn, pack_for_onednn
 from .spec import ConvSpec, output_hw
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: Tensor) -> Tensor:
+    """The bits of ``t``'s elements as one flat integer tensor: a view of a
+    dense tensor (a parameter is; channels_last included), whose comparison
+    is one memcmp-speed pass; a copy otherwise. Bits, not values: a NaN
+    weight compares equal to itself."""
+    t = t.detach()
+    if not torch._prims_common.is_non_overlapping_and_dense_or_false(t):
+        t = t.contiguous()
+    flat = t.as_strided((t.numel(),), (1,), t.storage_offset())
+    return flat.view(_BITS[t.element_size()])
 
 
 @dataclass
@@ -65,7 +80,7 @@ class _Fold:
         ):
             return False
         return self.values is None or all(
-            torch.equal(t, v) for t, v in zip(inputs, self.values, strict=True)
+            torch.equal(_bits(t), v) for t, v in zip(inputs, self.values, strict=True)
         )
 
 
@@ -190,7 +205,7 @@ def folded_weights(
         return hit.weight, hit.bias, True
     with _plain_context(conv.weight.device):
         weight, bias = _cast(_fold(conv, bn), dtype)
-        values = None if cache.frozen else tuple(t.detach().clone() for t in inputs)
+        values = None if cache.frozen else tuple(_bits(t).clone() for t in inputs)
     # Weak references prove identity: a replaced parameter can reuse the old
     # one's address and version, never its object while the cache refers to it.
     cache.drop(key)  # the prepacked and transformed forms belonged to the old fold

@@ -112,6 +112,17 @@ def steady_allocator() -> str:
     return _allocator_setting
 
 
+def child_allocator_env() -> dict[str, str]:
+    """The environment that gives a child process this process's allocator
+    setting (glibc reads it at start-up): {} unless steady_allocator() ran."""
+    if not _allocator_setting.startswith("glibc mallopt"):
+        return {}
+    return {
+        "MALLOC_MMAP_THRESHOLD_": str(_STEADY_MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(_STEADY_TRIM_THRESHOLD),
+    }
+
+
 def allocator_setting() -> str:
     """How the host allocator was set for this run (see ``steady_allocator``)."""
     from_env = [k for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ]

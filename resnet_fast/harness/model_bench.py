@@ -1,22 +1,34 @@
-"""``resnet-fast bench``: resnet_fast models against the same architecture in
-eager PyTorch (and torch.compile of it), end to end.
+"""``resnet-fast bench``: resnet_fast models against what a user would run
+instead, end to end: eager PyTorch, torch.compile at its strongest
+documented setting, ONNX Runtime and OpenVINO (variants.py).
 
 For each model (workloads.py: the zoo, and user-style models passed
-through resnet_fast.convert): the fast and the eager model start from the same
-weights; the fast model is checked against a float64 copy of the eager one (and
-the eager model in the benchmark's precision is checked the same way, as the
-yardstick); the BatchNorms it runs fused are counted (a fast model that fused
-none is warned about and shown as such); then a training step (forward,
-backward, SGD with momentum) and inference are timed, every implementation
-interleaved round by round; the activations saved for backward are counted per
-image, and on a GPU the peak memory of a step.
+through resnet_fast.convert): the eager model's BatchNorm statistics are
+calibrated on a few random batches (a trained model's statistics have its
+activations' scale; the initial ones make a deep network's eval-mode
+activations grow without bound, which no deployment sees), and every variant
+starts from those weights. The fast model is checked against a float64 copy
+of the eager one (the eager model in the benchmark's precision is checked the
+same way, as the yardstick); the BatchNorms it runs fused are counted (a fast
+model that fused none is warned about and shown as such); the choices it
+measures on this machine are made (and stored) before any timing.
+
+Then a training step (forward, backward, SGD with momentum) and inference
+are timed. Each variant runs in a process of its own (peer_worker.py), so
+that no thread pool spins while another variant is timed; the processes take
+turns round by round (the order alternating), each turn one untimed and one
+timed call after an idle gap, so that a slow phase of the machine hits every
+variant alike. The activations saved for backward are counted per image, and
+on a GPU the peak memory of a step; each inference variant's logits are
+checked against the float64 oracle too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -27,7 +39,9 @@ from ..conv import measured
 from ..profiling import saved_activations
 from .backends import fast_backend_for
 from .fusion import count_fusion, fusion_dict, warn_if_unfused
-from .timing import interleaved_ms, summarize, synchronize
+from .timing import summarize
+from .variants import COMPILED, PEERS, VARIANTS, Job, available
+from .workers import Worker, WorkerError, take_turns
 from .workloads import bench_model_spec
 
 # Worst relative error (vs float64) the fast model may add over eager's own in
@@ -49,6 +63,8 @@ class BenchSettings:
     compile: bool
     rounds: int
     warmup: int
+    peers: bool = False
+    threads: int = 0  # of every variant's process; 0: this process's torch count
     extra: dict = field(default_factory=dict)
     # model name -> [batch size, resolution], for models run at their own size
     sizes: dict = field(default_factory=dict)
@@ -80,17 +96,37 @@ def autocast(settings: BenchSettings) -> contextlib.AbstractContextManager:
 
 
 def build_models(name: str, settings: BenchSettings) -> dict[str, nn.Module]:
-    """The fast model, its eager twin with the same weights, and (with
-    ``--compile``) torch.compile of another copy of the eager model."""
+    """The eager model (BatchNorm statistics calibrated) and the fast model
+    with the same weights, in this process: checked, counted and measured
+    here; timed in processes of their own."""
     spec = bench_model_spec(name)
     torch.manual_seed(0)
     eager = spec.build_eager()
+    calibrate_batchnorm(eager, settings, name)
     fast = spec.build_fast(eager)
     variants = {"fast": fast, "eager": eager}
-    if settings.compile:
-        variants["compile"] = torch.compile(copy.deepcopy(eager))
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     return {k: m.to(settings.torch_device, memory_format=fmt) for k, m in variants.items()}
+
+
+CALIBRATION_BATCHES = 4
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, settings: BenchSettings, name: str) -> None:
+    """Running statistics from CALIBRATION_BATCHES random batches (training-
+    mode forwards, cumulative average): the scale a trained model's
+    statistics have, so that eval-mode activations stay finite."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for seed in range(CALIBRATION_BATCHES):
+        model(make_batch(settings, name, seed=1000 + seed)[0].to("cpu"))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
 
 
 def make_batch(settings: BenchSettings, name: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,47 +249,29 @@ def settle_measured_choices(model: nn.Module, x, y, settings: BenchSettings) -> 
     return summary
 
 
-def train_step(model: nn.Module, x, y, settings: BenchSettings) -> Callable[[], None]:
-    """One training step: forward, cross-entropy, backward, SGD with momentum."""
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast(settings):
-            loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def infer_step(model: nn.Module, x, settings: BenchSettings) -> Callable[[], None]:
-    """One inference forward (no_grad, eval mode)."""
-
-    def run() -> None:
-        with torch.no_grad(), autocast(settings):
-            model(x)
-
-    return run
-
-
-def peak_memory_mib(fn: Callable[[], None], device: torch.device) -> float | None:
-    """Peak CUDA memory one call of ``fn`` allocates above what was resident
-    before it (activations, gradients, workspaces), in MiB; None on the CPU."""
-    if device.type != "cuda":
-        return None
-    synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    fn()
-    synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+def labels(settings: BenchSettings, mode: str) -> tuple[list[str], dict[str, str]]:
+    """(the variants timed in ``mode``, {variant: why it is left out})."""
+    wanted = ["fast", "fast-checked", "eager"]
+    if settings.compile:
+        wanted += list(COMPILED)
+    if settings.peers:
+        wanted += list(PEERS)
+    timed, left_out = [], {}
+    for label in wanted:
+        if mode not in VARIANTS[label].modes:
+            continue
+        why = available(label, settings.torch_device, settings.dtype)
+        if why is None:
+            timed.append(label)
+        else:
+            left_out[label] = why
+    return timed, left_out
 
 
 def units_per_model(settings: BenchSettings) -> int:
     """Progress units of one model: build, check, saved bytes, then per mode
-    the warm-up and each round."""
-    return 3 + 2 * (settings.rounds + 1)
+    each round."""
+    return 3 + 2 * settings.rounds
 
 
 def bench_model(name: str, settings: BenchSettings, progress: tqdm) -> dict:
@@ -288,36 +306,74 @@ def bench_model(name: str, settings: BenchSettings, progress: tqdm) -> dict:
         label: saved_bytes_per_image(model, x, settings) for label, model in models.items()
     }
     progress.update()
-    for mode in ("train", "infer"):
-        progress.set_description_str(
-            f"{name}: {'training step' if mode == 'train' else 'inference'}"
-        )
-        for model in models.values():
-            model.train(mode == "train")
-        steps = {
-            label: train_step(model, x, y, settings)
-            if mode == "train"
-            else infer_step(model, x, settings)
-            for label, model in models.items()
-        }
-        # The first call of each doubles as warm-up and as the memory probe.
-        peaks = {label: peak_memory_mib(fn, device) for label, fn in steps.items()}
-        times = interleaved_ms(
-            steps, device, settings.rounds, max(settings.warmup - 1, 0), progress.update
-        )
-        row[mode] = {}
-        for label, samples in times.items():
-            stats = summarize(samples)
-            stats["images_per_s"] = batch / (stats["median_ms"] * 1e-3)
-            stats["peak_memory_MiB"] = peaks[label]
-            stats["samples_ms"] = samples
-            row[mode][label] = stats
-        for other in [label for label in models if label != "fast"]:
-            row[mode][f"speedup_vs_{other}"] = (
-                row[mode][other]["median_ms"] / row[mode]["fast"]["median_ms"]
+    oracle_logits = oracle_eval_logits(models["eager"], x)
+    with tempfile.TemporaryDirectory(prefix="resnet-fast-bench-") as folder:
+        shared, batch_file = os.path.join(folder, "models.pt"), os.path.join(folder, "batch.pt")
+        torch.save({label: model.cpu() for label, model in models.items()}, shared)
+        torch.save((x.cpu(), y.cpu()), batch_file)
+        del models
+        for mode in ("train", "infer"):
+            row[mode] = time_mode(
+                name, mode, settings, folder, shared, batch_file, oracle_logits, progress
             )
-    del models
     return row
+
+
+def time_mode(name, mode, settings, folder, shared, batch_file, oracle_logits, progress) -> dict:
+    """Every variant of ``mode`` in a process of its own, taking turns (see
+    the module doc); returns {variant: stats} with the speed-ups of "fast"
+    and, for inference, each variant's logits error against float64."""
+    batch, _ = settings.size(name)
+    progress.set_description_str(f"{name}: {'training step' if mode == 'train' else 'inference'}")
+    timed, left_out = labels(settings, mode)
+    threads = settings.threads or torch.get_num_threads()
+    workers, out = {}, {}
+    try:
+        for label in timed:
+            logits = os.path.join(folder, f"{label}.logits.pt") if mode == "infer" else ""
+            job = Job(
+                label, mode, name, shared, batch_file, settings.device, settings.dtype,
+                settings.channels_last, threads, max(settings.warmup, 1), logits,
+            )  # fmt: skip
+            try:
+                workers[label] = Worker(job)
+            except WorkerError as error:
+                left_out[label] = f"failed: {error}"
+        times = take_turns(workers, settings.rounds, progress.update)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    for label, samples in times.items():
+        stats = summarize(samples)
+        stats["images_per_s"] = batch / (stats["median_ms"] * 1e-3)
+        stats["samples_ms"] = samples
+        stats["peak_memory_MiB"] = workers[label].info.get("peak_memory_MiB")
+        if mode == "infer":
+            stats["logits_error"] = _logits_error(folder, label, oracle_logits)
+        out[label] = stats
+    if "fast" in out:
+        for other in [label for label in out if label != "fast"]:
+            out[f"speedup_vs_{other}"] = out[other]["median_ms"] / out["fast"]["median_ms"]
+    out["left_out"] = left_out
+    return out
+
+
+@torch.no_grad()
+def oracle_eval_logits(eager: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode logits of a float64 copy of ``eager`` as it is handed to the
+    variants, for the first CHECK_BATCH images of ``x``."""
+    oracle = copy.deepcopy(eager).double().eval()
+    return oracle(x[:CHECK_BATCH].double()).float()
+
+
+def _logits_error(folder: str, label: str, oracle: torch.Tensor) -> float | None:
+    """Worst relative error of a variant's eval logits (first images) against
+    the float64 oracle."""
+    path = os.path.join(folder, f"{label}.logits.pt")
+    if not os.path.exists(path):
+        return None
+    got = torch.load(path, weights_only=True)[: oracle.shape[0]]
+    return _relative(got, oracle)
 
 
 def run_bench(settings: BenchSettings, progress: tqdm) -> list[dict]:

@@ -58,26 +58,36 @@ def _kib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 1024:.0f}"
 
 
+VARIANT_ORDER = ("fast", "fast-checked", "eager", "compile", "fast-compile", "onnxruntime",
+                 "openvino")  # fmt: skip
+
+
+def _variants(result: dict) -> list[str]:
+    """The variants timed in any row and mode, in VARIANT_ORDER (results made
+    before the variants existed have fast, eager and maybe compile)."""
+    seen = {
+        label
+        for row in result["rows"]
+        for mode in ("train", "infer")
+        for label, stats in row[mode].items()
+        if isinstance(stats, dict) and "median_ms" in stats
+    }
+    return [label for label in VARIANT_ORDER if label in seen]
+
+
 def bench_throughput_table(result: dict) -> Table:
-    """Images/s of every variant and the fast model's speed-ups."""
-    compiled = result["settings"]["compile"]
-    headers = ["model", "backend", "mode", "fast img/s", "eager img/s"]
-    if compiled:
-        headers.append("compile img/s")
-    headers.append("fast vs eager")
-    if compiled:
-        headers.append("fast vs compile")
+    """Images/s of every variant, and fast's speed-up over each of the others."""
+    variants = _variants(result)
+    others = [label for label in variants if label != "fast"]
+    headers = ["model", "backend", "mode"] + [f"{label} img/s" for label in variants]
+    headers += [f"fast vs {label}" for label in others]
     rows = []
     for row in result["rows"]:
         for mode in ("train", "infer"):
             timed = row[mode]
             cells = [row["model"], row["backend"], MODE_NAMES[mode]]
-            cells += [_rate(timed.get("fast")), _rate(timed.get("eager"))]
-            if compiled:
-                cells.append(_rate(timed.get("compile")))
-            cells.append(_ratio(timed.get("speedup_vs_eager")))
-            if compiled:
-                cells.append(_ratio(timed.get("speedup_vs_compile")))
+            cells += [_rate(timed.get(label)) for label in variants]
+            cells += [_ratio(timed.get(f"speedup_vs_{label}")) for label in others]
             rows.append(cells)
     numeric = [False, False, False] + [True] * (len(headers) - 3)
     return Table(headers, rows, numeric)
@@ -160,6 +170,19 @@ def bench_notes(result: dict) -> list[str]:
         if row.get("fusion") and row["fusion"].get("warning")
     ]
     for row in result["rows"]:
+        for mode in ("train", "infer"):
+            for label, why in row[mode].get("left_out", {}).items():
+                notes.append(f"{row['model']} {MODE_NAMES[mode]}: {label} not timed: {why}")
+        errors = {
+            label: stats["logits_error"]
+            for label, stats in row["infer"].items()
+            if isinstance(stats, dict) and stats.get("logits_error") is not None
+        }
+        if errors:
+            notes.append(
+                f"{row['model']} inference, worst relative error of the logits vs float64: "
+                + ", ".join(f"{label} {err:.1e}" for label, err in errors.items())
+            )
         measured = row.get("measured")
         if measured:
             kinds = "; ".join(
