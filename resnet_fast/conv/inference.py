@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._ops.fused import add_relu
-from . import winograd
+from . import measured, winograd
 from .folded import conv_folded_act, fold_bn, pack_for_onednn
 from .spec import ConvSpec, output_hw
 
@@ -240,6 +240,56 @@ def _modules_forward(conv, bn, x, residual, relu) -> Tensor:
     return F.relu(y) if relu else y
 
 
+@torch.compiler.assume_constant_result
+def _freezing() -> bool:
+    """Whether inductor freezes the parameters of what it compiles (its
+    constant folding then computes every weight transform once)."""
+    import torch._inductor.config as inductor_config
+
+    return bool(inductor_config.freezing)
+
+
+def _traced(conv, x, weight, bias, residual, relu) -> Tensor:
+    """The eval conv + folded BN as torch.compile sees it: Winograd where it
+    was measured faster, when the compiler freezes the weights (the folded
+    and transformed weights are then constants, computed once); else plain
+    ops, whose epilogue the compiler fuses itself."""
+    if _freezing() and winograd.eligible(x, conv, residual):
+        if winograd.chosen(x, weight, residual, relu, None):
+            return winograd.conv3x3(x, winograd.weight_tiles(weight), bias, residual, relu)
+    y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if residual is not None:
+        y = y + residual
+    return F.relu(y) if relu else y
+
+
+@measured.rebuilds("eval_conv3x3")
+def _candidates_of_key(key: tuple) -> dict:
+    """The candidates of an "eval_conv3x3" key (winograd.chosen), on random
+    inputs of its shapes: the direct convolution with prepacked weights and
+    fused epilogue, and Winograd with transformed weights, as cached folds
+    run them."""
+    _, shape, c_out, dtype, has_residual, relu, _ = key
+    layout = torch.channels_last
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=layout)
+    weight = torch.randn(c_out, shape[1], 3, 3, dtype=dtype).contiguous(memory_format=layout)
+    bias = torch.randn(c_out, dtype=dtype)
+    residual = None
+    if has_residual:
+        residual = torch.randn(shape[0], c_out, *shape[2:], dtype=dtype).contiguous(
+            memory_format=layout
+        )
+    geometry = ((1, 1), (1, 1), (1, 1), 1)
+    packed = pack_for_onednn(weight, x, *geometry)
+    tiles = winograd.weight_tiles(weight)
+    return {
+        "onednn": lambda: conv_folded_act(
+            x, weight, bias, *geometry, residual, relu, add_relu, lambda: packed
+        ),
+        "winograd": lambda: winograd.conv3x3(x, tiles, bias, residual, relu),
+    }
+
+
 def conv_bn_eval(
     conv: nn.Conv2d,
     bn: nn.BatchNorm2d,
@@ -275,12 +325,7 @@ def conv_bn_eval(
     key = _dtype_key(key, dtype)
     geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
     if torch.compiler.is_compiling():
-        # Plain ops for the compiler, which fuses the epilogue itself (and,
-        # with freezing, folds and prepacks the weights once).
-        y = F.conv2d(x, weight, bias, *geometry)
-        if residual is not None:
-            y = y + residual
-        return F.relu(y) if relu else y
+        return _traced(conv, x, weight, bias, residual, relu)
     packed = None
     if cached:  # a cached fold: prepack it once too
 

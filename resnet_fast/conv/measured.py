@@ -41,6 +41,15 @@ In a torch.distributed job (more than one process in the default group),
 rank 0 decides each new key and broadcasts it: every rank takes the same
 choices, so their math agrees. The ranks reach each new shape together, as
 they reach their collectives (the same model on batches of the same size).
+
+While torch.compile traces, a choice is decided once, outside the graph
+(``torch.compiler.assume_constant_result``: the traced code keeps the
+answer as a constant, with no guard that could recompile it): the one taken
+in this process, loaded or stored, else, for the kinds that can rebuild
+their candidates from the key alone (:func:`rebuilds`: random inputs of the
+key's shapes), a timing now, stored as any other; else the default. Ranks
+that compile on different machines may then differ: load the same choices
+on every rank first (:func:`load_measured_choices`).
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ _loaded: dict[str, str] = {}  # from load_measured_choices, by encoded key
 _recorders: list[dict[Hashable, str]] = []
 _store: ChoiceStore | None = None
 _announced = False
+_rebuilders: dict[str, Callable[[tuple], dict[str, Callable[[], object]]]] = {}
 
 
 def encode(key: Hashable) -> str:
@@ -124,6 +134,19 @@ def can_measure(device: torch.device) -> bool:
     )
 
 
+def rebuilds(kind: str):
+    """Registers the decorated function as the builder of the candidates of
+    choices of ``kind`` from their key alone (random inputs of the key's
+    shapes): what lets such a choice be timed while torch.compile traces,
+    where the caller has fake tensors only."""
+
+    def register(build: Callable[[tuple], dict[str, Callable[[], object]]]):
+        _rebuilders[kind] = build
+        return build
+
+    return register
+
+
 def choose(
     key: Hashable,
     default: str,
@@ -133,8 +156,9 @@ def choose(
     """The choice for ``key``, decided once (see the module doc).
 
     Args:
-        key: what the choice depends on (kind, shapes, dtype, threads...);
-            its first element names the kind of choice.
+        key: what the choice depends on (kind, shapes, dtype...); its first
+            element names the kind of choice. The thread count is appended
+            here: a choice holds for the threads it was timed with.
         default: the choice when none can be measured, and the one kept
             unless another is faster by more than ``MARGIN``.
         candidates: builds name -> a zero-argument callable doing the work
@@ -145,11 +169,31 @@ def choose(
     Returns:
         The name of the chosen candidate.
     """
+    if torch.compiler.is_compiling():
+        return _traced_choice(key, default) if device.type == "cpu" else default
+    key = (*key, torch.get_num_threads())
     chosen = _choices.get(key)
     if chosen is None:
         chosen = _decide(key, default, candidates, device)
     for used in _recorders:
         used[key] = chosen
+    return chosen
+
+
+@torch.compiler.assume_constant_result
+def _traced_choice(key: tuple, default: str) -> str:
+    """The choice for ``key`` while torch.compile traces (see the module
+    doc); runs outside the graph, once per trace."""
+    key = (*key, torch.get_num_threads())
+    chosen = _choices.get(key) or _loaded.get(encode(key))
+    if chosen is None and ENABLED and not torch.are_deterministic_algorithms_enabled():
+        store = _the_store()
+        chosen = store.read().get(encode(key))
+        rebuild = _rebuilders.get(key[0])
+        if chosen is None and rebuild is not None:
+            chosen = store.settle(encode(key), _measure(key, default, lambda: rebuild(key)))
+    chosen = chosen or default
+    _choices.setdefault(key, chosen)
     return chosen
 
 

@@ -21,13 +21,10 @@ def conv_path(input: Tensor, weight: Tensor, spec: ConvSpec) -> str:
     ``weight`` [C_out, C_in, kH, kW] runs: "onednn", "gemm" (a matrix
     product, see the module doc) or "winograd" (3x3 stride-1 convolutions in
     float32, see winograd.py), measured on first use of its shape, forward +
-    backward. While torch.compile traces, oneDNN: a trace cannot time
-    anything."""
+    backward (while torch.compile traces too: measured.py)."""
     gemm_ok = gemm.MODE != "never" and gemm.eligible(input, weight, spec)
     if gemm_ok and gemm.MODE == "always":
         return "gemm"
-    if torch.compiler.is_compiling():
-        return "onednn"
     if gemm_ok:
         gemm_ok = (
             gemm.patch_bytes(input, weight, spec, output_hw(input, weight, spec))
@@ -36,12 +33,21 @@ def conv_path(input: Tensor, weight: Tensor, spec: ConvSpec) -> str:
     winograd_ok = winograd.trainable(input, weight, spec)
     if not (gemm_ok or winograd_ok):
         return "onednn"
-    key = (
-        "conv", tuple(input.shape), tuple(weight.shape), spec, input.dtype,
-        torch.get_num_threads(),
-    )  # fmt: skip
+    key = ("conv", tuple(input.shape), tuple(weight.shape), spec, input.dtype)
     candidates = lambda: _candidates(input, weight, spec, gemm_ok, winograd_ok)  # noqa: E731
     return measured.choose(key, "onednn", candidates, input.device)
+
+
+@measured.rebuilds("conv")
+def _candidates_of_key(key: tuple) -> dict:
+    """The candidates of a "conv" key, on random inputs of its shapes."""
+    _, input_shape, weight_shape, spec, dtype, _ = key
+    x = torch.randn(input_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(weight_shape, dtype=dtype)
+    gemm_ok = gemm.eligible(x, w, spec) and (
+        gemm.patch_bytes(x, w, spec, output_hw(x, w, spec)) <= gemm.MAX_PATCH_BYTES
+    )
+    return _candidates(x, w, spec, gemm_ok, winograd.trainable(x, w, spec))
 
 
 def _candidates(

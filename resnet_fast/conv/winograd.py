@@ -109,14 +109,15 @@ def chosen(
     weight: Tensor,
     residual: Tensor | None,
     relu: bool,
-    candidates: Callable[[], dict[str, Callable[[], object]]],
+    candidates: Callable[[], dict[str, Callable[[], object]]] | None,
 ) -> bool:
     """Whether Winograd is measured faster than the direct convolution for
-    this shape (``candidates()`` gives both, named "onednn" and "winograd");
-    the direct one is the default."""
+    this shape (``candidates()`` gives both, named "onednn" and "winograd";
+    None while torch.compile traces, where measured.py rebuilds them from
+    the key); the direct one is the default."""
     key = (
         "eval_conv3x3", tuple(input.shape), weight.shape[0], input.dtype, residual is not None,
-        relu, torch.get_num_threads(),
+        relu,
     )  # fmt: skip
     return measured.choose(key, "onednn", candidates, input.device) == "winograd"
 

@@ -40,8 +40,8 @@ def residual_train(
     training, as :func:`~resnet_fast.lean.nodes.lean_residual` (``memory``
     "lean") or, with ``memory`` "auto", whichever of that and
     :func:`eager_residual` is faster for this shape on a backend whose
-    timings count (lean elsewhere, and while torch.compile traces: a trace
-    cannot time anything).
+    timings count (lean elsewhere; while torch.compile traces, the choice
+    already made or stored, else lean: see resnet_fast/conv/measured.py).
 
     Args:
         backend: the backend of the lean node (resnet_fast.nn.memory.lean_backend).
@@ -55,14 +55,13 @@ def residual_train(
     Returns:
         [N, C_out, H_out, W_out], the block output.
     """
-    if memory == "auto" and backend.measures and not torch.compiler.is_compiling():
+    if memory == "auto" and backend.measures:
         pairs = list(stages) + ([projection] if projection is not None else [])
         key = (
             "block", backend.name, tuple(x.shape), x.dtype,
             x.is_contiguous(memory_format=torch.channels_last),
             tuple((tuple(c.weight.shape), conv_spec(c), c.bias is not None) for c, _ in pairs),
             len(stages), projection is not None, None if given is None else tuple(given.shape),
-            torch.get_num_threads(),
         )  # fmt: skip
         choice = measured.choose(
             key, "lean", lambda: _candidates(backend, x, stages, projection, given), x.device

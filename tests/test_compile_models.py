@@ -1,0 +1,124 @@
+"""resnet_fast composes with torch.compile: zoo models and convert()ed ones
+(torchvision-style and user code) compile with fullgraph=True in training
+and in eval, as one graph per input shape and mode (no graph break, no
+recompile from one block to the next), and compute what they compute
+eagerly. Under inductor's freezing the BN folds (and Winograd's weight
+transforms, where that convolution was chosen) are computed at freeze time,
+not per call.
+
+Dynamo and AOTAutograd run with the "aot_eager" backend (the graph, the fake
+kernels and the joint forward/backward of the custom ops, without inductor's
+code generation); one small model goes through inductor with freezing."""
+
+import copy
+
+import pytest
+import torch
+import torch._dynamo as dynamo
+from torch._dynamo.utils import counters
+from user_models import tutorial_resnet18
+
+import resnet_fast
+from resnet_fast.conv import measured
+from resnet_fast.models.plain import plain_model
+
+CL = torch.channels_last
+
+
+def _zoo():
+    return resnet_fast.models.resnet20(num_classes=10)
+
+
+def _converted_torchvision_style():
+    return resnet_fast.convert(plain_model("resnet18", num_classes=10))
+
+
+def _converted_user_code():
+    return resnet_fast.convert(tutorial_resnet18(width=8))
+
+
+MODELS = {
+    "zoo": _zoo,
+    "convert-torchvision-style": _converted_torchvision_style,
+    "convert-user-code": _converted_user_code,
+}
+
+
+def _run(model, x, train):
+    if train:
+        out = model(x)
+        out.sum().backward()
+        return out.detach()
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("kind", MODELS)
+def test_one_graph_no_recompile_and_the_eager_result(kind, train):
+    torch.manual_seed(0)
+    model = MODELS[kind]().to(memory_format=CL).train(train)
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=CL)
+    dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    got = [_run(compiled, x, train) for _ in range(3)]
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["recompiles"], dict(counters["recompiles"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    want = _run(twin, x, train)
+    torch.testing.assert_close(got[0], want, rtol=1e-4, atol=1e-4)
+    if train:  # the same update of the running statistics, once per call
+        for (name, a), b in zip(model.named_buffers(), twin.buffers(), strict=True):
+            if name.endswith("num_batches_tracked"):
+                assert a.item() == 3 * b.item()
+
+
+class _Block(torch.nn.Module):
+    """conv -> BN -> ReLU, twice, with an identity shortcut: small enough to
+    go through inductor in a test."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + x)
+
+
+@pytest.mark.parametrize("conv", ["onednn", "winograd"])
+def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring, monkeypatch):
+    """With inductor's freezing, the fold (rsqrt of the running variance)
+    and Winograd's weight transform are constants of the compiled code, which
+    calls Winograd exactly when it is the choice for the shape."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch.manual_seed(0)
+    plain = _Block().eval()
+    with torch.no_grad():
+        for bn in (plain.bn1, plain.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    fast = resnet_fast.convert(copy.deepcopy(plain)).to(memory_format=CL)
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=CL)
+    timings = {"onednn": 2.0, "winograd": 1.0} if conv == "winograd" else {"onednn": 1.0}
+    monkeypatch.setattr(
+        measuring,
+        "_interleaved_medians",
+        lambda candidates: {name: timings.get(name, 3.0) for name in candidates},
+    )
+    dynamo.reset()
+    monkeypatch.setattr(torch._inductor.config, "freezing", True)
+    with torch.no_grad():
+        out, code = run_and_get_code(torch.compile(fast), x)
+        want = plain(x)
+    source = "\n".join(code)
+    assert "rsqrt" not in source and "winograd_weight" not in source
+    assert ("winograd_conv3x3" in source) == (conv == "winograd")
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    assert set(measured.measured_choices().values()) <= {conv, "onednn"}
