@@ -198,9 +198,8 @@ def _traced_choice(key: tuple, default: str) -> str:
 
 
 def _decide(key, default, candidates, device) -> str:
-    encoded = encode(key)
-    if encoded in _loaded:
-        chosen = _choices[key] = _loaded[encoded]
+    if _loaded and encode(key) in _loaded:
+        chosen = _choices[key] = _loaded[encode(key)]
         return chosen
     if not ENABLED or device.type != "cpu" or _unsafe_region() == "tracing":
         # A traced graph keeps the path it traced: the default, as every

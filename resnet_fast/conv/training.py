@@ -83,7 +83,9 @@ def _candidates(
     return found
 
 
-def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
+def conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec, path: str | None = None
+) -> Tensor:
     """F.conv2d(input, weight, bias, *spec), as a matrix product or as
     Winograd where :func:`conv_path` says so.
 
@@ -92,11 +94,12 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -
         weight: [C_out, C_in / groups, kH, kW].
         bias: [C_out] or None.
         spec: stride, padding, dilation, groups.
+        path: conv_path's answer when the caller has it already.
 
     Returns:
         [N, C_out, H_out, W_out].
     """
-    path = conv_path(input, weight, spec)
+    path = conv_path(input, weight, spec) if path is None else path
     if path == "gemm":
         return gemm.forward(input, weight, bias, spec)
     if path == "winograd":
@@ -115,6 +118,7 @@ def conv2d_backward(
     bias: Tensor | None,
     spec: ConvSpec,
     mask: tuple[bool, bool, bool],
+    path: str | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """(grad_input, grad_weight, grad_bias) of :func:`conv2d`, each computed
     only where ``mask`` asks for it. The convolution runs in grad's dtype
@@ -128,10 +132,11 @@ def conv2d_backward(
         bias: [C_out] or None.
         spec: stride, padding, dilation, groups.
         mask: which of (input, weight, bias) need a gradient.
+        path: how the forward ran (conv_path's answer), when the caller kept it.
     """
     dtype = grad.dtype
     x, wt = input.to(dtype), weight.to(dtype)
-    path = conv_path(x, wt, spec)
+    path = conv_path(x, wt, spec) if path is None else path
     if path == "gemm":
         grad_input, grad_weight, grad_bias = gemm.backward(grad, x, wt, spec, mask)
     elif path == "winograd":

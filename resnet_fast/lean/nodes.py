@@ -44,8 +44,7 @@ from torch import Tensor, nn
 from .._ops.backends import Backend
 from .._ops.fused import bn_arguments
 from ..conv.spec import ConvSpec
-from ..conv.training import conv2d as _conv
-from ..conv.training import conv2d_backward as _conv_backward
+from ..conv import training
 
 _aten = torch.ops.aten
 
@@ -199,10 +198,14 @@ class _LeanBlockFunction(torch.autograd.Function):
         ops = plan.backend.ops
         stages = _per_stage(tensors)
         saved: list[SavedStage] = []
+        # How each convolution runs, decided once here: its backward runs the
+        # same way (the choice was measured forward and backward together).
+        paths: dict[int, str] = {}
 
         def conv_bn(i: int, input: Tensor, residual: Tensor | None, relu: bool) -> Tensor:
             t, bn = stages[i], plan.bns[i]
-            c = _conv(input, t.conv_weight, t.conv_bias, plan.convs[i])
+            paths[i] = training.conv_path(input, t.conv_weight, plan.convs[i])
+            c = training.conv2d(input, t.conv_weight, t.conv_bias, plan.convs[i], paths[i])
             args = (t.bn_weight, t.bn_bias, t.running_mean, t.running_var, True, bn.momentum)
             if residual is None:
                 out, mean, invstd = ops.bn_act_fwd(c, *args, bn.eps, relu)
@@ -224,7 +227,7 @@ class _LeanBlockFunction(torch.autograd.Function):
         out = conv_bn(plan.stages - 1, h, residual, True)
         if plan.shortcut == "projection":  # main path's stages first
             saved[-2], saved[-1] = saved[-1], saved[-2]
-        ctx.plan = plan
+        ctx.plan, ctx.paths = plan, paths
         ctx.save_for_backward(x, given, *(t for stage in saved for t in stage))
         return out
 
@@ -242,8 +245,8 @@ class _LeanBlockFunction(torch.autograd.Function):
         def conv_backward(i: int, grad: Tensor, input: Tensor, needs_input: bool):
             stage, want = saved[i], needs[i]
             mask = (needs_input, want.conv_weight, stage.conv_bias is not None and want.conv_bias)
-            g_in, grads[i].conv_weight, grads[i].conv_bias = _conv_backward(
-                grad, input, stage.conv_weight, stage.conv_bias, plan.convs[i], mask
+            g_in, grads[i].conv_weight, grads[i].conv_bias = training.conv2d_backward(
+                grad, input, stage.conv_weight, stage.conv_bias, plan.convs[i], mask, ctx.paths[i]
             )
             return g_in
 
