@@ -2,12 +2,16 @@
 """Compile gate of the CUDA code, for machines with nvcc and no GPU.
 
 1. Every csrc/cuda/kernels/*.cu (pure CUDA: every kernel and every template
-   instantiation the entry points launch) is compiled for sm_80 and sm_90
+   instantiation the launchers use) is compiled for sm_80 and sm_90
    with warnings as errors and the ptxas resource report. Any register spill
    or local-memory use (stack frame, lmem) in a kernel fails the gate.
-2. The torch-facing entry points csrc/cuda/*.cu are compiled (to objects, not
-   linked) against the installed torch's headers, with torch's own nvcc
-   defines. A CPU-only torch wheel lacks one generated CUDA header,
+2. The host files of the CUDA build are compiled (to objects, not linked)
+   against the installed torch's headers and the CUDA toolkit's, with
+   RESNET_FAST_WITH_CUDA: the CUDA host files (csrc/cuda/*.cpp: the kernel
+   table, the stream, the registration) and every other source of the build
+   whose code depends on that define (the library's kernel table per device,
+   its build information); the list comes from resnet_fast/_native/spec.py.
+   A CPU-only torch wheel lacks one generated CUDA header,
    c10/cuda/impl/cuda_cmake_macros.h; the gate then supplies a stand-in with
    the content CUDA builds of torch ship, and says so.
 
@@ -20,6 +24,7 @@ RESNET_FAST_SKIP_NVCC_GATE=1 (for machines without the CUDA toolkit).
 
 import argparse
 import concurrent.futures
+import importlib.util
 import os
 import re
 import shutil
@@ -31,7 +36,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "csrc" / "cuda" / "kernels"
-ENTRY_POINTS = ROOT / "csrc" / "cuda"
 
 # What torch.utils.cpp_extension passes to nvcc for every .cu file: the
 # kernels must build under the same restrictions (no implicit half/bfloat16
@@ -44,6 +48,22 @@ TORCH_NVCC_DEFINES = [
     "--expt-relaxed-constexpr",
 ]
 WERROR = ["-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror"]
+
+
+def cuda_host_files() -> list[Path]:
+    """The CUDA build's host files: its .cpp sources that the CPU build lacks,
+    and those of both whose code depends on RESNET_FAST_WITH_CUDA."""
+    path = ROOT / "resnet_fast" / "_native" / "spec.py"
+    module_spec = importlib.util.spec_from_file_location("_resnet_fast_extension_spec", path)
+    spec = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(spec)
+    cuda_only = [ROOT / s for s in spec.cuda_sources(str(ROOT)) if s.endswith(".cpp")]
+    switched = [
+        ROOT / s
+        for s in spec.cpu_sources(str(ROOT))
+        if "RESNET_FAST_WITH_CUDA" in (ROOT / s).read_text()
+    ]
+    return cuda_only + switched
 
 
 def find_nvcc() -> str | None:
@@ -154,7 +174,7 @@ def torch_include_flags(workdir: Path) -> tuple[list[str], str, list[str]]:
         includes.insert(0, str(workdir / "shim"))
         notes.append(
             "torch is a CPU build: c10/cuda/impl/cuda_cmake_macros.h supplied by the gate; "
-            "the entry points are compiled, not linked (no libc10_cuda to link against)"
+            "the host files are compiled, not linked (no libc10_cuda to link against)"
         )
     import sysconfig
 
@@ -167,7 +187,7 @@ def torch_include_flags(workdir: Path) -> tuple[list[str], str, list[str]]:
     return flags, std, notes
 
 
-def compile_entry_point(nvcc, source: Path, arch: str, flags, std, out: Path):
+def compile_host_file(nvcc, source: Path, arch: str, flags, std, out: Path):
     cmd = [
         nvcc, std, "-O0", "-c", str(source), "-o", str(out),
         f"-gencode=arch=compute_{arch},code=sm_{arch}",
@@ -182,7 +202,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="80,90", help="comma-separated SM versions")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--kernels-only", action="store_true", help="skip the entry points")
+    parser.add_argument("--kernels-only", action="store_true", help="skip the host files")
     args = parser.parse_args()
 
     nvcc = find_nvcc()
@@ -201,7 +221,7 @@ def main() -> int:
 
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     sources = sorted(KERNELS.glob("*.cu"))
-    entry_points = [] if args.kernels_only else sorted(ENTRY_POINTS.glob("*.cu"))
+    host_files = [] if args.kernels_only else cuda_host_files()
     if not sources:
         print("nvcc gate: FAILED: no kernels in csrc/cuda/kernels", file=sys.stderr)
         return 1
@@ -214,14 +234,14 @@ def main() -> int:
     ):
         work = Path(tmp)
         futures = {}
-        if entry_points:
+        if host_files:
             flags, std, notes = torch_include_flags(work)
             for note in notes:
                 print(f"nvcc gate: note: {note}")
-            for src in entry_points:
-                out = work / f"{src.stem}.entry.o"
-                fut = pool.submit(compile_entry_point, nvcc, src, archs[-1], flags, std, out)
-                futures[fut] = ("entry", src, archs[-1])
+            for i, src in enumerate(host_files):
+                out = work / f"{i}.{src.stem}.host.o"
+                fut = pool.submit(compile_host_file, nvcc, src, archs[-1], flags, std, out)
+                futures[fut] = ("host", src, archs[-1])
         for src in sources:
             for arch in archs:
                 out = work / f"{src.stem}.sm_{arch}.o"
@@ -231,10 +251,10 @@ def main() -> int:
         for fut in concurrent.futures.as_completed(futures):
             kind, src, arch = futures[fut]
             rel = src.relative_to(ROOT)
-            if kind == "entry":
+            if kind == "host":
                 rc, log = fut.result()
                 status = "ok" if rc == 0 else "FAILED"
-                print(f"nvcc gate: entry point {rel} (sm_{arch}): {status}")
+                print(f"nvcc gate: host file {rel}: {status}")
                 if rc != 0:
                     failures.append(f"{rel}: compile error")
                     print(_errors(log), file=sys.stderr)
@@ -280,7 +300,7 @@ def main() -> int:
         return 1
     print(
         f"nvcc gate: OK: {len(rows)} kernels x {len(archs)} architectures, no spills, no local "
-        f"memory; {len(entry_points)} entry points compiled ({elapsed:.0f} s)"
+        f"memory; {len(host_files)} host files compiled ({elapsed:.0f} s)"
     )
     return 0
 

@@ -1,12 +1,13 @@
 // Every schema of the resnet_fast operator library, and the Python module
 // that exposes build information. Ops never go through pybind11: importing
-// resnet_fast._C runs the static registrations below and in cpu/, cuda/.
+// resnet_fast._C runs the static registrations below and the kernels'
+// (cpu/register_cpu.cpp, cuda/register_cuda.cpp).
 #include <Python.h>
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
-#include "cpu/cpu_kernels.h"
+#include "cpu/isa_choice.h"
 
 // clang-format off
 TORCH_LIBRARY(resnet_fast, m) {
@@ -88,7 +89,7 @@ pybind11::dict build_info() {
 #endif
   info["torch_version"] = TORCH_VERSION;
   info["cpu_capabilities_compiled"] = resnet_fast::cpu::compiled_capabilities();
-  info["cpu_capability"] = resnet_fast::cpu::kernels().name;
+  info["cpu_capability"] = resnet_fast::cpu::isa_kernels().name;
   return info;
 }
 

@@ -9,8 +9,6 @@
 namespace resnet_fast {
 namespace {
 
-bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
 // Whether two tensors may share an element: views of one storage whose
 // elements ATen cannot tell apart (MemOverlapStatus::TooHard, two strided
 // views) count as sharing, since refusing is safe. Tensors of different
@@ -22,6 +20,8 @@ bool may_overlap(const at::Tensor& a, const at::Tensor& b) {
 }
 
 }  // namespace
+
+bool has(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
@@ -54,7 +54,7 @@ void check_bn_input(const at::Tensor& input) {
 
 void check_channel_vector(const std::optional<at::Tensor>& t, const char* name,
                           const at::Tensor& input) {
-  if (!defined(t)) return;
+  if (!has(t)) return;
   const int64_t C = input.size(1);
   TORCH_CHECK(t->dim() == 1 && t->numel() == C, name, " must be a 1-D tensor of ", C,
               " elements (the channels of input ", input.sizes(), "), got shape ", t->sizes());
@@ -84,11 +84,11 @@ void check_running_stats(const at::Tensor& input, const std::optional<at::Tensor
                          const std::optional<at::Tensor>& running_var, bool training) {
   check_channel_vector(running_mean, "running_mean", input);
   check_channel_vector(running_var, "running_var", input);
-  TORCH_CHECK(defined(running_mean) == defined(running_var),
+  TORCH_CHECK(has(running_mean) == has(running_var),
               "running_mean and running_var must be given together");
-  TORCH_CHECK(training || defined(running_mean),
+  TORCH_CHECK(training || has(running_mean),
               "running_mean must be defined in evaluation mode");
-  if (!training || !defined(running_mean)) return;
+  if (!training || !has(running_mean)) return;
   const std::pair<const at::Tensor*, const char*> written[] = {{&*running_mean, "running_mean"},
                                                                 {&*running_var, "running_var"}};
   for (const auto& [t, name] : written) {
@@ -102,7 +102,7 @@ void check_running_stats(const at::Tensor& input, const std::optional<at::Tensor
   const std::pair<const std::optional<at::Tensor>*, const char*> read[] = {
       {nullptr, "input"}, {&residual, "residual"}, {&weight, "weight"}, {&bias, "bias"}};
   for (const auto& [t, name] : read) {
-    const at::Tensor& r = t == nullptr ? input : (defined(*t) ? **t : at::Tensor());
+    const at::Tensor& r = t == nullptr ? input : (has(*t) ? **t : at::Tensor());
     if (!r.defined()) continue;
     for (const auto& [s, sname] : written) {
       TORCH_CHECK(!may_overlap(*s, r), sname, " must not share memory with ", name,
@@ -127,7 +127,7 @@ void check_bn_forward(const at::Tensor& input, const std::optional<at::Tensor>& 
                       const std::optional<at::Tensor>& running_var, bool training,
                       double momentum, double eps) {
   check_bn_input(input);
-  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
+  if (has(residual)) check_same_as(*residual, "residual", input, "input");
   check_channel_vector(weight, "weight", input);
   check_channel_vector(bias, "bias", input);
   check_running_stats(input, residual, weight, bias, running_mean, running_var, training);
@@ -146,7 +146,7 @@ void check_bn_backward(const at::Tensor& grad_out, const at::Tensor& input,
                        const at::Tensor& save_invstd) {
   check_bn_input(input);
   check_same_as(grad_out, "grad_out", input, "input");
-  if (defined(residual)) check_same_as(*residual, "residual", input, "input");
+  if (has(residual)) check_same_as(*residual, "residual", input, "input");
   check_affine_and_stats(input, weight, bias, save_mean, "save_mean", save_invstd, "save_invstd");
 }
 

@@ -1,7 +1,7 @@
 // Device-independent argument checks of the fused ops, one function per
-// contract. Every backend's entry points share them (the Python side of the
-// same contracts, for fake kernels and the Triton ops, is
-// resnet_fast/_checks.py), so errors match across backends. They run before
+// contract. The host code of every device shares them (csrc/ops/; the Python
+// side of the same contracts, for fake kernels and the Python-declared
+// backends, is resnet_fast/_ops/checks.py), so errors match across backends. They run before
 // anything is written: an op that refuses leaves the running statistics as
 // they were.
 #pragma once
@@ -11,6 +11,9 @@
 #include <optional>
 
 namespace resnet_fast {
+
+// Whether an optional tensor argument is given (present and defined).
+bool has(const std::optional<at::Tensor>& t);
 
 // float32, float64, float16 or bfloat16.
 bool is_supported_float(at::ScalarType t);

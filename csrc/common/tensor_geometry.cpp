@@ -34,6 +34,20 @@ Strides strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
+Strides strides_or_none(const at::Tensor& t) { return t.defined() ? strides_of(t) : Strides{}; }
+
+const void* data_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+
+ChannelVector channel_vector(const std::optional<at::Tensor>& t) {
+  if (!t.has_value() || !t->defined()) return {};
+  return {t->const_data_ptr(), dtype_of(t->scalar_type()), t->stride(0)};
+}
+
+MutableChannelVector mutable_channel_vector(const std::optional<at::Tensor>& t) {
+  if (!t.has_value() || !t->defined()) return {};
+  return {t->mutable_data_ptr(), dtype_of(t->scalar_type()), t->stride(0)};
+}
+
 Layout harmonize_layout(at::Tensor& input, std::initializer_list<at::Tensor*> others) {
   const bool prefer_rows = rows_ok(input) && (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
                                               input.size(2) * input.size(3) == 1);

@@ -1,20 +1,30 @@
-// From at::Tensor to the kernels' plain Geometry/Strides, and the choice of
-// walk (planar lines or channels_last rows) shared by all operands of a call:
-// host code of the CPU and the CUDA entry points alike, so that both
-// backends (and the fake kernels in resnet_fast/_ops.py) lay out their
-// outputs the same way.
+// From at::Tensor to the kernels' plain Geometry/Strides/ChannelVector, and
+// the choice of walk (planar lines or channels_last rows) shared by all
+// operands of a call: the host code of every device (csrc/ops/), so that
+// every backend (and the fake kernels of resnet_fast/_ops/contract.py) lays
+// out its outputs the same way.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <initializer_list>
+#include <optional>
 
-#include "tensor_params.h"
+#include "kernel_params.h"
 
 namespace resnet_fast {
 
 Dtype dtype_of(at::ScalarType t);
 Strides strides_of(const at::Tensor& t);  // t: [N, C, H, W]
+
+// Strides of an optional operand (an undefined tensor: none, all zero), and
+// its data (nullptr).
+Strides strides_or_none(const at::Tensor& t);
+const void* data_or_null(const at::Tensor& t);
+
+// A [C] vector as the kernels take it; absent (data == nullptr) when `t` is.
+ChannelVector channel_vector(const std::optional<at::Tensor>& t);
+MutableChannelVector mutable_channel_vector(const std::optional<at::Tensor>& t);
 
 // Picks the walk for `input` and makes every tensor in `others` (same sizes)
 // walkable with it. Layouts that no walk covers (for example a view strided

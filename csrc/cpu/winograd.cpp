@@ -16,7 +16,8 @@
 #include <vector>
 
 #include "../common/tensor_geometry.h"
-#include "cpu_kernels.h"
+#include "isa_choice.h"
+#include "winograd.h"
 
 namespace resnet_fast::cpu {
 namespace {
@@ -163,10 +164,10 @@ Tensor winograd_conv3x3_cpu(const Tensor& input, const Tensor& weight_tiles, con
       // Dense [36, count, *] views: the kernels index them so.
       Tensor tiles = tile_buffer.narrow(0, 0, kElements * count * C).view({kElements, count, C});
       Tensor products = product_buffer.narrow(0, 0, kElements * count * K).view({kElements, count, K});
-      kernels().winograd_input(
+      isa_kernels().winograd_input(
           WinogradInputParams{dtype, N, C, H, W, first, count, input.const_data_ptr(), tiles.mutable_data_ptr()});
       at::bmm_out(products, tiles, weight_tiles);
-      kernels().winograd_output(WinogradOutputParams{dtype, N, K, H, W, first, count, products.const_data_ptr(),
+      isa_kernels().winograd_output(WinogradOutputParams{dtype, N, K, H, W, first, count, products.const_data_ptr(),
                                                      bias_p, residual_p, out.mutable_data_ptr(), relu});
     }
   });
@@ -175,7 +176,7 @@ Tensor winograd_conv3x3_cpu(const Tensor& input, const Tensor& weight_tiles, con
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(resnet_fast, CPU, m) {
+void register_winograd(torch::Library& m) {
   m.impl("winograd_weight", &winograd_weight_cpu);
   m.impl("winograd_conv3x3", &winograd_conv3x3_cpu);
 }

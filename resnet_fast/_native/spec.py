@@ -32,20 +32,27 @@ NVCC_FLAGS = ["-O3", "-lineinfo"]
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
+def _found(root: str, *patterns: str) -> list[str]:
+    found = []
+    for pattern in patterns:
+        found += sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
+    return found
+
+
 def cpu_sources(root: str) -> list[str]:
-    """The C++ sources, relative to root (the folder holding csrc/)."""
+    """The C++ sources of every build, relative to root (the folder holding
+    csrc/): the library's root files, the host code of the op families (one
+    file per family, every device), the shared host code, the CPU kernel
+    table and registration, and the per-ISA CPU kernels."""
     sources = [os.path.join("csrc", "cpu", "kernels", k) for k in _ISA_KERNELS]
-    for pattern in ("csrc/*.cpp", "csrc/common/*.cpp", "csrc/cpu/*.cpp"):
-        sources += sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
-    return sources
+    return sources + _found(root, "csrc/*.cpp", "csrc/ops/*.cpp", "csrc/common/*.cpp",
+                            "csrc/cpu/*.cpp")  # fmt: skip
 
 
 def cuda_sources(root: str) -> list[str]:
-    """Entry points (torch-facing) and the pure-CUDA kernels with their launchers."""
-    found = []
-    for pattern in ("csrc/cuda/*.cu", "csrc/cuda/kernels/*.cu"):
-        found += sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, pattern)))
-    return found
+    """What CUDA builds add: the CUDA host files (the kernel table, the
+    stream, the registration) and the pure-CUDA kernels with their launchers."""
+    return _found(root, "csrc/cuda/*.cpp", "csrc/cuda/kernels/*.cu")
 
 
 def all_source_files(root: str) -> list[str]:

@@ -47,7 +47,7 @@ def _empty_channels(input: Tensor, like: Tensor | None = None) -> Tensor:
 
 
 def _empty_mean(input: Tensor) -> Tensor:
-    # float64 whatever the input: see csrc/cpu/kernels/params.h on centering.
+    # float64 whatever the input: see csrc/common/kernel_params.h on centering.
     return input.new_empty((input.shape[1],), dtype=torch.float64)
 
 

@@ -3,8 +3,8 @@ accumulation dtype, the split of the float64 mean into two accumulation-type
 parts, the running-statistics update, and Chan's merge of statistics over
 disjoint parts of a batch. The Triton launchers, the pure-PyTorch stage
 functions, the fake kernels and synchronized BN use them; the C++ and CUDA
-kernels implement the same rules (csrc/cpu/channel_math.cpp,
-csrc/cuda/kernels/bn_finalize.cu), in the same order of operations.
+kernels implement the same rules, written once for both
+(csrc/common/channel_math.h), in the same order of operations.
 
 resnet_fast.reference does not use them: it is the tests' oracle, written
 from the definitions so that it stays an independent computation.

@@ -16,6 +16,6 @@
 
 RF_DEFINE_KERNEL_TABLE(kernels_avx2, "avx2")
 #else
-#include "params.h"
-const resnet_fast::cpu::KernelTable* resnet_fast::cpu::kernels_avx2() { return nullptr; }
+#include "isa_kernels.h"
+const resnet_fast::cpu::IsaKernels* resnet_fast::cpu::kernels_avx2() { return nullptr; }
 #endif

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "params.h"
+#include "../../common/kernel_params.h"
 
 namespace resnet_fast::cpu {
 

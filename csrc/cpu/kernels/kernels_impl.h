@@ -15,6 +15,11 @@
 // hundred values per channel) is reduced in one pass to shifted sums of
 // x - x0, x0 the block's first value, so that the fp32 sums stay small; the
 // blocks are combined in fp64 with Chan's parallel update.
+//
+// Reductions write one partial result per channel (the params' splits = 1):
+// the threads merge their own parts here, and the CPU finalize
+// (csrc/cpu/bn_kernels_cpu.cpp) turns the partials into [C] outputs with the
+// per-channel steps the CUDA finalize kernels run.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -23,9 +28,10 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "indexing.h"
+#include "../../common/channel_math.h"
 #include "../../common/static_switch.h"
-#include "params.h"
+#include "indexing.h"
+#include "isa_kernels.h"
 #include "vec_io.h"
 #include "winograd_impl.h"
 
@@ -57,19 +63,6 @@ inline int64_t thread_slot(int64_t threads) {
   return tid;
 }
 
-// Running (count, mean, M2) of one channel, merged with Chan's update.
-struct Moments {
-  double count = 0, mean = 0, m2 = 0;
-  void merge(double n_b, double mean_b, double m2_b) {
-    if (n_b == 0) return;
-    const double n = count + n_b;
-    const double delta = mean_b - mean;
-    mean += delta * (n_b / n);
-    m2 += m2_b + delta * delta * (count * n_b / n);
-    count = n;
-  }
-};
-
 // ---------------------------------------------------------------------------
 // Statistics
 // ---------------------------------------------------------------------------
@@ -91,10 +84,17 @@ struct ShiftedSums {
   }
 };
 
+// Channel c's partial result, [3][1][C] (count, mean, M2).
+inline void store_moments(double* partials, int64_t C, int64_t c, const Moments& m) {
+  partials[c] = m.count;
+  partials[C + c] = m.mean;
+  partials[2 * C + c] = m.m2;
+}
+
 // Merges one block of n values, given as shifted sums, into `m` (fp64).
 inline void merge_shifted(Moments& m, double n, double shift, double s1, double s2) {
   const double mean = s1 / n;
-  m.merge(n, shift + mean, std::max(s2 - s1 * mean, 0.0));
+  merge_moments(m, n, shift + mean, std::max(s2 - s1 * mean, 0.0));
 }
 
 template <typename T>
@@ -110,7 +110,7 @@ void stats_planar(const StatsParams& p) {
   const PlanarShape shape = planar_shape(g, {&p.sx});
   at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      Moments m;
+      Moments m{};
       for (int64_t n = 0; n < g.N; ++n) {
         for (int64_t h = 0; h < shape.lines_per_nc; ++h) {
           const T* line = x + planar_offset(p.sx, n, c, h);
@@ -133,8 +133,7 @@ void stats_planar(const StatsParams& p) {
           }
         }
       }
-      p.mean[c] = m.mean;
-      p.var[c] = m.count > 0 ? m.m2 / m.count : 0;
+      store_moments(p.partials, g.C, c, m);
     }
   });
 }
@@ -222,10 +221,10 @@ void stats_rows(const StatsParams& p) {
   }
 
   for (int64_t c = 0; c < C; ++c) {
-    Moments m;
-    for (int64_t t = 0; t < threads; ++t) m.merge(slot_count[t], slot_mean[t * C + c], slot_m2[t * C + c]);
-    p.mean[c] = m.mean;
-    p.var[c] = m.count > 0 ? m.m2 / m.count : 0;
+    Moments m{};
+    for (int64_t t = 0; t < threads; ++t)
+      merge_moments(m, slot_count[t], slot_mean[t * C + c], slot_m2[t * C + c]);
+    store_moments(p.partials, C, c, m);
   }
 }
 
@@ -265,16 +264,16 @@ inline void apply_segment(const T* x, const T* r, T* out, int64_t len, const Coe
 }
 
 template <typename T, bool kResidual, bool kRelu>
-void apply_impl(const ApplyParams& p) {
+void apply_impl(const ApplyParams& p, const AffineRows& coefs) {
   using acc_t = typename Io<T>::acc_t;
   const Geometry& g = p.g;
   const T* x = static_cast<const T*>(p.x);
   const T* r = static_cast<const T*>(p.residual);
   T* out = static_cast<T*>(p.out);
-  const acc_t* mean = static_cast<const acc_t*>(p.mean);
-  const acc_t* mean_lo = static_cast<const acc_t*>(p.mean_lo);
-  const acc_t* scale = static_cast<const acc_t*>(p.scale);
-  const acc_t* bias = static_cast<const acc_t*>(p.bias);
+  const acc_t* mean = static_cast<const acc_t*>(coefs.mean_hi);
+  const acc_t* mean_lo = static_cast<const acc_t*>(coefs.mean_lo);
+  const acc_t* scale = static_cast<const acc_t*>(coefs.scale);
+  const acc_t* bias = static_cast<const acc_t*>(coefs.shift);
   if (g.layout == Layout::kRows) {
     const RowIndex ix(g, p.sx), ir(g, p.sr), io(g, p.so);
     const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias};
@@ -337,7 +336,7 @@ inline void backward_reduce_segment(const T* dy, const T* x, const T* r, T* gr, 
 }
 
 template <typename T, bool kResidual, bool kRelu>
-void backward_reduce_impl(const BackwardReduceParams& p) {
+void backward_reduce_impl(const BackwardReduceParams& p, const AffineRows& coefs) {
   using acc_t = typename Io<T>::acc_t;
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
@@ -346,12 +345,12 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
   const T* x = static_cast<const T*>(p.x);
   const T* r = static_cast<const T*>(p.residual);
   T* gr = static_cast<T*>(p.grad_residual);
-  const acc_t* mean = static_cast<const acc_t*>(p.mean);
-  const acc_t* mean_lo = static_cast<const acc_t*>(p.mean_lo);
-  const acc_t* scale = static_cast<const acc_t*>(p.scale);
-  const acc_t* bias = static_cast<const acc_t*>(p.bias);
-  acc_t* out_g = static_cast<acc_t*>(p.sum_g);
-  acc_t* out_gx = static_cast<acc_t*>(p.sum_gx);
+  const acc_t* mean = static_cast<const acc_t*>(coefs.mean_hi);
+  const acc_t* mean_lo = static_cast<const acc_t*>(coefs.mean_lo);
+  const acc_t* scale = static_cast<const acc_t*>(coefs.scale);
+  const acc_t* bias = static_cast<const acc_t*>(coefs.shift);
+  double* out_g = p.partials;         // [2][1][C]
+  double* out_gx = p.partials + g.C;
 
   if (g.layout == Layout::kRows) {
     const int64_t C = g.C, rows = g.N * g.H * g.W;
@@ -395,8 +394,8 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
         sg += slot_g[t * C + c];
         sgx += slot_gx[t * C + c];
       }
-      out_g[c] = static_cast<acc_t>(sg);
-      out_gx[c] = static_cast<acc_t>(sgx);
+      out_g[c] = sg;
+      out_gx[c] = sgx;
     }
     return;
   }
@@ -419,8 +418,8 @@ void backward_reduce_impl(const BackwardReduceParams& p) {
           sgx += hsum(agx.v);
         }
       }
-      out_g[c] = static_cast<acc_t>(sg);
-      out_gx[c] = static_cast<acc_t>(sgx);
+      out_g[c] = sg;
+      out_gx[c] = sgx;
     }
   });
 }
@@ -444,19 +443,19 @@ inline void backward_apply_segment(const T* gsrc, const T* x, T* dx, int64_t len
 }
 
 template <typename T, bool kMaskFromX>
-void backward_apply_impl(const BackwardApplyParams& p) {
+void backward_apply_impl(const BackwardApplyParams& p, const GradRows& coefs) {
   using acc_t = typename Io<T>::acc_t;
   const Geometry& g = p.g;
   const T* gsrc = static_cast<const T*>(p.gsrc);
   const T* x = static_cast<const T*>(p.x);
   T* dx = static_cast<T*>(p.dx);
-  const auto* mean = static_cast<const acc_t*>(p.mean);
-  const auto* mean_lo = static_cast<const acc_t*>(p.mean_lo);
-  const auto* scale = static_cast<const acc_t*>(p.scale);
-  const auto* bias = static_cast<const acc_t*>(p.bias);
-  const auto* a = static_cast<const acc_t*>(p.a);
-  const auto* b = static_cast<const acc_t*>(p.b);
-  const auto* d = static_cast<const acc_t*>(p.d);
+  const acc_t* mean = static_cast<const acc_t*>(coefs.affine.mean_hi);
+  const acc_t* mean_lo = static_cast<const acc_t*>(coefs.affine.mean_lo);
+  const acc_t* scale = static_cast<const acc_t*>(coefs.affine.scale);
+  const acc_t* bias = static_cast<const acc_t*>(coefs.affine.shift);
+  const acc_t* a = static_cast<const acc_t*>(coefs.a);
+  const acc_t* b = static_cast<const acc_t*>(coefs.b);
+  const acc_t* d = static_cast<const acc_t*>(coefs.d);
   if (g.layout == Layout::kRows) {
     const RowIndex ig(g, p.sg), ix(g, p.sx), idx(g, p.sdx);
     const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias}, ca{a}, cb{b}, cd{d};
@@ -523,13 +522,13 @@ void relu_backward_impl(const ReluBackwardParams& p) {
 // Dtype and flag dispatch, and the table this ISA build exports
 // ---------------------------------------------------------------------------
 
-template <template <typename> class Fn, typename P>
-void by_dtype(Dtype dtype, const P& p) {
+template <template <typename> class Fn, typename... Args>
+void by_dtype(Dtype dtype, const Args&... args) {
   switch (dtype) {
-    case Dtype::kFloat: return Fn<float>::run(p);
-    case Dtype::kDouble: return Fn<double>::run(p);
-    case Dtype::kHalf: return Fn<c10::Half>::run(p);
-    case Dtype::kBFloat16: return Fn<c10::BFloat16>::run(p);
+    case Dtype::kFloat: return Fn<float>::run(args...);
+    case Dtype::kDouble: return Fn<double>::run(args...);
+    case Dtype::kHalf: return Fn<c10::Half>::run(args...);
+    case Dtype::kBFloat16: return Fn<c10::BFloat16>::run(args...);
   }
 }
 
@@ -550,26 +549,27 @@ struct StatsFn {
 
 template <typename T>
 struct ApplyFn {
-  static void run(const ApplyParams& p) {
+  static void run(const ApplyParams& p, const AffineRows& coefs) {
     with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
-      apply_impl<T, decltype(res)::value, decltype(relu)::value>(p);
+      apply_impl<T, decltype(res)::value, decltype(relu)::value>(p, coefs);
     });
   }
 };
 
 template <typename T>
 struct BackwardReduceFn {
-  static void run(const BackwardReduceParams& p) {
+  static void run(const BackwardReduceParams& p, const AffineRows& coefs) {
     with_flags(p.residual != nullptr, p.relu, [&](auto res, auto relu) {
-      backward_reduce_impl<T, decltype(res)::value, decltype(relu)::value>(p);
+      backward_reduce_impl<T, decltype(res)::value, decltype(relu)::value>(p, coefs);
     });
   }
 };
 
 template <typename T>
 struct BackwardApplyFn {
-  static void run(const BackwardApplyParams& p) {
-    p.mask_from_x ? backward_apply_impl<T, true>(p) : backward_apply_impl<T, false>(p);
+  static void run(const BackwardApplyParams& p, const GradRows& coefs) {
+    p.mask_from_x ? backward_apply_impl<T, true>(p, coefs)
+                  : backward_apply_impl<T, false>(p, coefs);
   }
 };
 
@@ -594,9 +594,15 @@ struct WinogradOutputFn {
 };
 
 inline void bn_stats(const StatsParams& p) { by_dtype<StatsFn>(p.g.dtype, p); }
-inline void bn_apply(const ApplyParams& p) { by_dtype<ApplyFn>(p.g.dtype, p); }
-inline void bn_backward_reduce(const BackwardReduceParams& p) { by_dtype<BackwardReduceFn>(p.g.dtype, p); }
-inline void bn_backward_apply(const BackwardApplyParams& p) { by_dtype<BackwardApplyFn>(p.g.dtype, p); }
+inline void bn_apply(const ApplyParams& p, const AffineRows& coefs) {
+  by_dtype<ApplyFn>(p.g.dtype, p, coefs);
+}
+inline void bn_backward_reduce(const BackwardReduceParams& p, const AffineRows& coefs) {
+  by_dtype<BackwardReduceFn>(p.g.dtype, p, coefs);
+}
+inline void bn_backward_apply(const BackwardApplyParams& p, const GradRows& coefs) {
+  by_dtype<BackwardApplyFn>(p.g.dtype, p, coefs);
+}
 inline void add_relu(const AddReluParams& p) { by_dtype<AddReluFn>(p.dtype, p); }
 inline void relu_backward(const ReluBackwardParams& p) { by_dtype<ReluBackwardFn>(p.dtype, p); }
 inline void winograd_input(const WinogradInputParams& p) { by_wide_dtype<WinogradInputFn>(p.dtype, p); }
@@ -606,9 +612,9 @@ inline void winograd_output(const WinogradOutputParams& p) { by_wide_dtype<Winog
 
 // Defines the table of this build; expands in capability_*.cpp.
 #define RF_DEFINE_KERNEL_TABLE(getter, label)                                              \
-  const resnet_fast::cpu::KernelTable* resnet_fast::cpu::getter() {                        \
+  const resnet_fast::cpu::IsaKernels* resnet_fast::cpu::getter() {                         \
     namespace k = resnet_fast::cpu::RF_KERNEL_NS;                                          \
-    static const KernelTable table{label,           k::bn_stats,      k::bn_apply,         \
+    static const IsaKernels table{label,            k::bn_stats,      k::bn_apply,         \
                                    k::bn_backward_reduce, k::bn_backward_apply,            \
                                    k::add_relu,     k::relu_backward,                      \
                                    k::winograd_input, k::winograd_output};                 \

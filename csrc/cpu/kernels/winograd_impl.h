@@ -30,7 +30,7 @@
 #include <cstdint>
 
 #include "../../common/static_switch.h"
-#include "params.h"
+#include "winograd_params.h"
 #include "vec_io.h"
 
 namespace resnet_fast::cpu::RF_KERNEL_NS {

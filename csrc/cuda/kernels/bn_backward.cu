@@ -42,8 +42,7 @@ __device__ __forceinline__ void saved_lanes(const SavedStats& s, int64_t c0, A (
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     const int64_t c = c0 + i;
-    const A invstd = static_cast<const A*>(s.save_invstd)[c];
-    const ChannelAffine<A> k = channel_affine<A>(s.save_mean[c], invstd, s.weight, s.bias, c);
+    const ChannelAffine<A> k = saved_affine<A, DeviceChannelIo>(s, c);
     mh[i] = k.mean_hi, ml[i] = k.mean_lo, sc[i] = k.scale, sh[i] = k.shift;
   }
 }

@@ -1,6 +1,7 @@
 // Device helpers shared by the kernels: accumulation types and conversions,
-// 16-byte packs, operand indexing, block reductions, the channel
-// coefficients, and the launch-shape arithmetic of the host launchers.
+// 16-byte packs, [C] vector access for the per-channel steps of
+// common/channel_steps.h, operand indexing, block reductions, and the
+// launch-shape arithmetic of the host launchers.
 //
 // torch compiles .cu files with __CUDA_NO_HALF_OPERATORS__,
 // __CUDA_NO_HALF_CONVERSIONS__ and __CUDA_NO_BFLOAT16_CONVERSIONS__: every
@@ -15,9 +16,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../../common/channel_steps.h"
+#include "../../common/kernel_params.h"
 #include "../../common/static_switch.h"
 #include "launch_macro.h"  // RESNET_FAST_LAUNCH: the launchers' one launch syntax
-#include "params.h"
 
 namespace resnet_fast::cuda {
 
@@ -88,66 +90,41 @@ __device__ __forceinline__ void store_acc(T* p, const acc_t<T> (&in)[V]) {
   *reinterpret_cast<Pack<T, V>*>(p) = pack;
 }
 
-// Reads element i of a [C] vector of any dtype, converted to double.
-__device__ __forceinline__ double load_channel(const void* data, Dtype dtype, int64_t stride,
-                                               int64_t i) {
-  const int64_t k = i * stride;
-  switch (dtype) {
-    case Dtype::kDouble: return static_cast<const double*>(data)[k];
-    case Dtype::kHalf: return __half2float(static_cast<const __half*>(data)[k]);
-    case Dtype::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[k]);
-    case Dtype::kFloat: break;
+// [C] vectors of any dtype, values converted through double (the Io of
+// common/channel_steps.h).
+struct DeviceChannelIo {
+  // Element i, converted to double.
+  __device__ __forceinline__ static double load(const void* data, Dtype dtype, int64_t stride,
+                                                int64_t i) {
+    const int64_t k = i * stride;
+    switch (dtype) {
+      case Dtype::kDouble: return static_cast<const double*>(data)[k];
+      case Dtype::kHalf: return __half2float(static_cast<const __half*>(data)[k]);
+      case Dtype::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[k]);
+      case Dtype::kFloat: break;
+    }
+    return static_cast<const float*>(data)[k];
   }
-  return static_cast<const float*>(data)[k];
-}
 
-// Writes element i of a [C] vector of any dtype, rounded from double.
-__device__ __forceinline__ void store_channel(void* data, Dtype dtype, int64_t stride, int64_t i,
-                                              double v) {
-  const int64_t k = i * stride;
-  switch (dtype) {
-    case Dtype::kDouble: static_cast<double*>(data)[k] = v; return;
-    case Dtype::kHalf: static_cast<__half*>(data)[k] = __double2half(v); return;
-    case Dtype::kBFloat16:
-      static_cast<__nv_bfloat16*>(data)[k] = __double2bfloat16(v);
-      return;
-    case Dtype::kFloat: break;
+  // Element i, rounded once from double.
+  __device__ __forceinline__ static void store(void* data, Dtype dtype, int64_t stride, int64_t i,
+                                               double v) {
+    const int64_t k = i * stride;
+    switch (dtype) {
+      case Dtype::kDouble: static_cast<double*>(data)[k] = v; return;
+      case Dtype::kHalf: static_cast<__half*>(data)[k] = __double2half(v); return;
+      case Dtype::kBFloat16:
+        static_cast<__nv_bfloat16*>(data)[k] = __double2bfloat16(v);
+        return;
+      case Dtype::kFloat: break;
+    }
+    static_cast<float*>(data)[k] = static_cast<float>(v);
   }
-  static_cast<float*>(data)[k] = static_cast<float>(v);
-}
-
-// A channel parameter converted to the acc type the way ATen's .to(acc)
-// does: one rounding from the stored dtype.
-// (Through double: exact for every dtype but double, which is rounded once.)
-template <typename A>
-__device__ __forceinline__ A load_param(const ChannelVector& v, int64_t c) {
-  return static_cast<A>(load_channel(v.data, v.dtype, v.stride, c));
-}
-
-// ---------------------------------------------------------------------------
-// The per-channel coefficients, computed identically by the forward and the
-// backward so that the backward's recomputed ReLU mask is bit-identical.
-// ---------------------------------------------------------------------------
-
-template <typename A>
-struct ChannelAffine {
-  A mean_hi, mean_lo, scale, shift;
 };
 
-// From the float64 mean and the acc-type invstd: x - mean is computed as
-// (x - mean_hi) - mean_lo; scale = weight * invstd (invstd without weight);
-// shift = bias or 0.
-template <typename A>
-__device__ __forceinline__ ChannelAffine<A> channel_affine(double mean, A invstd,
-                                                           const ChannelVector& weight,
-                                                           const ChannelVector& bias, int64_t c) {
-  ChannelAffine<A> k;
-  k.mean_hi = static_cast<A>(mean);
-  k.mean_lo = static_cast<A>(mean - static_cast<double>(k.mean_hi));
-  k.scale = weight.data != nullptr ? load_param<A>(weight, c) * invstd : invstd;
-  k.shift = bias.data != nullptr ? load_param<A>(bias, c) : A(0);
-  return k;
-}
+// ---------------------------------------------------------------------------
+// Elementwise steps of the BN kernels
+// ---------------------------------------------------------------------------
 
 template <typename A>
 __device__ __forceinline__ A centered(A x, A mean_hi, A mean_lo) {
@@ -365,19 +342,5 @@ __device__ __forceinline__ double block_sum(double* buf, double v) {
   __syncthreads();
   return s;
 }
-
-// Running (count, mean, M2) of one channel, merged with Chan's update.
-struct Moments {
-  double n = 0, mean = 0, m2 = 0;
-
-  __device__ __forceinline__ void merge(double nb, double mean_b, double m2_b) {
-    if (nb == 0) return;
-    const double total = n + nb;
-    const double delta = mean_b - mean;
-    mean += delta * (nb / total);
-    m2 += m2_b + delta * delta * (n * nb / total);
-    n = total;
-  }
-};
 
 }  // namespace resnet_fast::cuda

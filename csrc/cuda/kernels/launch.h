@@ -1,6 +1,6 @@
-// Host launch functions of the CUDA kernels: what the torch-facing entry
-// points in csrc/cuda/*.cu call. Each returns the launch's cudaError_t (the
-// last error after the launch), for the caller to check.
+// Host launch functions of the CUDA kernels: what the CUDA kernel table
+// (csrc/cuda/bn_kernels_cuda.cpp) calls. Each returns the launch's
+// cudaError_t (the last error after the launch), for the caller to check.
 //
 // A reduction is planned first (plan_*: block shape, grid, and how many
 // partial results per channel the caller allocates), then launched with that
@@ -9,7 +9,7 @@
 
 #include <cuda_runtime.h>
 
-#include "params.h"
+#include "../../common/kernel_params.h"
 
 namespace resnet_fast::cuda {
 

@@ -1,7 +1,7 @@
 // Picks the widest ISA build of the CPU kernels that this processor runs.
 // RESNET_FAST_CPU_CAPABILITY=default|avx2|avx512 caps the choice (read once,
 // at the first call), so the portable build can be tested on any machine.
-#include "cpu_kernels.h"
+#include "isa_choice.h"
 
 #include <c10/util/Exception.h>
 
@@ -37,7 +37,7 @@ bool cpu_has_avx512() {
 #endif
 }
 
-const KernelTable& select() {
+const IsaKernels& select() {
   const char* env = std::getenv("RESNET_FAST_CPU_CAPABILITY");
   const int cap = env != nullptr && *env != '\0' ? rank_of(env) : 2;
   if (cap >= 2 && cpu_has_avx512() && kernels_avx512() != nullptr) return *kernels_avx512();
@@ -47,8 +47,8 @@ const KernelTable& select() {
 
 }  // namespace
 
-const KernelTable& kernels() {
-  static const KernelTable& table = select();
+const IsaKernels& isa_kernels() {
+  static const IsaKernels& table = select();
   return table;
 }
 

@@ -1,0 +1,39 @@
+// The steps of the BN host code that the fused ops (bn_fused.cpp, which
+// defines them) and the stage ops (bn_stages.cpp, their passes as separate
+// ops) share: each plans, allocates and runs one reduction of the device's
+// kernel table and checks its answer.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "../common/bn_kernels.h"
+
+namespace resnet_fast {
+
+// The partial results of a reduction: [rows][splits][C] float64.
+struct Partials {
+  at::Tensor data;  // undefined: nothing reduced (splits == 0)
+  int splits = 0;
+  const double* get() const { return data.defined() ? data.const_data_ptr<double>() : nullptr; }
+};
+
+// The statistics partials [3][splits][C] (count, mean, M2) of `input`
+// ([N, C, H, W], walkable with g.layout, N * H * W > 0).
+Partials statistics_partials(const BnKernels& k, const at::Tensor& input, const Geometry& g);
+
+// The forward's statistics and parameters as the backward kernels read them;
+// save_mean and save_invstd contiguous.
+SavedStats saved_stats(const at::Tensor& save_mean, const at::Tensor& save_invstd,
+                       const std::optional<at::Tensor>& weight,
+                       const std::optional<at::Tensor>& bias);
+
+// The sums partials [2][splits][C] (sum_g, sum_gx) of the backward, and
+// grad_residual = g when there is a residual. Operands walkable with
+// g.layout; an undefined residual / grad_residual means none.
+Partials backward_partials(const BnKernels& k, const Geometry& g, const at::Tensor& grad_out,
+                           const at::Tensor& input, const at::Tensor& residual,
+                           const SavedStats& saved, bool relu, at::Tensor& grad_residual);
+
+}  // namespace resnet_fast
