@@ -11,8 +11,15 @@ otherwise download some torch to build against, not the one the user runs),
 so the wheel is pure Python and carries csrc/; the extension is then built
 against the installed torch at first import (resnet_fast/_native/build.py).
 The sources and flags of both builds come from resnet_fast/_native/spec.py.
+
+The build with torch importable also makes the test-only library
+resnet_fast._cuda_emulated (the CUDA kernels on the CPU, for the tests'
+"cuda_emulated" backend) where HIP-CPU's libco is found
+(RESNET_FAST_HIP_CPU, or ../shared/hip-cpu next to this folder);
+RESNET_FAST_CUDA_EMULATION=0 turns it off.
 """
 
+import glob
 import importlib.util
 import os
 import shutil
@@ -77,13 +84,42 @@ def _extension():
     )
 
 
+def _emulated_extension():
+    """The test-only CUDA emulation library, or None where it is not built
+    (then a library left by an earlier build is removed: the tests would load
+    stale kernels)."""
+    from torch.utils.cpp_extension import CppExtension
+
+    try:
+        libco, why = spec.emulation_libco(ROOT)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    if libco is None:
+        print(f"resnet_fast: the test-only CUDA emulation library is not built: {why}")
+        for stale in glob.glob(os.path.join(ROOT, "resnet_fast", "_cuda_emulated*.so")):
+            os.remove(stale)
+        return None
+    units = spec.emulation_kernel_units(ROOT, os.path.join(ROOT, "build", "cuda_emulated_units"))
+    return CppExtension(
+        spec.EMULATION_MODULE,
+        spec.emulation_sources(ROOT) + units,
+        include_dirs=spec.emulation_include_dirs(ROOT, libco),
+        extra_compile_args={"cxx": list(spec.EMULATION_FLAGS)},
+    )
+
+
+def _extensions():
+    emulated = _emulated_extension()
+    return [_extension()] + ([emulated] if emulated is not None else [])
+
+
 if importlib.util.find_spec("torch") is None:
     setup(cmdclass={"build_py": BuildPyWithSources})
 else:
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
-        ext_modules=[_extension()],
+        ext_modules=_extensions(),
         cmdclass={
             "build_py": BuildPyWithSources,
             "build_ext": BuildExtension.with_options(use_ninja=True),

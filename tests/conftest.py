@@ -33,17 +33,25 @@ import torch  # noqa: E402
 if not torch.cuda.is_available() and "triton" not in sys.modules:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import emulation_support  # noqa: E402
 from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON  # noqa: E402
 
 import resnet_fast  # noqa: E402
 
-# (backend, device): the native backends first.
+# (backend, device[, emulated device size]): the native backends first. The
+# CUDA kernels also run on the CPU through the test-only CUDA emulation, on a
+# small fake device and an H100-sized one (emulation_support.py); skipped
+# where it is not built.
 BACKENDS = [
     pytest.param(("cpu", "cpu"), id="cpu"),
     pytest.param(("cuda", "cuda"), id="cuda", marks=pytest.mark.cuda),
     pytest.param(("reference", "cpu"), id="reference"),
     pytest.param(("triton", TRITON_DEVICE), id="triton", marks=pytest.mark.triton),
-]
+    pytest.param(("cuda_emulated", "cpu", emulation_support.SMALL), id="cuda_emulated-small",
+                 marks=pytest.mark.cuda_emulated),
+    pytest.param(("cuda_emulated", "cpu", emulation_support.LARGE), id="cuda_emulated-large",
+                 marks=pytest.mark.cuda_emulated),
+]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,9 +67,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """(backend name, device) with that backend forced for the test."""
-    name, device = request.param
-    with resnet_fast.use_backend(name):
+    """(backend name, device) with that backend forced for the test (and the
+    emulated device sized for the cuda_emulated ones)."""
+    name, device, *size = request.param
+    forced = emulation_support.emulated(*size) if size else resnet_fast.use_backend(name)
+    with forced:
         yield name, device
 
 

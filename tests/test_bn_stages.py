@@ -1,13 +1,15 @@
 """The BN stage ops (bn_stats, bn_apply, bn_*_bwd_reduce, bn_bwd_apply), in
 one process: composed as synchronized BN composes them, they must give the
 fp64 reference's output and gradients, on every backend (the C++ ops on the
-CPU, the CUDA ops, the Triton ops, and the reference backend's pure-PyTorch
-ops); plus torch.compile, combine_stats and the selection of the stages (opcheck:
+CPU, the CUDA ops (also on the CPU through the test-only CUDA emulation), the
+Triton ops, and the reference backend's pure-PyTorch ops); plus
+torch.compile, combine_stats and the selection of the stages (opcheck:
 test_op_contracts.py).
 The multi-process behaviour is in test_distributed.py."""
 
 import pytest
 import torch
+from emulation_support import SKIP_REASON as EMULATION_SKIP_REASON
 from helpers import LAYOUTS, assert_close, channel_params, make_activation
 
 import resnet_fast
@@ -182,3 +184,6 @@ def test_each_backend_has_its_stages():
     if triton_interpreting():
         with resnet_fast.use_backend("triton"):
             assert backend_for(cpu).ops is torch.ops.resnet_fast_triton
+    if EMULATION_SKIP_REASON is None:
+        with resnet_fast.use_backend("cuda_emulated"):
+            assert backend_for(cpu).ops is torch.ops.resnet_fast_cuda_emulated

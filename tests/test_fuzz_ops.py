@@ -1,7 +1,10 @@
 """Fuzz of the torch.ops.resnet_fast op surface (hypothesis).
 
-Every op is called with random valid and invalid arguments: shapes (empty
-batches and maps included), strides (channels_last, sliced, expanded),
+Every op is called with random valid and invalid arguments, on the C++
+kernels of the CPU (torch.ops.resnet_fast) and, where the test-only library
+is built, on the CUDA kernels run through the CUDA emulation
+(torch.ops.resnet_fast_cuda_emulated, the same host code and checks): shapes
+(empty batches and maps included), strides (channels_last, sliced, expanded),
 storage offsets, dtypes, optional arguments (None weight/bias/running stats)
 and flags. Each call either matches resnet_fast.reference in float64 (the
 stage ops: their pure-PyTorch twins, the reference backend's ops, in float64)
@@ -22,6 +25,7 @@ import os
 
 import pytest
 import torch
+from emulation_support import SMALL, emulated
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from triton_support import TRITON_SKIP_REASON
@@ -30,6 +34,22 @@ from resnet_fast import reference
 from resnet_fast._ops.backends import REFERENCE
 
 ops = torch.ops.resnet_fast
+NATIVE = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda_emulated", id="cuda_emulated", marks=pytest.mark.cuda_emulated),
+]
+
+
+@pytest.fixture(params=NATIVE)
+def native_ops(request):
+    """The op namespace of the C++ kernels under test (cuda_emulated: the
+    CUDA kernels on CPU tensors; skipped where that library is not built)."""
+    if request.param == "cuda_emulated":
+        with emulated(SMALL) as emulated_ops:
+            yield emulated_ops
+    else:
+        yield ops
+
 
 # The oracle's statistics of an empty batch: NaN, with PyTorch's warning.
 pytestmark = pytest.mark.filterwarnings(r"ignore:var_mean\(\). degrees of freedom")
@@ -295,14 +315,14 @@ def _forward_reference(case, residual):
 
 @fuzz_settings(40)
 @given(data=st.data(), case=bn_case(), residual=st.booleans())
-def test_bn_forward_ops(data, case, residual):
+def test_bn_forward_ops(native_ops, data, case, residual):
     argument = draw_defect(data, case, _forward_table(residual))
     args = (case["weight"], case["bias"], case["running_mean"], case["running_var"], case["training"], case["momentum"], case["eps"], case["relu"])  # fmt: skip
 
     def call():
         if residual:
-            return ops.bn_add_act_fwd(case["input"], case["residual"], *args)
-        return ops.bn_act_fwd(case["input"], *args)
+            return native_ops.bn_add_act_fwd(case["input"], case["residual"], *args)
+        return native_ops.bn_act_fwd(case["input"], *args)
 
     running = [case["running_mean"], case["running_var"]]
     # The oracle's running statistics start from the values before the call.
@@ -394,7 +414,7 @@ def _backward_reference(case, residual):
 
 @fuzz_settings(40)
 @given(data=st.data(), case=bn_case(), residual=st.booleans())
-def test_bn_backward_ops(data, case, residual):
+def test_bn_backward_ops(native_ops, data, case, residual):
     if case["training"] and count_of(case) == 1:
         case["training"] = False
         case["running_mean"] = vector(_c(case), torch.float32, "contiguous", torch.Generator())
@@ -405,8 +425,8 @@ def test_bn_backward_ops(data, case, residual):
     def call():
         tail = (case["weight"], case["bias"], case["mean"], case["invstd"], case["training"], case["relu"])  # fmt: skip
         if residual:
-            return ops.bn_add_act_bwd(case["grad"], case["input"], case["residual"], *tail)
-        return ops.bn_act_bwd(case["grad"], case["input"], *tail)
+            return native_ops.bn_add_act_bwd(case["grad"], case["input"], case["residual"], *tail)
+        return native_ops.bn_act_bwd(case["grad"], case["input"], *tail)
 
     if argument is not None:
         return expect_refusal(call, argument, [])
@@ -457,7 +477,7 @@ def _f64(t):
 
 @fuzz_settings(80)  # five ops
 @given(data=st.data(), case=bn_case(), op=st.sampled_from(STAGE_OPS), residual=st.booleans())
-def test_bn_stage_ops(data, case, op, residual):
+def test_bn_stage_ops(native_ops, data, case, op, residual):
     _stage_case(case)
     table = {n: d for n, d in DEFECTS.items() if n in ("input_3d", "input_int")}
     if op != "bn_stats":
@@ -482,12 +502,13 @@ def test_bn_stage_ops(data, case, op, residual):
     argument = draw_defect(data, case, table)
     k = case
     wb = (k["weight"], k["bias"], k["mean"], k["invstd"])
+    o = native_ops
     calls = {
-        "bn_stats": lambda: ops.bn_stats(k["input"]),
-        "bn_apply": lambda: ops.bn_apply(k["input"], k["residual"] if residual else None, *wb, k["relu"]),
-        "bn_act_bwd_reduce": lambda: ops.bn_act_bwd_reduce(k["grad"], k["input"], *wb, k["relu"]),
-        "bn_add_act_bwd_reduce": lambda: ops.bn_add_act_bwd_reduce(k["grad"], k["input"], k["residual"], *wb, k["relu"]),
-        "bn_bwd_apply": lambda: ops.bn_bwd_apply(k["grad"], k["input"], *wb, k["mean_g"], k["mean_gx"], k["relu"]),
+        "bn_stats": lambda: o.bn_stats(k["input"]),
+        "bn_apply": lambda: o.bn_apply(k["input"], k["residual"] if residual else None, *wb, k["relu"]),
+        "bn_act_bwd_reduce": lambda: o.bn_act_bwd_reduce(k["grad"], k["input"], *wb, k["relu"]),
+        "bn_add_act_bwd_reduce": lambda: o.bn_add_act_bwd_reduce(k["grad"], k["input"], k["residual"], *wb, k["relu"]),
+        "bn_bwd_apply": lambda: o.bn_bwd_apply(k["grad"], k["input"], *wb, k["mean_g"], k["mean_gx"], k["relu"]),
     }  # fmt: skip
     if argument is not None:
         return expect_refusal(calls[op], argument, [])
@@ -567,8 +588,8 @@ def check_add_relu(fwd, bwd, a, b, dtype, defect):
 
 @fuzz_settings(40)
 @given(case=elementwise_case())
-def test_add_relu_ops(case):
-    check_add_relu(ops.add_relu_fwd, ops.add_relu_bwd, *case)
+def test_add_relu_ops(native_ops, case):
+    check_add_relu(native_ops.add_relu_fwd, native_ops.add_relu_bwd, *case)
 
 
 # --- Winograd convolution (CPU) ---------------------------------------------------

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from emulation_support import LARGE, emulated
 from torch import nn
 from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
@@ -232,13 +233,18 @@ def test_lean_is_skipped_where_it_cannot_apply():
     assert "LeanBlock" not in type(fast(x).grad_fn).__name__
 
 
-def test_lean_block_on_the_reference_backend(gen):
-    """The reference backend is an op namespace like every other: the lean
-    node runs on its pure-PyTorch ops and matches the plain block."""
+@pytest.mark.parametrize(
+    "name", ["reference", pytest.param("cuda_emulated", marks=pytest.mark.cuda_emulated)]
+)
+def test_lean_block_on_other_backends(name, gen):
+    """Every backend is an op namespace: the lean node runs on the reference
+    backend's pure-PyTorch ops, and on the CUDA kernels through the test-only
+    emulation (where built), and matches the plain block."""
     fast, ref = _blocks(BLOCKS["basic-projection-s2"])
     x = torch.randn(2, 8, 6, 6, dtype=torch.float64, generator=gen)
     x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    with resnet_fast.use_backend("reference"):
+    forced = emulated(LARGE) if name == "cuda_emulated" else resnet_fast.use_backend(name)
+    with forced:
         out = fast(x_fast)
         assert "LeanBlock" in type(out.grad_fn).__name__
         out.sum().backward()

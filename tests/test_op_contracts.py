@@ -1,11 +1,17 @@
 """The dispatcher contracts of every op, on every backend's registration
-(torch.ops.resnet_fast on CPU and CUDA, torch.ops.resnet_fast_triton): the
-same schemas, torch.library.opcheck of every op (schema, fake kernel,
-autograd registration, AOT dispatch); fp64 gradcheck and
-torch.compile(fullgraph=True) without a graph break of the public functions."""
+(torch.ops.resnet_fast on CPU and CUDA, torch.ops.resnet_fast_triton, and
+torch.ops.resnet_fast_cuda_emulated, the CUDA kernels on the CPU where that
+test-only library is built): the same schemas, torch.library.opcheck of
+every op (schema, fake kernel, autograd registration, AOT dispatch); fp64
+gradcheck and torch.compile(fullgraph=True) without a graph break of the
+public functions."""
+
+import contextlib
 
 import pytest
 import torch
+from emulation_support import SKIP_REASON as EMULATION_SKIP_REASON
+from emulation_support import SMALL, emulated
 from helpers import assert_close, channel_params, make_activation
 from triton_support import TRITON_DEVICE, TRITON_SKIP_REASON
 
@@ -17,8 +23,24 @@ from resnet_fast._ops.fused import batch_norm_act
 ops = torch.ops.resnet_fast
 
 # The native kernels of each device: the CUDA cases skip without a GPU and
-# the CUDA build (see conftest.py).
-DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
+# the CUDA build (see conftest.py); the CUDA kernels also run on the CPU
+# through the test-only emulation, where it is built.
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
+    pytest.param("cuda_emulated", id="cuda_emulated", marks=pytest.mark.cuda_emulated),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """The device of the native kernels under test (cuda_emulated: CPU
+    tensors with that backend forced)."""
+    if request.param == "cuda_emulated":
+        with emulated(SMALL):
+            yield "cpu"
+    else:
+        yield request.param
 
 
 def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64, device="cpu"):
@@ -28,7 +50,6 @@ def _bn_inputs(gen, layout="contiguous", shape=(3, 5, 4, 3), dtype=torch.float64
     return x, r, w, b, rm, rv
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "spatial_crop"])
 def test_gradcheck_fp64(training, layout, device, gen):
@@ -51,7 +72,6 @@ def test_gradcheck_fp64(training, layout, device, gen):
     assert torch.autograd.gradcheck(RF.add_relu, (xg, rg))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_gradcheck_without_affine_or_running_stats(device, gen):
     x, r, *_ = _bn_inputs(gen, device=device)
     xg, rg = x.requires_grad_(), r.requires_grad_()
@@ -67,7 +87,9 @@ REGISTRATIONS = [
     pytest.param(("resnet_fast", "cpu"), id="cpu"),
     pytest.param(("resnet_fast", "cuda"), id="cuda", marks=pytest.mark.cuda),
     pytest.param(("resnet_fast_triton", TRITON_DEVICE), id="triton", marks=pytest.mark.triton),
-]
+    pytest.param(("resnet_fast_cuda_emulated", "cpu"), id="cuda_emulated",
+                 marks=pytest.mark.cuda_emulated),
+]  # fmt: skip
 
 
 def _namespace(name: str):
@@ -84,9 +106,17 @@ def test_every_backend_declares_the_same_schemas():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CPU"), name
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA")
         assert has_cuda == ("cuda" in built), name
+        schema = str(getattr(ops, name).default._schema)
+        if EMULATION_SKIP_REASON is None:  # the CUDA kernels on CPU tensors
+            emulated_schema = str(
+                getattr(torch.ops.resnet_fast_cuda_emulated, name).default._schema
+            )
+            assert emulated_schema == schema.replace("resnet_fast::", "resnet_fast_cuda_emulated::")
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(
+                f"resnet_fast_cuda_emulated::{name}", "CPU"
+            )
         if triton_ops is None:
             continue
-        schema = str(getattr(ops, name).default._schema)
         assert str(getattr(triton_ops, name).default._schema) == schema.replace(
             "resnet_fast::", "resnet_fast_triton::"
         )
@@ -105,7 +135,11 @@ def test_opcheck(case, registration, gen):
     """Schema, fake kernel (against the real kernel's outputs), autograd
     registration and AOT dispatch of every op, on each registration."""
     namespace, device = registration
-    o = _namespace(namespace)
+    with emulated(SMALL) if namespace == "resnet_fast_cuda_emulated" else contextlib.nullcontext():
+        _opcheck_every_op(_namespace(namespace), case, device, gen)
+
+
+def _opcheck_every_op(o, case, device, gen):
     dtype = torch.float32 if case == "float32" else torch.float64
     layout = "channels_last" if case == "channels_last" else "contiguous"
     x, r, w, b, rm, rv = _bn_inputs(gen, layout, dtype=dtype, device=device)
@@ -140,7 +174,6 @@ def _block_tail(x, r, rm1, rv1, rm2, rv2, w, b):
     return RF.add_relu(y, r)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_compile_fullgraph_matches_eager(layout, device, gen):
     torch._dynamo.reset()
@@ -175,7 +208,6 @@ def test_compile_eval_conv_bn_relu(gen):
     assert_close(torch.compile(fn, fullgraph=True)(x), fn(x), torch.float32, "out")
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_running_stats_version_counter_bumps(device, gen):
     x, _, w, b, rm, rv = _bn_inputs(gen, dtype=torch.float32, device=device)
     v_mean, v_var = rm._version, rv._version

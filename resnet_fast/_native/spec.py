@@ -160,3 +160,84 @@ def want_cuda(root: str, torch_cuda_version: str | None) -> tuple[bool, str | No
             "for a CPU-only build"
         )
     return False, None, why
+
+
+# --- resnet_fast._cuda_emulated: the test-only CUDA-on-CPU library ---------
+# The CUDA build's host code and kernels compiled by the host compiler against
+# the project's CUDA emulation (csrc/cuda/emulation/, README.md there), for the
+# tests' "cuda_emulated" backend. Built by the development install (setup.py
+# with torch importable) where HIP-CPU's libco is found; never by a user's
+# `pip install .` (pure wheel) nor by the first-import build (build.py).
+
+EMULATION_MODULE = "resnet_fast._cuda_emulated"
+# -O1 -g0: fast enough for the tests, quick to compile. -fvisibility=hidden:
+# its copies of the host code must never bind to resnet_fast._C's (see
+# csrc/cuda_emulated/library.cpp). torch's nvcc defines: the kernels build
+# under the restrictions they have in the CUDA build. -Wno-unknown-pragmas:
+# nvcc's `#pragma unroll`.
+EMULATION_FLAGS = [
+    "-O1", "-g0", "-fvisibility=hidden", "-Wno-unknown-pragmas",
+    "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+]  # fmt: skip
+
+
+def emulation_libco(root: str) -> tuple[str | None, str]:
+    """(HIP-CPU's libco folder, or None; why not, when None).
+
+    Looked up in $RESNET_FAST_HIP_CPU, else ../shared/hip-cpu next to root;
+    RESNET_FAST_CUDA_EMULATION=0 turns the library off, =1 requires it.
+
+    Raises:
+        RuntimeError: RESNET_FAST_CUDA_EMULATION is not 0 or 1; or
+            RESNET_FAST_HIP_CPU (or RESNET_FAST_CUDA_EMULATION=1) asks for a
+            libco that is not there.
+    """
+    switch = os.environ.get("RESNET_FAST_CUDA_EMULATION")
+    if switch is not None and switch not in ("0", "1"):
+        raise RuntimeError(f"RESNET_FAST_CUDA_EMULATION must be 0 or 1, got {switch!r}")
+    if switch == "0":
+        return None, "RESNET_FAST_CUDA_EMULATION=0"
+    given = os.environ.get("RESNET_FAST_HIP_CPU")
+    hip_cpu = given or os.path.join(os.path.dirname(os.path.abspath(root)), "shared", "hip-cpu")
+    libco = os.path.join(hip_cpu, "external", "libco")
+    if os.path.isfile(os.path.join(libco, "libco.h")):
+        return libco, ""
+    why = f"no HIP-CPU libco at {libco}"
+    if given or switch == "1":
+        raise RuntimeError(
+            f"the CUDA emulation library cannot be built: {why} (RESNET_FAST_HIP_CPU names "
+            "HIP-CPU's root, the folder with external/libco/libco.h)"
+        )
+    return None, why + " (set RESNET_FAST_HIP_CPU to HIP-CPU's root)"
+
+
+def emulation_sources(root: str) -> list[str]:
+    """Its C++ sources, relative to root: the host code of every build
+    (csrc/ops, csrc/common), the CUDA kernel table, the emulation's runtime
+    and the library's own files; the kernels come from emulation_kernel_units."""
+    return _found(
+        root, "csrc/ops/*.cpp", "csrc/common/*.cpp", "csrc/cuda/bn_kernels_cuda.cpp",
+        "csrc/cuda/emulation/*.cpp", "csrc/cuda_emulated/*.cpp",
+    )  # fmt: skip
+
+
+def emulation_include_dirs(root: str, libco: str) -> list[str]:
+    """The emulation's CUDA headers (cuda_runtime.h & co.) and libco."""
+    return [os.path.join(root, "csrc", "cuda", "emulation"), libco]
+
+
+def emulation_kernel_units(root: str, folder: str) -> list[str]:
+    """One C++ file in `folder` per csrc/cuda/kernels/*.cu, which includes it:
+    the host compiler builds the kernel files unchanged (as `g++ -x c++`
+    would; build tools send a .cu source to nvcc). Returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    units = []
+    for kernel in _found(root, "csrc/cuda/kernels/*.cu"):
+        unit = os.path.join(folder, os.path.basename(kernel) + ".cpp")
+        text = f'#include "{os.path.abspath(os.path.join(root, kernel))}"\n'
+        if not os.path.isfile(unit) or open(unit).read() != text:
+            with open(unit, "w") as f:
+                f.write(text)
+        units.append(unit)
+    return units

@@ -10,6 +10,8 @@ contract.py, the argument checks of checks.py.
     triton         resnet_fast_triton            Triton (resnet_fast/triton/)   CUDA; CPU under
                                                                                 TRITON_INTERPRET=1
     reference      resnet_fast_reference         pure PyTorch (reference_ops)   any device
+    cuda_emulated  resnet_fast_cuda_emulated     CUDA (csrc/cuda/) on the CPU   CPU; test-only,
+                                                 (_native/emulation.py)         where built
 
 ``backend_for(device)`` picks one: the backend forced by ``use_backend(name)``
 (a context manager) or the environment variable ``RESNET_FAST_BACKEND`` (read
@@ -141,6 +143,27 @@ def _triton_home() -> str | None:
     return "cpu" if triton_interpreting() else None
 
 
+def _emulation():
+    from .._native import emulation  # declares its namespace and loads it, where built
+
+    return emulation
+
+
+def _cuda_emulated_why_not(device: torch.device) -> _Failure | None:
+    if not _emulation().available():
+        return RuntimeError, f"backend 'cuda_emulated': {_emulation().why_absent()}"
+    if device.type != "cpu":
+        return ValueError, (
+            "backend 'cuda_emulated' runs the CUDA kernels on the CPU (a test-only backend) "
+            f"and needs CPU tensors, got tensors on {device}"
+        )
+    return None
+
+
+def _cuda_emulated_home() -> str | None:
+    return "cpu" if _emulation().available() else None
+
+
 _NATIVE = "resnet_fast._ops.contract"  # loads resnet_fast._C and registers the contract
 CPU = Backend("cpu", "resnet_fast", _NATIVE, True, _cpu_why_not, lambda: "cpu")
 CUDA = Backend("cuda", "resnet_fast", _NATIVE, False, _cuda_why_not, _cuda_home)
@@ -152,7 +175,11 @@ REFERENCE = Backend(
     "reference", "resnet_fast_reference", "resnet_fast._ops.reference_ops", False,
     lambda device: None, lambda: "cpu",
 )  # fmt: skip
-_BY_NAME = {b.name: b for b in (CPU, CUDA, TRITON, REFERENCE)}
+CUDA_EMULATED = Backend(
+    "cuda_emulated", "resnet_fast_cuda_emulated", "resnet_fast._native.emulation", False,
+    _cuda_emulated_why_not, _cuda_emulated_home,
+)  # fmt: skip
+_BY_NAME = {b.name: b for b in (CPU, CUDA, TRITON, REFERENCE, CUDA_EMULATED)}
 BACKENDS = tuple(_BY_NAME)
 """Every backend's name, as use_backend() accepts it."""
 
@@ -177,7 +204,8 @@ def use_backend(name: str) -> Iterator[None]:
 
     Args:
         name: "cpu" (C++ kernels), "cuda" (CUDA kernels), "triton",
-            or "reference" (pure PyTorch, any device).
+            "reference" (pure PyTorch, any device), or "cuda_emulated" (the
+            CUDA kernels on CPU tensors, test-only, where built).
 
     Example:
         >>> with resnet_fast.use_backend("reference"):

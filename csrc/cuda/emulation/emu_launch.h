@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "emu_runtime_api.h"
 #include "emu_vector_types.h"
@@ -76,6 +77,12 @@ struct LaunchRecord {
   dim3 grid, block;
 };
 LaunchRecord last_launch();
+
+// The last launches run (or rejected) on this process, oldest first, at most
+// kRecentLaunches: what an op launched, for tests that check the split of
+// a reduction that a finalize launch followed.
+constexpr std::size_t kRecentLaunches = 16;
+std::vector<LaunchRecord> recent_launches();
 
 // Fiber stacks, for tests and measurements: the size each fiber gets
 // (RESNET_FAST_EMU_STACK_KB, default in emu_scheduler.cpp), the most any

@@ -59,6 +59,17 @@ struct Current {
 
 Current cur;
 LaunchRecord last{nullptr, nullptr, dim3(), dim3()};
+std::vector<LaunchRecord> recent;  // a ring of kRecentLaunches, from recent_next
+std::size_t recent_next = 0;
+
+void record(const LaunchRecord& r) {
+  if (recent.size() < kRecentLaunches) {
+    recent.push_back(r);
+  } else {
+    recent[recent_next] = r;
+  }
+  recent_next = (recent_next + 1) % kRecentLaunches;
+}
 
 std::mutex& launch_mutex() {
   static std::mutex m;
@@ -229,6 +240,7 @@ bool valid_shape(const dim3& g, const dim3& b) {
 void run_grid(const LaunchInfo& info, void (*thread_main)(void*), void* call) {
   const std::lock_guard<std::mutex> lock(launch_mutex());
   last = LaunchRecord{info.kernel, info.caller, info.grid, info.block};
+  record(last);
   if (!valid_shape(info.grid, info.block)) {
     set_last_error(cudaErrorInvalidConfiguration);
     return;
@@ -302,6 +314,15 @@ std::uint64_t shuffle_xor(const char* file, int line, unsigned mask, std::uint64
 LaunchRecord last_launch() {
   const std::lock_guard<std::mutex> lock(detail::launch_mutex());
   return detail::last;
+}
+
+std::vector<LaunchRecord> recent_launches() {
+  const std::lock_guard<std::mutex> lock(detail::launch_mutex());
+  std::vector<LaunchRecord> out;
+  const std::size_t n = detail::recent.size();
+  const std::size_t first = n < kRecentLaunches ? 0 : detail::recent_next;
+  for (std::size_t i = 0; i < n; ++i) out.push_back(detail::recent[(first + i) % n]);
+  return out;
 }
 
 std::size_t fiber_stack_size() { return detail::stack_size(); }
