@@ -25,7 +25,7 @@ harness (its measurements).
 
 from . import distributed, functional, models, nn, reference  # noqa: F401
 from ._native import build_info
-from ._ops import contract  # noqa: F401  (autograd and fake kernels of torch.ops.resnet_fast)
+from ._ops import contract, reference_ops  # noqa: F401  (torch.ops.resnet_fast's contract; the reference's ops)
 from ._ops.backends import BACKENDS, current_backend, use_backend
 from .convert import convert, revert
 from .nn.folding import freeze

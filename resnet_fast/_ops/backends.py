@@ -91,8 +91,11 @@ class Backend:
         return self
 
 
-# Namespaces whose registering module has been imported.
-_LOADED: set[str] = set()
+# Namespaces whose registering module has been imported: the C++ ops and the
+# reference's are, by resnet_fast itself (its __init__ imports both) before
+# any submodule runs. (A traced call must not import: torch.compile refuses
+# importlib.)
+_LOADED: set[str] = {"resnet_fast", "resnet_fast_reference"}
 
 
 def _compiled() -> list[str]:
