@@ -65,6 +65,35 @@ Partials backward_partials(const BnKernels& k, const Geometry& g, const Tensor& 
   return out;
 }
 
+void run_apply(const BnKernels& k, const Geometry& g, const Tensor& input, const Tensor& residual,
+               const Tensor& coefs, Tensor& out, bool relu) {
+  const ApplyParams p{g,
+                      input.const_data_ptr(),
+                      strides_of(input),
+                      data_or_null(residual),
+                      strides_or_none(residual),
+                      coefs.const_data_ptr(),
+                      out.mutable_data_ptr(),
+                      strides_of(out),
+                      relu};
+  check_kernel(k.apply(p), "bn_apply");
+}
+
+void run_backward_apply(const BnKernels& k, const Geometry& g, const Tensor& gsrc,
+                        const Tensor& input, const Tensor& coefs, Tensor& grad_input,
+                        bool mask_from_x) {
+  const BackwardApplyParams p{g,
+                              gsrc.const_data_ptr(),
+                              strides_of(gsrc),
+                              input.const_data_ptr(),
+                              strides_of(input),
+                              coefs.const_data_ptr(),
+                              grad_input.mutable_data_ptr(),
+                              strides_of(grad_input),
+                              mask_from_x};
+  check_kernel(k.backward_apply(p), "bn_backward_apply");
+}
+
 namespace {
 
 // Returns (out, save_mean, save_invstd): [C] float64 mean and acc-type invstd,
@@ -116,18 +145,7 @@ std::tuple<Tensor, Tensor, Tensor> bn_forward(const Tensor& input_, const OptTen
     running_var->unsafeGetTensorImpl()->bump_version();
   }
 
-  if (input.numel() > 0) {
-    const ApplyParams ap{geom,
-                         input.const_data_ptr(),
-                         strides_of(input),
-                         data_or_null(residual),
-                         strides_or_none(residual),
-                         coefs.const_data_ptr(),
-                         out.mutable_data_ptr(),
-                         strides_of(out),
-                         relu};
-    check_kernel(k.apply(ap), "bn_apply");
-  }
+  if (input.numel() > 0) run_apply(k, geom, input, residual, coefs, out, relu);
   return {out, save_mean, save_invstd};
 }
 
@@ -179,16 +197,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bn_backward(
     // With a residual the reduce pass wrote g = dy * mask into grad_residual:
     // the grad-input reads it instead of dy, and needs no mask.
     const Tensor& gsrc = residual.defined() ? grad_residual : grad_out;
-    const BackwardApplyParams ap{geom,
-                                 gsrc.const_data_ptr(),
-                                 strides_of(gsrc),
-                                 input.const_data_ptr(),
-                                 strides_of(input),
-                                 coefs.const_data_ptr(),
-                                 grad_input.mutable_data_ptr(),
-                                 strides_of(grad_input),
-                                 relu && !residual.defined()};
-    check_kernel(k.backward_apply(ap), "bn_backward_apply");
+    run_backward_apply(k, geom, gsrc, input, coefs, grad_input, relu && !residual.defined());
   }
   return {grad_input, grad_residual, grad_weight, grad_bias};
 }

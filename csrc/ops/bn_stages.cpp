@@ -92,16 +92,7 @@ Tensor bn_apply(const Tensor& input_, const OptTensor& residual_, const OptTenso
   const Tensor mean = mean_.contiguous(), invstd = invstd_.contiguous();
   const Tensor coefs =
       given_coefs(k, input, saved_stats(mean, invstd, weight, bias), Tensor(), Tensor());
-  const ApplyParams ap{geometry_of(input, layout),
-                       input.const_data_ptr(),
-                       strides_of(input),
-                       data_or_null(residual),
-                       strides_or_none(residual),
-                       coefs.const_data_ptr(),
-                       out.mutable_data_ptr(),
-                       strides_of(out),
-                       relu};
-  check_kernel(k.apply(ap), "bn_apply");
+  run_apply(k, geometry_of(input, layout), input, residual, coefs, out, relu);
   return out;
 }
 
@@ -181,16 +172,7 @@ Tensor bn_bwd_apply(const Tensor& grad_, const Tensor& input_, const OptTensor& 
   const Tensor mean = mean_.contiguous(), invstd = invstd_.contiguous();
   const Tensor coefs = given_coefs(k, input, saved_stats(mean, invstd, weight, bias),
                                    mean_g.contiguous(), mean_gx.contiguous());
-  const BackwardApplyParams ap{geometry_of(input, layout),
-                               grad.const_data_ptr(),
-                               strides_of(grad),
-                               input.const_data_ptr(),
-                               strides_of(input),
-                               coefs.const_data_ptr(),
-                               grad_input.mutable_data_ptr(),
-                               strides_of(grad_input),
-                               relu_mask};
-  check_kernel(k.backward_apply(ap), "bn_backward_apply");
+  run_backward_apply(k, geometry_of(input, layout), grad, input, coefs, grad_input, relu_mask);
   return grad_input;
 }
 

@@ -1,7 +1,8 @@
 // The steps of the BN host code that the fused ops (bn_fused.cpp, which
 // defines them) and the stage ops (bn_stages.cpp, their passes as separate
-// ops) share: each plans, allocates and runs one reduction of the device's
-// kernel table and checks its answer.
+// ops) share: each runs one pass of the device's kernel table over tensors
+// already walkable with g.layout (harmonize_layout) and checks its answer;
+// the reductions also plan and allocate their partials.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,5 +36,17 @@ SavedStats saved_stats(const at::Tensor& save_mean, const at::Tensor& save_invst
 Partials backward_partials(const BnKernels& k, const Geometry& g, const at::Tensor& grad_out,
                            const at::Tensor& input, const at::Tensor& residual,
                            const SavedStats& saved, bool relu, at::Tensor& grad_residual);
+
+// out = act(((input - mean_hi) - mean_lo) * scale + shift [+ residual]) with
+// the [4][C] (or [7][C]) coefficient table `coefs`; an undefined residual
+// means none.
+void run_apply(const BnKernels& k, const Geometry& g, const at::Tensor& input,
+               const at::Tensor& residual, const at::Tensor& coefs, at::Tensor& out, bool relu);
+
+// grad_input = a * g + b * (input - mean) + d with the [7][C] table `coefs`;
+// g = gsrc, times the ReLU mask recomputed from input when mask_from_x.
+void run_backward_apply(const BnKernels& k, const Geometry& g, const at::Tensor& gsrc,
+                        const at::Tensor& input, const at::Tensor& coefs,
+                        at::Tensor& grad_input, bool mask_from_x);
 
 }  // namespace resnet_fast
