@@ -113,10 +113,10 @@ def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring, mo
         lambda candidates: {name: timings.get(name, 3.0) for name in candidates},
     )
     dynamo.reset()
-    monkeypatch.setattr(torch._inductor.config, "freezing", True)
-    with torch.no_grad():
+    with torch._inductor.config.patch(freezing=True), torch.no_grad():
         out, code = run_and_get_code(torch.compile(fast), x)
         want = plain(x)
+    dynamo.reset()
     source = "\n".join(code)
     assert "rsqrt" not in source and "winograd_weight" not in source
     assert ("winograd_conv3x3" in source) == (conv == "winograd")

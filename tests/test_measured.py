@@ -43,7 +43,9 @@ def test_choose_times_the_candidates_and_remembers_the_faster(measuring):
     assert len(runs) == 1 + measured.ROUNDS
     # Remembered: the candidates are not even built again.
     assert measured.choose(("t", 1), "slow", lambda: pytest.fail("measured twice"), CPU) == "fast"
-    assert measured.measured_choices() == {"('t', 1)": "fast"}
+    # Stored under the key and the thread count it was timed with.
+    threads = torch.get_num_threads()
+    assert measured.measured_choices() == {measured.encode(("t", 1, threads)): "fast"}
     measured.reset_measured_choices()
     assert measured.measured_choices() == {}
 
@@ -79,7 +81,8 @@ def test_recording_collects_the_choices_made_inside(measuring, monkeypatch):
         measured.choose(("inside",), "a", lambda: candidates, CPU)
         measured.choose(("before",), "a", lambda: candidates, CPU)  # remembered, still used
     measured.choose(("after",), "a", lambda: candidates, CPU)
-    assert used == {("inside",): "b", ("before",): "b"}
+    threads = torch.get_num_threads()  # every key holds for the thread count it was timed with
+    assert used == {("inside", threads): "b", ("before", threads): "b"}
 
 
 def test_a_bad_setting_in_the_environment_is_refused():

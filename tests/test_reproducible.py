@@ -140,8 +140,13 @@ def test_concurrent_processes_settle_on_one_choice_per_key(tmp_path):
     assert all(s == stored for s in seen)
 
 
+def _stored_key(*key):
+    """How a choice's key is stored: with the thread count it holds for."""
+    return measured.encode((*key, torch.get_num_threads()))
+
+
 def test_deterministic_algorithms_take_the_defaults(measuring, monkeypatch):
-    measuring._the_store().settle(measured.encode(("k",)), "stored")
+    measuring._the_store().settle(_stored_key("k"), "stored")
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
 
     def no_timing(candidates):
@@ -149,16 +154,16 @@ def test_deterministic_algorithms_take_the_defaults(measuring, monkeypatch):
 
     monkeypatch.setattr(measuring, "_interleaved_medians", no_timing)
     assert measuring.choose(("k",), "default", lambda: {}, torch.device("cpu")) == "default"
-    measuring.load_measured_choices({measured.encode(("k",)): "loaded"})
+    measuring.load_measured_choices({_stored_key("k"): "loaded"})
     assert measuring.choose(("k",), "default", lambda: {}, torch.device("cpu")) == "loaded"
 
 
 def test_stored_choices_are_taken_without_timing(measuring, monkeypatch):
-    measuring._the_store().settle(measured.encode(("k", 1)), "other")
+    measuring._the_store().settle(_stored_key("k", 1), "other")
 
     def no_timing(candidates):
         raise AssertionError("timed a stored choice")
 
     monkeypatch.setattr(measuring, "_interleaved_medians", no_timing)
     assert measuring.choose(("k", 1), "default", lambda: {}, torch.device("cpu")) == "other"
-    assert measuring.measured_choices() == {measured.encode(("k", 1)): "other"}
+    assert measuring.measured_choices() == {_stored_key("k", 1): "other"}

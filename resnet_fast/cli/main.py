@@ -462,7 +462,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.verbose or not result.ok:
             status = "ok" if result.ok else "MISMATCH"
             detail = result.error or f"{result.worst:.1e} ({result.tensor})"
-            print(f"  {result.backend:10} {result.case:45} {detail}  {status}", flush=True)
+            print(f"  {result.backend:14} {result.case:45} {detail}  {status}", flush=True)
 
     print("resnet-fast check: each op vs resnet_fast.reference in float64", flush=True)
     results, skipped = run_check(statuses, on_case=show)
@@ -475,9 +475,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             worst[dtype] = max(worst.get(dtype, 0.0), r.worst)
         errors = ", ".join(f"{d} {w:.1e} (tolerance {_tolerance(d):.0e})" for d, w in worst.items())
         verdict = "ok" if not bad else f"{len(bad)} MISMATCH"
-        print(f"{name:10} {len(mine):3d} cases  worst relative error: {errors}  {verdict}")
+        print(f"{name:14} {len(mine):3d} cases  worst relative error: {errors}  {verdict}")
     for status in skipped:
-        print(f"{status.name:10} skipped: {status.reason}")
+        print(f"{status.name:14} skipped: {status.reason}")
     if not results:
         print("no backend could run here", file=sys.stderr)
         return 1
@@ -537,7 +537,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     ]
     for b in info["backends"]:
         where = f"runs on {b['device']}" if b["available"] else "unavailable"
-        lines.append(f"  {b['name']:10} {where:16} {b['reason']}")
+        lines.append(f"  {b['name']:14} {where:16} {b['reason']}")
     stored = info["measured_choices"]
     lines += [
         f"choices      {stored['entries']} measured choices stored for this machine and build "

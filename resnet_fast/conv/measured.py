@@ -192,9 +192,7 @@ def _traced_choice(key: tuple, default: str) -> str:
         rebuild = _rebuilders.get(key[0])
         if chosen is None and rebuild is not None:
             chosen = store.settle(encode(key), _measure(key, default, lambda: rebuild(key)))
-    chosen = chosen or default
-    _choices.setdefault(key, chosen)
-    return chosen
+    return chosen or default
 
 
 def _decide(key, default, candidates, device) -> str:
