@@ -131,15 +131,11 @@ class _SyncBatchNormAct(torch.autograd.Function):
 
 
 def _check(input, residual, running_mean, running_var, weight, bias) -> None:
-    # check_batch_norm without its one-value-per-channel rule: that one
-    # applies to the global batch, checked once it is known.
-    checks.check_activation(input, "input")
-    if residual is not None:
-        checks.check_like(residual, "residual", input, "input")
-    checks.check_channel_vectors(
-        input.shape[1],
-        input.device,
-        f"the channels of input {tuple(input.shape)}",
+    # The one-value-per-channel rule of the single-process ops applies to the
+    # global batch here, checked once it is known.
+    checks.check_bn_operands(
+        input,
+        residual,
         running_mean=running_mean,
         running_var=running_var,
         weight=weight,

@@ -155,15 +155,8 @@ def conv_bn_relu(
             y, residual, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps,
             relu,
         )  # fmt: skip
-    checks.check_channel_vectors(
-        conv_weight.shape[0],
-        conv_weight.device,
-        f"the output channels of conv_weight {tuple(conv_weight.shape)}",
-        running_mean=running_mean,
-        running_var=running_var,
-        bn_weight=bn_weight,
-        bn_bias=bn_bias,
-        conv_bias=conv_bias,
+    checks.check_conv_bn_vectors(
+        conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias
     )
     weight, bias = fold_bn(
         conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias, eps

@@ -31,12 +31,19 @@ def check_activation(t: Tensor, name: str) -> None:
 
 
 def check_like(t: Tensor, name: str, ref: Tensor, ref_name: str) -> None:
+    """``t`` has the shape, dtype and device of ``ref``."""
+    check_matches(t, name, tuple(ref.shape), ref_name, ref, ref_name)
+
+
+def check_matches(
+    t: Tensor, name: str, shape: tuple[int, ...], shape_of: str, ref: Tensor, ref_name: str
+) -> None:
+    """``t`` is a Tensor of ``shape`` (the shape of what ``shape_of`` names)
+    with the dtype and device of ``ref``."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
-    if t.shape != ref.shape:
-        raise ValueError(
-            f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}"
-        )
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have the shape of {shape_of} {shape}, got {tuple(t.shape)}")
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
     if t.device != ref.device:
@@ -65,29 +72,38 @@ def check_channel_vectors(
             raise ValueError(f"{name} must be on the device {device} ({what}), got {v.device}")
 
 
-def check_batch_norm(
-    input: Tensor,
-    residual: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    training: bool,
-) -> None:
+def check_bn_operands(input: Tensor, residual: Tensor | None, **vectors: Tensor | None) -> None:
+    """The tensors of a BatchNorm call: input [N, C, H, W] float; residual
+    None or of input's shape, dtype and device; the named ``vectors`` (checked
+    in the order given, for the first message) None or [C] on input's device."""
     check_activation(input, "input")
     if residual is not None:
         check_like(residual, "residual", input, "input")
     check_channel_vectors(
-        input.shape[1],
-        input.device,
-        f"the channels of input {tuple(input.shape)}",
+        input.shape[1], input.device, f"the channels of input {tuple(input.shape)}", **vectors
+    )
+
+
+def check_conv_bn_vectors(
+    conv_weight: Tensor,
+    conv_bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    bn_weight: Tensor | None,
+    bn_bias: Tensor | None,
+) -> None:
+    """The [C_out] vectors of a conv + BN call (C_out = conv_weight.shape[0]):
+    each None or [C_out] on conv_weight's device."""
+    check_channel_vectors(
+        conv_weight.shape[0],
+        conv_weight.device,
+        f"the output channels of conv_weight {tuple(conv_weight.shape)}",
         running_mean=running_mean,
         running_var=running_var,
-        weight=weight,
-        bias=bias,
+        bn_weight=bn_weight,
+        bn_bias=bn_bias,
+        conv_bias=conv_bias,
     )
-    check_running_stats(input, residual, weight, bias, running_mean, running_var, training)
-    check_batch_statistics(input, training)
 
 
 # --- the contracts of the torch.ops.resnet_fast ops ---------------------------
@@ -358,21 +374,9 @@ def check_conv2d_op(
             c_out, input.device, f"the output channels of weight {tuple(weight.shape)}", bias=bias
         )
     if residual is not None:
-        expected = (input.shape[0], c_out, h_out, w_out)
         check_float(residual, "residual")
-        if tuple(residual.shape) != expected:
-            raise ValueError(
-                f"residual must have the shape of the output {expected}, "
-                f"got {tuple(residual.shape)}"
-            )
-        if residual.dtype != input.dtype:
-            raise TypeError(
-                f"residual must have the dtype of input ({input.dtype}), got {residual.dtype}"
-            )
-        if residual.device != input.device:
-            raise ValueError(
-                f"residual must be on the device of input ({input.device}), got {residual.device}"
-            )
+        expected = (input.shape[0], c_out, h_out, w_out)
+        check_matches(residual, "residual", expected, "the output", input, "input")
     return h_out, w_out
 
 

@@ -200,32 +200,22 @@ def _bn_add_act_setup_context(ctx, args, output):
     _bn_setup_context(ctx, args, output, has_residual=True)
 
 
-def _bn_act_backward(namespace_ops):
-    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
-        input, _, weight, bias, save_mean, save_invstd = ctx.saved_tensors
-        grad_input, grad_weight, grad_bias = namespace_ops.bn_act_bwd(
-            grad_out, input, weight, bias, save_mean, save_invstd, ctx.training, ctx.relu
-        )
-        return (
-            grad_input,
-            grad_weight if weight is not None else None,
-            grad_bias if bias is not None else None,
-            None, None, None, None, None, None,
-        )  # fmt: skip
+def _bn_backward(namespace_ops, has_residual: bool):
+    """The backward of bn_act_fwd (bn_add_act_fwd with ``has_residual``):
+    the gradients of input [, residual], weight, bias, then None for the
+    other six arguments."""
 
-    return backward
-
-
-def _bn_add_act_backward(namespace_ops):
     def backward(ctx, grad_out, _grad_mean, _grad_invstd):
         input, residual, weight, bias, save_mean, save_invstd = ctx.saved_tensors
-        grad_input, grad_residual, grad_weight, grad_bias = namespace_ops.bn_add_act_bwd(
-            grad_out, input, residual, weight, bias, save_mean, save_invstd, ctx.training,
-            ctx.relu,
-        )  # fmt: skip
+        saved = (weight, bias, save_mean, save_invstd, ctx.training, ctx.relu)
+        if has_residual:
+            *grad_inputs, grad_weight, grad_bias = namespace_ops.bn_add_act_bwd(
+                grad_out, input, residual, *saved
+            )
+        else:
+            *grad_inputs, grad_weight, grad_bias = namespace_ops.bn_act_bwd(grad_out, input, *saved)
         return (
-            grad_input,
-            grad_residual,
+            *grad_inputs,
             grad_weight if weight is not None else None,
             grad_bias if bias is not None else None,
             None, None, None, None, None, None,
@@ -261,11 +251,11 @@ def register_contract(namespace: str) -> None:
         torch.library.register_fake(f"{namespace}::{name}", fake, lib=lib)
     _register_autograd_with_mutation(
         lib, namespace_ops.bn_act_fwd.default, _bn_act_setup_context,
-        _bn_act_backward(namespace_ops),
+        _bn_backward(namespace_ops, has_residual=False),
     )  # fmt: skip
     _register_autograd_with_mutation(
         lib, namespace_ops.bn_add_act_fwd.default, _bn_add_act_setup_context,
-        _bn_add_act_backward(namespace_ops),
+        _bn_backward(namespace_ops, has_residual=True),
     )  # fmt: skip
     torch.library.register_autograd(
         f"{namespace}::add_relu_fwd",

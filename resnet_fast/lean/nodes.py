@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from .._ops.backends import Backend
 from .._ops.fused import bn_arguments
-from ..conv.spec import ConvSpec
 from ..conv import training
+from ..conv.spec import ConvSpec
 
 _aten = torch.ops.aten
 

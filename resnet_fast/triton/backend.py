@@ -78,33 +78,6 @@ def conv_bn_act_train(
     return _ApplyBatchStatistics.apply(y, residual, weight, bias, mean, invstd, relu)
 
 
-def conv2d_act(
-    input: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    groups: int,
-    residual: Tensor | None,
-    relu: bool,
-) -> Tensor:
-    """act(conv2d(input, weight) + bias [+ residual]) written once: the
-    inference path of a conv + folded BN (+ add) (+ ReLU).
-
-    Args:
-        input: [N, C_in, H, W], fp16 / bf16 / fp32 / fp64 (channels_last is
-            the fast layout).
-        weight: [C_out, C_in / groups, KH, KW].
-        bias: [C_out] or None.
-        residual: [N, C_out, H_out, W_out] or None.
-
-    Returns:
-        [N, C_out, H_out, W_out], laid out like ``input``.
-    """
-    return conv2d(input, weight, bias, residual, stride, padding, dilation, groups, relu)
-
-
 def conv_bn_act(
     input, conv_weight, conv_bias, stride, padding, dilation, groups, residual,
     running_mean, running_var, bn_weight, bn_bias, training, momentum, eps, relu,
@@ -118,15 +91,8 @@ def conv_bn_act(
     Returns:
         [N, C_out, H_out, W_out], laid out like ``input``.
     """
-    checks.check_channel_vectors(
-        conv_weight.shape[0],
-        conv_weight.device,
-        f"the output channels of conv_weight {tuple(conv_weight.shape)}",
-        running_mean=running_mean,
-        running_var=running_var,
-        bn_weight=bn_weight,
-        bn_bias=bn_bias,
-        conv_bias=conv_bias,
+    checks.check_conv_bn_vectors(
+        conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias
     )
     if residual is not None:
         checks.check_activation(residual, "residual")
@@ -139,4 +105,4 @@ def conv_bn_act(
     weight, bias = fold_bn(
         conv_weight, conv_bias, running_mean, running_var, bn_weight, bn_bias, eps
     )
-    return conv2d_act(input, weight, bias, *geometry, residual, relu)
+    return conv2d(input, weight, bias, residual, *geometry, relu)

@@ -153,16 +153,23 @@ def _setup_context(ctx, inputs, output):
     ctx.needs = ctx.needs_input_grad[:2]
 
 
-def _backward(ctx, grad):
-    input, weight, output = ctx.saved_tensors
-    if output is not None:
-        grad = torch.where(output > 0, grad, torch.zeros_like(grad))
+def _conv_backward(ctx, grad: Tensor, input: Tensor, weight: Tensor):
+    """(grad_input, grad_weight, grad_bias) of the convolution through
+    PyTorch's convolution backward; grad [N, C_out, H_out, W_out]."""
     stride, padding, dilation, groups = ctx.geometry
     grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
         grad, input, weight, None, stride, padding, dilation, False, [0, 0], groups,
         [ctx.needs[0], ctx.needs[1], False],
     )  # fmt: skip
     grad_bias = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if ctx.has_bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+def _backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    if output is not None:
+        grad = torch.where(output > 0, grad, torch.zeros_like(grad))
+    grad_input, grad_weight, grad_bias = _conv_backward(ctx, grad, input, weight)
     grad_residual = grad if ctx.has_residual else None
     return grad_input, grad_weight, grad_bias, grad_residual, None, None, None, None, None
 
@@ -178,13 +185,7 @@ def _stats_setup_context(ctx, inputs, output):
 
 def _stats_backward(ctx, grad, _grad_mean, _grad_var):
     input, weight = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.geometry
-    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad, input, weight, None, stride, padding, dilation, False, [0, 0], groups,
-        [ctx.needs[0], ctx.needs[1], False],
-    )  # fmt: skip
-    grad_bias = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if ctx.has_bias else None
-    return grad_input, grad_weight, grad_bias, None, None, None, None
+    return *_conv_backward(ctx, grad, input, weight), None, None, None, None
 
 
 conv2d.register_autograd(_backward, setup_context=_setup_context)
