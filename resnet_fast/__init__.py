@@ -11,6 +11,8 @@ Public API:
     resnet_fast.convert_sync_batchnorm  synchronized BN across processes (DDP), fused kept
     resnet_fast.freeze       declare a model's tensors constant for deployment (eval folds
                              kept without comparing values on each call)
+    resnet_fast.tune         time the eval-mode convolution choices in the model, on an
+                             example batch, and store them (before serving)
     resnet_fast.distributed  sync_batch_norm: the functional synchronized BN
     resnet_fast.reference    the pure-PyTorch definitions (test oracle)
     resnet_fast.use_backend  context manager: "cpu", "cuda", "triton", "reference"
@@ -27,6 +29,7 @@ from . import distributed, functional, models, nn, reference  # noqa: F401
 from ._native import build_info
 from ._ops import contract, reference_ops  # noqa: F401  (torch.ops.resnet_fast's contract; the reference's ops)
 from ._ops.backends import BACKENDS, current_backend, use_backend
+from .conv.settle import tune
 from .convert import convert, revert
 from .nn.folding import freeze
 from .nn.sync_batchnorm import convert_sync_batchnorm
@@ -46,5 +49,6 @@ __all__ = [
     "nn",
     "reference",
     "revert",
+    "tune",
     "use_backend",
 ]

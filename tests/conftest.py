@@ -94,5 +94,6 @@ def measuring(monkeypatch, tmp_path):
     monkeypatch.setattr(measured, "ENABLED", True)
     monkeypatch.setattr(measured, "_choices", {})
     monkeypatch.setattr(measured, "_loaded", {})
+    monkeypatch.setattr(measured, "_untuned", set())
     monkeypatch.setattr(measured, "_store", ChoiceStore(str(tmp_path / "choices"), prints))
     return measured

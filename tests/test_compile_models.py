@@ -19,7 +19,7 @@ from torch._dynamo.utils import counters
 from user_models import tutorial_resnet18
 
 import resnet_fast
-from resnet_fast.conv import measured
+from resnet_fast.conv import measured, winograd
 from resnet_fast.models.plain import plain_model
 
 CL = torch.channels_last
@@ -92,7 +92,7 @@ class _Block(torch.nn.Module):
 
 
 @pytest.mark.parametrize("conv", ["onednn", "winograd"])
-def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring, monkeypatch):
+def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring):
     """With inductor's freezing, the fold (rsqrt of the running variance)
     and Winograd's weight transform are constants of the compiled code, which
     calls Winograd exactly when it is the choice for the shape."""
@@ -106,12 +106,9 @@ def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring, mo
             bn.running_var.uniform_(0.5, 2.0)
     fast = resnet_fast.convert(copy.deepcopy(plain)).to(memory_format=CL)
     x = torch.randn(2, 16, 8, 8).contiguous(memory_format=CL)
-    timings = {"onednn": 2.0, "winograd": 1.0} if conv == "winograd" else {"onednn": 1.0}
-    monkeypatch.setattr(
-        measuring,
-        "_interleaved_medians",
-        lambda candidates: {name: timings.get(name, 3.0) for name in candidates},
-    )
+    for residual in (None, x):  # the keys of conv1 and conv2, as resnet_fast.tune settles them
+        key = winograd.choice_key(x, plain.conv1.weight, residual, relu=True)
+        measuring.settle((*key, torch.get_num_threads()), conv)
     dynamo.reset()
     with torch._inductor.config.patch(freezing=True), torch.no_grad():
         out, code = run_and_get_code(torch.compile(fast), x)

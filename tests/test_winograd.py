@@ -175,20 +175,30 @@ def test_eval_blocks_run_the_measured_choice(chosen, monkeypatch, gen):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_winograd_is_a_measured_candidate_with_its_own_kind(monkeypatch, gen):
+def test_eval_choice_has_its_own_kind_and_is_never_timed_alone(monkeypatch, gen):
+    # Eval-mode Winograd is timed only in the model (resnet_fast.tune): on
+    # first use the direct convolution runs, and nothing is measured.
     seen = {}
+    real_choose = measured.choose
 
     def choose(key, default, candidates, device):
-        seen[key[0]] = (default, sorted(candidates()))
-        return default
+        seen[key[0]] = (default, candidates)
+        return real_choose(key, default, candidates, device)
 
     monkeypatch.setattr(measured, "choose", choose)
+    monkeypatch.setattr(measured, "_interleaved_medians", _never_called)
     block = _eval_block(gen)
     x = torch.randn(2, 32, 8, 8, generator=gen).contiguous(memory_format=CL)
     with torch.no_grad():
         block(x)
-        block(x)
-    assert seen["eval_conv3x3"] == ("onednn", ["onednn", "winograd"])
+        with _CountCalls() as calls:
+            block(x)
+    assert seen["eval_conv3x3"] == ("onednn", None)
+    assert "resnet_fast::winograd_conv3x3" not in calls.names
+
+
+def _never_called(*args):
+    raise AssertionError("an eval-mode choice was timed outside the model")
 
 
 @pytest.mark.parametrize("case", ["disabled", "nchw", "needs grad", "stride 2", "float64"])

@@ -255,39 +255,12 @@ def _traced(conv, x, weight, bias, residual, relu) -> Tensor:
     and transformed weights are then constants, computed once); else plain
     ops, whose epilogue the compiler fuses itself."""
     if _freezing() and winograd.eligible(x, conv, residual):
-        if winograd.chosen(x, weight, residual, relu, None):
+        if winograd.chosen(winograd.choice_key(x, weight, residual, relu), x.device):
             return winograd.conv3x3(x, winograd.weight_tiles(weight), bias, residual, relu)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:
         y = y + residual
     return F.relu(y) if relu else y
-
-
-@measured.rebuilds("eval_conv3x3")
-def _candidates_of_key(key: tuple) -> dict:
-    """The candidates of an "eval_conv3x3" key (winograd.chosen), on random
-    inputs of its shapes: the direct convolution with prepacked weights and
-    fused epilogue, and Winograd with transformed weights, as cached folds
-    run them."""
-    _, shape, c_out, dtype, has_residual, relu, _ = key
-    layout = torch.channels_last
-    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=layout)
-    weight = torch.randn(c_out, shape[1], 3, 3, dtype=dtype).contiguous(memory_format=layout)
-    bias = torch.randn(c_out, dtype=dtype)
-    residual = None
-    if has_residual:
-        residual = torch.randn(shape[0], c_out, *shape[2:], dtype=dtype).contiguous(
-            memory_format=layout
-        )
-    geometry = ((1, 1), (1, 1), (1, 1), 1)
-    packed = pack_for_onednn(weight, x, *geometry)
-    tiles = winograd.weight_tiles(weight)
-    return {
-        "onednn": lambda: conv_folded_act(
-            x, weight, bias, *geometry, residual, relu, add_relu, lambda: packed
-        ),
-        "winograd": lambda: winograd.conv3x3(x, tiles, bias, residual, relu),
-    }
 
 
 def conv_bn_eval(
@@ -352,5 +325,6 @@ def conv_bn_eval(
                 entry = cache.tiles[key] = (weight, winograd.weight_tiles(weight))
         return winograd.conv3x3(x, entry[1], bias, residual, relu)
 
-    candidates = lambda: {"onednn": direct, "winograd": by_winograd}  # noqa: E731
-    return by_winograd() if winograd.chosen(x, weight, residual, relu, candidates) else direct()
+    choice = winograd.choice_key(x, weight, residual, relu)
+    with measured.timed(choice):
+        return by_winograd() if winograd.chosen(choice, x.device) else direct()

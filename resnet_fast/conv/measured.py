@@ -3,11 +3,13 @@
 Which of two implementations of the same computation is faster depends on
 the machine (its caches, its oneDNN and BLAS kernels, its core count), not
 only on the shape: a rule tuned on one machine can lose on the next. So the
-choices that depend on it (a training convolution through oneDNN, as a
-matrix product or as Winograd, training.py; Winograd or the direct
-convolution in eval, inference.py; a residual block's training step lean
-or as eager PyTorch, resnet_fast/lean/residual.py) are timed the first time
-a shape is seen.
+choices that depend on it are timed on this machine: a training
+convolution through oneDNN, as a matrix product or as Winograd
+(training.py), and a residual block's training step lean or as eager
+PyTorch (resnet_fast/lean/residual.py), the first time a shape is seen;
+Winograd or the direct convolution in eval (inference.py) only in the
+model, by resnet_fast.tune (settle.py, which says why), the direct one
+until then.
 
 The candidates round differently, so a choice changes the result's last
 bits. To keep the same command with the same seed giving the same bits, a
@@ -87,6 +89,8 @@ _recorders: list[dict[Hashable, str]] = []
 _store: ChoiceStore | None = None
 _announced = False
 _rebuilders: dict[str, Callable[[tuple], dict[str, Callable[[], object]]]] = {}
+_trial: Trial | None = None
+_untuned: set[Hashable] = set()  # timed only in the model, not decided yet
 
 
 def encode(key: Hashable) -> str:
@@ -147,10 +151,63 @@ def rebuilds(kind: str):
     return register
 
 
+class Trial:
+    """A run of a model whose choices of ``kinds`` are being timed where they
+    run (settle.py): choose() answers the undecided keys of those kinds from
+    ``assign`` (full key -> candidate; the default for keys not in it), and
+    timed() adds up how long the work of each such key takes in this run.
+
+    Attributes:
+        undecided: the full keys of ``kinds`` with no choice yet, in the
+            order first asked.
+        times: full key -> milliseconds of its work in this run (summed over
+            the places the key runs).
+    """
+
+    def __init__(self, kinds: tuple[str, ...], assign: dict[Hashable, str]) -> None:
+        self.kinds, self.assign = kinds, assign
+        self.undecided: list[Hashable] = []
+        self.times: dict[Hashable, float] = {}
+
+
+@contextlib.contextmanager
+def trial(kinds: tuple[str, ...], assign: dict[Hashable, str] | None = None) -> Iterator[Trial]:
+    """Runs the block as a Trial (see there); one at a time."""
+    global _trial
+    if _trial is not None:
+        raise RuntimeError("resnet_fast: measured choices are being settled already")
+    _trial = Trial(kinds, assign or {})
+    try:
+        yield _trial
+    finally:
+        _trial = None
+
+
+@contextlib.contextmanager
+def timed(key: Hashable) -> Iterator[None]:
+    """Times the work of ``key`` (as given to choose()) when a Trial runs."""
+    if _trial is None:
+        yield
+        return
+    full = (*key, torch.get_num_threads())
+    start = time.perf_counter()
+    yield
+    if full in _trial.undecided:
+        _trial.times[full] = _trial.times.get(full, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+def settle(key: Hashable, chosen: str) -> str:
+    """Decides ``key`` (a full key, as Trial.undecided holds it) for this
+    process and stores it (or takes the one another process stored first)."""
+    _choices[key] = _the_store().settle(encode(key), chosen)
+    _untuned.discard(key)
+    return _choices[key]
+
+
 def choose(
     key: Hashable,
     default: str,
-    candidates: Callable[[], dict[str, Callable[[], object]]],
+    candidates: Callable[[], dict[str, Callable[[], object]]] | None,
     device: torch.device,
 ) -> str:
     """The choice for ``key``, decided once (see the module doc).
@@ -163,7 +220,9 @@ def choose(
             unless another is faster by more than ``MARGIN``.
         candidates: builds name -> a zero-argument callable doing the work
             once (``default`` among them), without side effects the caller
-            cannot undo; called only when a measurement runs.
+            cannot undo; called only when a measurement runs. None for a
+            kind that is only timed where it runs (settle.py): then the
+            choice taken, loaded or stored, else the default.
         device: where the work runs.
 
     Returns:
@@ -173,8 +232,14 @@ def choose(
         return _traced_choice(key, default) if device.type == "cpu" else default
     key = (*key, torch.get_num_threads())
     chosen = _choices.get(key)
+    if chosen is None and _trial is not None and key[0] in _trial.kinds:
+        chosen = _stored(key)
+        if chosen is None:
+            if key not in _trial.undecided:
+                _trial.undecided.append(key)
+            return _trial.assign.get(key, default)
     if chosen is None:
-        chosen = _decide(key, default, candidates, device)
+        chosen = _decide(key, default, candidates, device) if candidates else _known(key, default)
     for used in _recorders:
         used[key] = chosen
     return chosen
@@ -192,6 +257,27 @@ def _traced_choice(key: tuple, default: str) -> str:
         rebuild = _rebuilders.get(key[0])
         if chosen is None and rebuild is not None:
             chosen = store.settle(encode(key), _measure(key, default, lambda: rebuild(key)))
+    return chosen or default
+
+
+def _stored(key) -> str | None:
+    """The choice loaded or stored for a full key, remembered; else None."""
+    chosen = _loaded.get(encode(key)) if _loaded else None
+    if chosen is None and ENABLED and not torch.are_deterministic_algorithms_enabled():
+        chosen = _the_store().read().get(encode(key))
+    if chosen is not None:
+        _choices[key] = chosen
+    return chosen
+
+
+def _known(key, default: str) -> str:
+    """A choice timed only where it runs: loaded or stored, else the default
+    until settle() decides it (the store is read once per key)."""
+    if key in _untuned:
+        return default
+    chosen = _stored(key)
+    if chosen is None:
+        _untuned.add(key)
     return chosen or default
 
 
@@ -305,6 +391,7 @@ def load_measured_choices(choices: dict[str, str]) -> None:
     ):
         raise TypeError("choices must be a dict of str -> str, as measured_choices() returns")
     _loaded.update(choices)
+    _untuned.clear()
     for key in [k for k in _choices if encode(k) in choices]:
         _choices[key] = choices[encode(key)]
     _log.info("resnet_fast: %d machine-dependent choices loaded", len(choices))
@@ -321,6 +408,7 @@ def reset_measured_choices(stored: bool = False) -> None:
     """
     _choices.clear()
     _loaded.clear()
+    _untuned.clear()
     if stored:
         _the_store().clear()
 

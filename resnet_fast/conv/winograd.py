@@ -9,6 +9,10 @@ fused into that last pass. On this project's 2-core CPU at the CIFAR ResNet
 stages (batch 64, 64 to 512 channels) that is 1.4x to 2.2x faster than
 oneDNN's direct convolution with prepacked weights, and slower on maps of
 2x2 to 4x4 pixels at batch 16 (``python benchmarks/winograd_conv.py``).
+That is each convolution alone; in a model its buffers (the transformed
+input, 2.25x the input's size) displace the next layer's data from the
+caches, and ResNet-18 at batch 16 of 64x64 runs faster without Winograd in
+any of its layers. Hence eval-mode choices are timed in the model itself.
 
 It rounds more than a direct convolution: in float32 the largest error on
 ResNet-shaped layers (64 to 512 channels) is 2.8e-6 to 3.6e-6 of the largest
@@ -16,11 +20,12 @@ output, against 1.1e-6 to 2.7e-6 for oneDNN's direct convolution (the
 transform points 0, 1, -1, 2, -1/2 were chosen for it; the common 0, +-1,
 +-2 round about 2.5x more). That is the trade cuDNN makes by default for
 float32 convolutions on a GPU; here it is made only where it is measured
-faster, on first use of each shape (measured.py), for float32 channels_last
-convolutions:
+faster, for float32 channels_last convolutions:
 
-- in eval mode, with BN folded in and no gradient needed (folding.py);
-- in training, inside the lean blocks (training.py): the forward, and the
+- in eval mode, with BN folded in and no gradient needed (inference.py),
+  where resnet_fast.tune timed it in the model (settle.py);
+- in training, inside the lean blocks (training.py), where it was timed
+  faster on first use of the shape (measured.py): the forward, and the
   input gradient, which is a convolution of the same kind; the weight
   gradient stays oneDNN's. The weight is transformed on every step.
 
@@ -30,7 +35,6 @@ convolutions:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -104,22 +108,21 @@ def trainable(input: Tensor, weight: Tensor, spec) -> bool:
     return _geometry_ok(weight, *spec) and _operands_ok(input)
 
 
-def chosen(
-    input: Tensor,
-    weight: Tensor,
-    residual: Tensor | None,
-    relu: bool,
-    candidates: Callable[[], dict[str, Callable[[], object]]] | None,
-) -> bool:
-    """Whether Winograd is measured faster than the direct convolution for
-    this shape (``candidates()`` gives both, named "onednn" and "winograd";
-    None while torch.compile traces, where measured.py rebuilds them from
-    the key); the direct one is the default."""
-    key = (
+def choice_key(input: Tensor, weight: Tensor, residual: Tensor | None, relu: bool) -> tuple:
+    """The measured choice (measured.py) between Winograd and the direct
+    convolution for an eval-mode convolution of ``input`` [N, C_in, H, W] by
+    ``weight`` [C_out, C_in, 3, 3]: kind "eval_conv3x3"."""
+    return (
         "eval_conv3x3", tuple(input.shape), weight.shape[0], input.dtype, residual is not None,
         relu,
     )  # fmt: skip
-    return measured.choose(key, "onednn", candidates, input.device) == "winograd"
+
+
+def chosen(key: tuple, device: torch.device) -> bool:
+    """Whether Winograd was found faster than the direct convolution (the
+    default) for ``key`` (:func:`choice_key`) where the model runs it
+    (settle.py); the direct one until then."""
+    return measured.choose(key, "onednn", None, device) == "winograd"
 
 
 def weight_tiles(weight: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..conv import measured
+from ..conv.settle import tune
 from ..profiling import saved_activations
 from .backends import fast_backend_for
 from .fusion import count_fusion, fusion_dict, warn_if_unfused
@@ -230,16 +231,19 @@ def saved_bytes_per_image(model: nn.Module, x, settings: BenchSettings) -> float
 
 def settle_measured_choices(model: nn.Module, x, y, settings: BenchSettings) -> dict:
     """Runs one training forward and backward of a copy of ``model`` on
-    ``x``, then one inference forward, which measures every choice its shapes
-    need (nn/measured.py), and returns what was chosen: {kind: {choice:
-    number of shapes}}, e.g. {"block": {"lean": 5, "eager": 3}, "conv":
-    {"gemm": 6, "onednn": 8}, "eval_conv3x3": {"winograd": 9}}."""
+    ``x``, which measures the training choices its shapes need
+    (conv/measured.py), then tunes its eval-mode choices in the model
+    (resnet_fast.tune), and returns what was chosen: {kind: {choice: number
+    of shapes}}, e.g. {"block": {"lean": 5, "eager": 3}, "conv": {"gemm": 6,
+    "onednn": 8}, "eval_conv3x3": {"winograd": 9}}."""
     probe = copy.deepcopy(model).train()
     with measured.recording() as used:
         with autocast(settings):
             loss = nn.functional.cross_entropy(probe(x), y)
         loss.backward()
         probe.eval()
+        with autocast(settings):
+            tune(probe, x)
         with torch.no_grad(), autocast(settings):
             probe(x)
     summary: dict = {}

@@ -4,7 +4,8 @@ a user would run it at its strongest documented setting, for one mode
 
     eager         the model in plain PyTorch
     fast          resnet_fast: the zoo model or convert() of the user's; for
-                  inference frozen (resnet_fast.freeze), as for deployment
+                  inference frozen and tuned on the batch (resnet_fast.freeze,
+                  resnet_fast.tune), as for deployment
     fast-checked  resnet_fast for inference without freeze: the default,
                   which compares the weights' values on each call (one read)
     compile       torch.compile of the eager model: the default mode for
@@ -122,7 +123,7 @@ def _load(job: Job, which: str) -> nn.Module:
     return torch.load(job.models, weights_only=False)[which]
 
 
-def _torch_model(job: Job) -> nn.Module:
+def _torch_model(job: Job, x: torch.Tensor) -> nn.Module:
     model = _load(job, "eager" if job.variant in ("eager", "compile") else "fast")
     fmt = torch.channels_last if job.channels_last else torch.contiguous_format
     model = model.to(torch.device(job.device), memory_format=fmt)
@@ -131,6 +132,8 @@ def _torch_model(job: Job) -> nn.Module:
         import resnet_fast
 
         resnet_fast.freeze(model)
+        with _autocast(job):
+            resnet_fast.tune(model, x)
     if job.variant in COMPILED:
         if job.mode == "infer":
             import torch._inductor.config as inductor_config
@@ -141,7 +144,7 @@ def _torch_model(job: Job) -> nn.Module:
 
 
 def _torch_step(job: Job, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
-    model = _torch_model(job)
+    model = _torch_model(job, x)
     if job.mode == "infer":
 
         def infer():

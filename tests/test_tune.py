@@ -1,0 +1,160 @@
+"""resnet_fast.tune: eval-mode choices timed in whole forward passes of the
+model (conv/settle.py), stored, and then run by every eval call."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import resnet_fast
+from resnet_fast.conv import settle
+
+CL = torch.channels_last
+WINOGRAD_OP = "resnet_fast::winograd_conv3x3"
+
+
+class _Block(torch.nn.Module):
+    """conv-BN-ReLU then conv-BN-add-ReLU: two eval keys, told apart by
+    whether the convolution adds a residual (key[4])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + x)
+
+
+class _CountCalls(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def models(gen):
+    plain = _Block()
+    with torch.no_grad():
+        for bn in (plain.bn1, plain.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5, generator=gen)
+            bn.running_var.uniform_(0.5, 2.0, generator=gen)
+    plain.eval()
+    fast = resnet_fast.convert(copy.deepcopy(plain)).to(memory_format=CL).eval()
+    x = torch.randn(2, 16, 8, 8, generator=gen).contiguous(memory_format=CL)
+    return plain, fast, x
+
+
+def _winograd_calls(model, x) -> int:
+    with torch.no_grad(), _CountCalls() as calls:
+        model(x)
+    return calls.names.count(WINOGRAD_OP)
+
+
+def _fake_gains(own_as_winograd: dict[bool, float], whole_pass_gain: float, log: list):
+    """A stand-in for settle._paired_gains: every key's own time 2.0 ms
+    direct; as Winograd, own_as_winograd[key has a residual]; the whole pass
+    with the assignment faster by whole_pass_gain ms."""
+
+    def paired_gains(model, example, assignments):
+        log.append(assignments)
+        (assign,) = assignments
+        direct = {key: 2.0 for key in assign}
+        as_assigned = {key: own_as_winograd[key[4]] for key in assign}
+        return [whole_pass_gain], [direct, as_assigned]
+
+    return paired_gains
+
+
+def test_switches_the_convolutions_faster_in_the_model(models, measuring, monkeypatch):
+    plain, fast, x = models
+    log = []
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 2.0}, 5.0, log))
+    chosen = resnet_fast.tune(fast, x)
+    assert sorted(chosen.values()) == ["onednn", "winograd"]
+    # First every open key as Winograd, then only the candidate, to confirm.
+    assert [len(assign) for (assign,) in log] == [2, 1]
+    assert _winograd_calls(fast, x) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_keeps_the_direct_convolution_when_the_whole_pass_does_not_gain(
+    models, measuring, monkeypatch
+):
+    _, fast, x = models
+    log = []
+    # Faster alone (1.0 against 2.0 ms) but the pass gains less than the margin of 2.0 ms.
+    gain = 0.5 * measuring.MARGIN * 2.0
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 1.0}, gain, log))
+    chosen = resnet_fast.tune(fast, x)
+    assert sorted(chosen.values()) == ["onednn", "onednn"]
+    assert len(log) == 2
+    assert _winograd_calls(fast, x) == 0
+
+
+def test_no_confirmation_pass_without_candidates(models, measuring, monkeypatch):
+    _, fast, x = models
+    log = []
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 2.0, True: 1.99}, 9.0, log))
+    assert sorted(resnet_fast.tune(fast, x).values()) == ["onednn", "onednn"]
+    assert len(log) == 1  # 1.99 ms is within the margin of 2.0 ms
+
+
+def test_choices_are_stored_and_taken_by_a_later_process(models, measuring, monkeypatch):
+    _, fast, x = models
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 1.0}, 5.0, []))
+    chosen = resnet_fast.tune(fast, x)
+    assert set(chosen.values()) == {"winograd"}
+    assert resnet_fast.tune(fast, x) == {}  # decided: one pass, nothing timed
+    measuring.reset_measured_choices()  # a new process: only the store remembers
+    monkeypatch.setattr(settle, "_paired_gains", _unexpected)
+    assert _winograd_calls(fast, x) == 2
+    assert resnet_fast.tune(fast, x) == {}
+    assert measuring._the_store().read() == chosen
+
+
+def _unexpected(*args):
+    raise AssertionError("timed a choice that was stored")
+
+
+def test_untuned_eval_runs_direct_and_times_nothing(models, measuring, monkeypatch):
+    _, fast, x = models
+    monkeypatch.setattr(measuring, "_interleaved_medians", _unexpected)
+    assert _winograd_calls(fast, x) == 0
+    assert measuring._the_store().read() == {}
+
+
+def test_nothing_is_timed_where_measuring_is_off(models, monkeypatch):
+    _, fast, x = models  # the test suite runs with RESNET_FAST_MEASURE=0
+    monkeypatch.setattr(settle, "_paired_gains", _unexpected)
+    assert resnet_fast.tune(fast, x) == {}
+
+
+def test_real_passes_decide_and_keep_the_math(models, measuring):
+    plain, fast, x = models
+    chosen = resnet_fast.tune(fast, x)
+    assert len(chosen) == 2 and set(chosen.values()) <= {"onednn", "winograd"}
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert _winograd_calls(fast, x) == list(chosen.values()).count("winograd")
+
+
+def test_argument_errors(models):
+    _, fast, x = models
+    with pytest.raises(TypeError, match="nn.Module"):
+        resnet_fast.tune(lambda t: t, x)
+    with pytest.raises(TypeError, match="tensor"):
+        resnet_fast.tune(fast, x.numpy())
+    with pytest.raises(ValueError, match="eval"):
+        resnet_fast.tune(fast.train(), x)
