@@ -76,6 +76,25 @@ def assert_close(
     assert err <= tol * ref_scale, f"{what}: max abs error {err:.3g} > {tol * ref_scale:.3g}"
 
 
+def assert_conv_gradcheck(forward, backward, x: Tensor, weight: Tensor, bias: Tensor) -> None:
+    """gradcheck of a convolution's hand-written backward: forward(x, weight,
+    bias) -> y and backward(grad_y, x, weight, bias) -> (grad_x, grad_weight,
+    grad_bias) joined into one autograd.Function (float64 operands)."""
+
+    class Conv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias):
+            ctx.save_for_backward(x, weight, bias)
+            return forward(x, weight, bias)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return backward(grad, *ctx.saved_tensors)
+
+    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    assert torch.autograd.gradcheck(Conv.apply, inputs)
+
+
 def run_python(code: str, **env: str) -> tuple[str, str]:
     """Runs code in a fresh interpreter (for once-per-process state) and
     returns (stdout, stderr); fails the test with stderr if it exits non-zero."""

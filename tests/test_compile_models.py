@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
-from user_models import tutorial_resnet18
+from user_models import TwoConvBlock, tutorial_resnet18
 
 import resnet_fast
 from resnet_fast.conv import measured, winograd
@@ -75,22 +75,6 @@ def test_one_graph_no_recompile_and_the_eager_result(kind, train):
                 assert a.item() == 3 * b.item()
 
 
-class _Block(torch.nn.Module):
-    """conv -> BN -> ReLU, twice, with an identity shortcut: small enough to
-    go through inductor in a test."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(16)
-        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(16)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + x)
-
-
 @pytest.mark.parametrize("conv", ["onednn", "winograd"])
 def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring):
     """With inductor's freezing, the fold (rsqrt of the running variance)
@@ -99,7 +83,7 @@ def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring):
     from torch._inductor.utils import run_and_get_code
 
     torch.manual_seed(0)
-    plain = _Block().eval()
+    plain = TwoConvBlock().eval()
     with torch.no_grad():
         for bn in (plain.bn1, plain.bn2):
             bn.running_mean.uniform_(-0.5, 0.5)

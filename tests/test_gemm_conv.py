@@ -11,6 +11,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_conv_gradcheck
 
 from resnet_fast.conv import gemm, measured, training, winograd
 from resnet_fast.conv.spec import ConvSpec, output_hw
@@ -100,20 +101,13 @@ def test_backward_computes_only_what_the_mask_asks_for(monkeypatch):
 def test_gradcheck_through_the_gemm_path(monkeypatch):
     monkeypatch.setattr(gemm, "MODE", "always")
     x, weight, bias, spec = _case("3x3-s2", (2, 5, 5, 4, 3), torch.Generator().manual_seed(4))
-
-    class Conv(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, weight, bias):
-            ctx.save_for_backward(x, weight, bias)
-            return training.conv2d(x, weight, bias, spec)
-
-        @staticmethod
-        def backward(ctx, grad):
-            x, weight, bias = ctx.saved_tensors
-            return training.conv2d_backward(grad, x, weight, bias, spec, (True, True, True))
-
-    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
-    assert torch.autograd.gradcheck(Conv.apply, inputs)
+    assert_conv_gradcheck(
+        lambda x, weight, bias: training.conv2d(x, weight, bias, spec),
+        lambda grad, x, weight, bias: training.conv2d_backward(
+            grad, x, weight, bias, spec, (True, True, True)
+        ),
+        x, weight, bias,
+    )  # fmt: skip
 
 
 def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):

@@ -56,6 +56,28 @@ def _grads(module):
     return {n: p.grad for n, p in module.named_parameters()}
 
 
+def _assert_steps_match(fast, ref, channels, gen, fmt=torch.contiguous_format):
+    """Two training steps of fast and ref (float64 blocks) on the same inputs
+    [3, channels, 9, 9] in memory format fmt: after each, the outputs, the
+    input and parameter gradients and the state (running statistics,
+    num_batches_tracked) must match. Returns the last input."""
+    for step in range(2):  # two steps: running stats and num_batches_tracked evolve
+        x = torch.randn(3, channels, 9, 9, dtype=torch.float64, generator=gen) + step
+        x = x.contiguous(memory_format=fmt)
+        x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_fast, out_ref = fast(x_fast), ref(x_ref)
+        grad = torch.randn(out_ref.shape, dtype=torch.float64, generator=gen)
+        out_fast.backward(grad)
+        out_ref.backward(grad)
+        torch.testing.assert_close(out_fast, out_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+        for key, g in _grads(ref).items():
+            torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-10, atol=1e-10, msg=key)
+        for key, value in ref.state_dict().items():
+            torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    return x
+
+
 # How the lean node's convolutions run on the CPU: oneDNN on NCHW, oneDNN on
 # channels_last, and every eligible convolution as a matrix product (resnet_fast/conv/gemm.py).
 CONV_PATHS = {
@@ -71,21 +93,7 @@ def test_lean_block_matches_the_reference_in_float64(name, path, monkeypatch):
     fmt, gemm_mode = CONV_PATHS[path]
     monkeypatch.setattr(gemm, "MODE", gemm_mode)
     fast, ref = _blocks(BLOCKS[name])
-    gen = torch.Generator().manual_seed(1)
-    for step in range(2):  # two steps: running stats and num_batches_tracked evolve
-        x = torch.randn(3, BLOCKS[name][1], 9, 9, dtype=torch.float64, generator=gen) + step
-        x = x.contiguous(memory_format=fmt)
-        x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-        out_fast, out_ref = fast(x_fast), ref(x_ref)
-        grad = torch.randn(out_ref.shape, dtype=torch.float64, generator=gen)
-        out_fast.backward(grad)
-        out_ref.backward(grad)
-        torch.testing.assert_close(out_fast, out_ref, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
-        for key, g in _grads(ref).items():
-            torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-10, atol=1e-10, msg=key)
-    for key, value in ref.state_dict().items():
-        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    _assert_steps_match(fast, ref, BLOCKS[name][1], torch.Generator().manual_seed(1), fmt)
 
 
 @pytest.mark.parametrize("name", ["basic-projection-s2", "bottleneck-identity", "basic-pad-s2"])

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from test_lean import BLOCKS, _blocks, _grads
+from test_lean import BLOCKS, _assert_steps_match, _blocks
 from user_models import tutorial_resnet18
 
 import resnet_fast
@@ -108,20 +108,7 @@ def test_a_block_runs_what_was_measured_and_computes_the_same(name, winner, meas
     (the measurement's own steps leave no trace in them, nor in .grad)."""
     calls = _timed(monkeypatch, {"lean": 1.0 if winner == "lean" else 2.0, "eager": 1.5})
     fast, ref = _blocks(BLOCKS[name], memory="auto")
-    gen = torch.Generator().manual_seed(3)
-    for step in range(2):
-        x = torch.randn(3, BLOCKS[name][1], 9, 9, dtype=torch.float64, generator=gen) + step
-        x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-        out_fast, out_ref = fast(x_fast), ref(x_ref)
-        grad = torch.randn(out_ref.shape, dtype=torch.float64, generator=gen)
-        out_fast.backward(grad)
-        out_ref.backward(grad)
-        torch.testing.assert_close(out_fast, out_ref, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
-        for key, g in _grads(ref).items():
-            torch.testing.assert_close(_grads(fast)[key], g, rtol=1e-10, atol=1e-10, msg=key)
-        for key, value in ref.state_dict().items():
-            torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    x = _assert_steps_match(fast, ref, BLOCKS[name][1], torch.Generator().manual_seed(3))
     assert calls.count(["eager", "lean"]) == 1  # one shape: measured once
     # What runs: eager leaves aten batch norms and calls no fused op.
     batch_norms, fused_ops = count_calls(fast, x)

@@ -10,6 +10,7 @@ import contextlib
 
 import pytest
 import torch
+from compile_support import assert_compiled_tail_matches_eager
 from emulation_support import SKIP_REASON as EMULATION_SKIP_REASON
 from emulation_support import SMALL, emulated
 from helpers import assert_close, channel_params, make_activation
@@ -168,31 +169,12 @@ def _opcheck_every_op(o, case, device, gen):
     torch.library.opcheck(o.add_relu_bwd, (g, o.add_relu_fwd(x, r)))
 
 
-def _block_tail(x, r, rm1, rv1, rm2, rv2, w, b):
-    y = RF.batch_norm_relu(x, rm1, rv1, w, b, training=True)
-    y = RF.batch_norm_add_relu(y, r, rm2, rv2, w, b, training=True)
-    return RF.add_relu(y, r)
-
-
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_compile_fullgraph_matches_eager(layout, device, gen):
-    torch._dynamo.reset()
     x, r, w, b, rm, rv = _bn_inputs(
         gen, layout, shape=(4, 6, 5, 5), dtype=torch.float32, device=device
     )
-    results = []
-    for fn in (_block_tail, torch.compile(_block_tail, fullgraph=True)):
-        stats = [rm.clone(), rv.clone(), rm.clone(), rv.clone()]
-        leaves = [t.detach().requires_grad_() for t in (x, r, w, b)]
-        out = fn(leaves[0], leaves[1], *stats, leaves[2], leaves[3])
-        out.backward(torch.ones_like(out))
-        results.append((out.detach(), [t.grad for t in leaves], stats))
-    (out_e, grads_e, stats_e), (out_c, grads_c, stats_c) = results
-    assert_close(out_c, out_e, torch.float32, "out")
-    for ge, gc in zip(grads_e, grads_c, strict=True):
-        assert_close(gc, ge, torch.float32, "grad")
-    for se, sc in zip(stats_e, stats_c, strict=True):
-        assert_close(sc, se, torch.float32, "running stat")
+    stats_c = assert_compiled_tail_matches_eager(x, r, w, b, rm, rv)
     assert not torch.equal(stats_c[0], rm), "running stats were not updated under compile"
 
 

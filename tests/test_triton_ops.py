@@ -11,6 +11,7 @@ test_add_relu.py) through the ``triton`` backend parameter.
 
 import pytest
 import torch
+from compile_support import assert_compiled_tail_matches_eager
 from helpers import assert_close, channel_params, make_activation, run_python
 from triton_support import SMALL_ONLY, TRITON_DEVICE
 
@@ -149,27 +150,8 @@ def test_blocks_route_through_triton(gen):
 @pytest.mark.skipif(TRITON_DEVICE != "cuda", reason="torch.compile of Triton kernels needs a GPU")
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_compile_fullgraph_matches_eager(layout, gen):
-    torch._dynamo.reset()
     x, r, w, b, rm, rv = _bn_inputs(gen, layout, shape=(4, 6, 5, 5), dtype=torch.float32)
-
-    def block_tail(x, r, rm1, rv1, rm2, rv2, w, b):
-        y = RF.batch_norm_relu(x, rm1, rv1, w, b, training=True)
-        y = RF.batch_norm_add_relu(y, r, rm2, rv2, w, b, training=True)
-        return RF.add_relu(y, r)
-
-    results = []
-    for fn in (block_tail, torch.compile(block_tail, fullgraph=True)):
-        stats = [rm.clone(), rv.clone(), rm.clone(), rv.clone()]
-        leaves = [t.detach().requires_grad_() for t in (x, r, w, b)]
-        out = fn(leaves[0], leaves[1], *stats, leaves[2], leaves[3])
-        out.backward(torch.ones_like(out))
-        results.append((out.detach(), [t.grad for t in leaves], stats))
-    (out_e, grads_e, stats_e), (out_c, grads_c, stats_c) = results
-    assert_close(out_c, out_e, torch.float32, "out")
-    for ge, gc in zip(grads_e, grads_c, strict=True):
-        assert_close(gc, ge, torch.float32, "grad")
-    for se, sc in zip(stats_e, stats_c, strict=True):
-        assert_close(sc, se, torch.float32, "running stat")
+    assert_compiled_tail_matches_eager(x, r, w, b, rm, rv)
 
 
 def test_offsets_are_int32_exactly_when_every_offset_fits():

@@ -8,28 +8,13 @@ import copy
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from user_models import TwoConvBlock
 
 import resnet_fast
 from resnet_fast.conv import settle
 
 CL = torch.channels_last
 WINOGRAD_OP = "resnet_fast::winograd_conv3x3"
-
-
-class _Block(torch.nn.Module):
-    """conv-BN-ReLU then conv-BN-add-ReLU: two eval keys, told apart by
-    whether the convolution adds a residual (key[4])."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(16)
-        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(16)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + x)
 
 
 class _CountCalls(TorchDispatchMode):
@@ -44,7 +29,7 @@ class _CountCalls(TorchDispatchMode):
 
 @pytest.fixture
 def models(gen):
-    plain = _Block()
+    plain = TwoConvBlock()
     with torch.no_grad():
         for bn in (plain.bn1, plain.bn2):
             bn.running_mean.uniform_(-0.5, 0.5, generator=gen)
@@ -61,17 +46,17 @@ def _winograd_calls(model, x) -> int:
     return calls.names.count(WINOGRAD_OP)
 
 
-def _fake_gains(own_as_winograd: dict[bool, float], whole_pass_gain: float, log: list):
+def _fake_gains(own_as_winograd: dict[bool, float], pass_gain: dict[int, float], log: list):
     """A stand-in for settle._paired_gains: every key's own time 2.0 ms
     direct; as Winograd, own_as_winograd[key has a residual]; the whole pass
-    with the assignment faster by whole_pass_gain ms."""
+    with an assignment of n keys faster by pass_gain[n] ms."""
 
     def paired_gains(model, example, assignments):
         log.append(assignments)
         (assign,) = assignments
         direct = {key: 2.0 for key in assign}
         as_assigned = {key: own_as_winograd[key[4]] for key in assign}
-        return [whole_pass_gain], [direct, as_assigned]
+        return [pass_gain[len(assign)]], [direct, as_assigned]
 
     return paired_gains
 
@@ -79,14 +64,23 @@ def _fake_gains(own_as_winograd: dict[bool, float], whole_pass_gain: float, log:
 def test_switches_the_convolutions_faster_in_the_model(models, measuring, monkeypatch):
     plain, fast, x = models
     log = []
-    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 2.0}, 5.0, log))
+    gains = {2: 1.0, 1: 5.0}
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 2.0}, gains, log))
     chosen = resnet_fast.tune(fast, x)
     assert sorted(chosen.values()) == ["onednn", "winograd"]
-    # First every open key as Winograd, then only the candidate, to confirm.
+    # First every open key as Winograd, then the one faster alone, on the whole pass.
     assert [len(assign) for (assign,) in log] == [2, 1]
     assert _winograd_calls(fast, x) == 1
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_takes_every_convolution_when_that_pass_gains_most(models, measuring, monkeypatch):
+    _, fast, x = models
+    gains = {2: 8.0, 1: 5.0}
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 2.0}, gains, []))
+    assert sorted(resnet_fast.tune(fast, x).values()) == ["winograd", "winograd"]
+    assert _winograd_calls(fast, x) == 2
 
 
 def test_keeps_the_direct_convolution_when_the_whole_pass_does_not_gain(
@@ -94,26 +88,29 @@ def test_keeps_the_direct_convolution_when_the_whole_pass_does_not_gain(
 ):
     _, fast, x = models
     log = []
-    # Faster alone (1.0 against 2.0 ms) but the pass gains less than the margin of 2.0 ms.
-    gain = 0.5 * measuring.MARGIN * 2.0
-    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 1.0}, gain, log))
+    # Both faster alone (1.0 against 2.0 ms), but the pass gains less than
+    # the margin of their 4.0 ms; no second pass: the candidates are every key.
+    gains = {2: 0.5 * measuring.MARGIN * 4.0}
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 1.0}, gains, log))
     chosen = resnet_fast.tune(fast, x)
     assert sorted(chosen.values()) == ["onednn", "onednn"]
-    assert len(log) == 2
+    assert len(log) == 1
     assert _winograd_calls(fast, x) == 0
 
 
-def test_no_confirmation_pass_without_candidates(models, measuring, monkeypatch):
+def test_no_second_pass_when_none_is_faster_alone(models, measuring, monkeypatch):
     _, fast, x = models
     log = []
-    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 2.0, True: 1.99}, 9.0, log))
+    gains = {2: 0.1}  # under the margin of 4.0 ms
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 2.0, True: 1.99}, gains, log))
     assert sorted(resnet_fast.tune(fast, x).values()) == ["onednn", "onednn"]
     assert len(log) == 1  # 1.99 ms is within the margin of 2.0 ms
 
 
 def test_choices_are_stored_and_taken_by_a_later_process(models, measuring, monkeypatch):
     _, fast, x = models
-    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 1.0}, 5.0, []))
+    gains = {2: 5.0}
+    monkeypatch.setattr(settle, "_paired_gains", _fake_gains({False: 1.0, True: 1.0}, gains, []))
     chosen = resnet_fast.tune(fast, x)
     assert set(chosen.values()) == {"winograd"}
     assert resnet_fast.tune(fast, x) == {}  # decided: one pass, nothing timed

@@ -7,6 +7,7 @@ convolutions choose it."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_conv_gradcheck
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast
@@ -255,20 +256,13 @@ def test_training_path_matches_onednn_in_float64(shape, gen):
 
 def test_gradcheck_through_the_winograd_path(gen):
     x, weight, bias, _ = _operands((2, 3, 4, 5, 6), torch.float64, gen, residual=False)
-
-    class Conv(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, weight, bias):
-            ctx.save_for_backward(x, weight, bias)
-            return training._winograd_forward(x, weight, bias)
-
-        @staticmethod
-        def backward(ctx, grad):
-            x, weight, bias = ctx.saved_tensors
-            return training._winograd_backward(grad, x, weight, bias, SPEC, (True, True, True))
-
-    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
-    assert torch.autograd.gradcheck(Conv.apply, inputs)
+    assert_conv_gradcheck(
+        training._winograd_forward,
+        lambda grad, x, weight, bias: training._winograd_backward(
+            grad, x, weight, bias, SPEC, (True, True, True)
+        ),
+        x, weight, bias,
+    )  # fmt: skip
 
 
 def test_lean_blocks_train_through_winograd_when_it_is_chosen(monkeypatch, gen):

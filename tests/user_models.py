@@ -12,28 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class TutorialBasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, in_planes, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += self.shortcut(x)
-        out = F.relu(out)
-        return out
+# The tutorials' basic block and network are resnet_fast.harness's (plain
+# PyTorch); the bottleneck below is written in other idioms (torch.add,
+# Tensor.relu, an in-place F.relu) that convert() must recognize as well.
+from resnet_fast.harness.tutorial_models import TutorialBasicBlock, TutorialCifarResNet
 
 
 class TutorialBottleneck(nn.Module):
@@ -62,44 +44,33 @@ class TutorialBottleneck(nn.Module):
         return F.relu(out, inplace=True)
 
 
-class TutorialResNet(nn.Module):
-    """The CIFAR ResNet of the common tutorials (3x3 stem, no max-pool)."""
-
-    def __init__(self, block, num_blocks, num_classes=10, width=64):
-        super().__init__()
-        self.in_planes = width
-        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.layer1 = self._make_layer(block, width, num_blocks[0], stride=1)
-        self.layer2 = self._make_layer(block, 2 * width, num_blocks[1], stride=2)
-        self.layer3 = self._make_layer(block, 4 * width, num_blocks[2], stride=2)
-        self.layer4 = self._make_layer(block, 8 * width, num_blocks[3], stride=2)
-        self.linear = nn.Linear(8 * width * block.expansion, num_classes)
-
-    def _make_layer(self, block, planes, num_blocks, stride):
-        layers = []
-        for s in [stride] + [1] * (num_blocks - 1):
-            layers.append(block(self.in_planes, planes, s))
-            self.in_planes = planes * block.expansion
-        return nn.Sequential(*layers)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer1(out)
-        out = self.layer2(out)
-        out = self.layer3(out)
-        out = self.layer4(out)
-        out = F.avg_pool2d(out, 4)
-        out = out.view(out.size(0), -1)
-        return self.linear(out)
-
-
 def tutorial_resnet18(width=64, num_classes=10):
-    return TutorialResNet(TutorialBasicBlock, [2, 2, 2, 2], num_classes, width)
+    return TutorialCifarResNet(TutorialBasicBlock, [2, 2, 2, 2], num_classes, width)
 
 
 def tutorial_resnet50(width=64, num_classes=10):
-    return TutorialResNet(TutorialBottleneck, [3, 4, 6, 3], num_classes, width)
+    return TutorialCifarResNet(TutorialBottleneck, [3, 4, 6, 3], num_classes, width)
+
+
+class TwoConvBlock(nn.Module):
+    """conv -> BN -> ReLU, then conv -> BN -> add -> ReLU with an identity
+    shortcut, 16 channels: small enough to go through inductor in a test,
+    and two eval keys (the second convolution adds a residual).
+
+    Shape:
+        [N, 16, H, W] -> [N, 16, H, W].
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + x)
 
 
 class BiasedBlock(nn.Module):
@@ -274,39 +245,37 @@ class ChainedBlocks(nn.Module):
 # Traps: each must be left alone (or fused only where it is safe).
 
 
-class ReusedBN(nn.Module):
-    """The BN output feeds the ReLU and the sum: no fusion."""
+class _ConvBN(nn.Module):
+    """A 3x3 convolution (c -> c channels) and its BN; the traps below differ
+    only in what their forward does with them."""
 
     def __init__(self, c=8):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, 1, 1, bias=False)
         self.bn = nn.BatchNorm2d(c)
+
+
+class ReusedBN(_ConvBN):
+    """The BN output feeds the ReLU and the sum: no fusion."""
 
     def forward(self, x):
         y = self.bn(self.conv(x))
         return F.relu(y) + y
 
 
-class BNAfterReLU(nn.Module):
+class BNAfterReLU(_ConvBN):
     """conv -> ReLU -> BN -> conv: no ReLU after the BN, nothing to fuse."""
 
     def __init__(self, c=8):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(c)
+        super().__init__(c)
         self.out = nn.Conv2d(c, c, 1)
 
     def forward(self, x):
         return self.out(self.bn(F.relu(self.conv(x))))
 
 
-class SumWithoutReLU(nn.Module):
+class SumWithoutReLU(_ConvBN):
     """BN + shortcut with no ReLU after the sum: no fusion."""
-
-    def __init__(self, c=8):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(c)
 
     def forward(self, x):
         return torch.sigmoid(self.bn(self.conv(x)) + x)

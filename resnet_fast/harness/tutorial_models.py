@@ -84,32 +84,37 @@ class TutorialBottleneck(nn.Module):
 
 
 class TutorialCifarResNet(nn.Module):
-    """The tutorials' CIFAR ResNet: 3x3 stem, four stages (64..512), 4x4
-    average pool, ``linear`` classifier.
+    """The tutorials' CIFAR ResNet: 3x3 stem, four stages (width, 2, 4 and 8
+    times width: 64..512 by default), 4x4 average pool, ``linear`` classifier.
 
     Args:
         block: TutorialBasicBlock or TutorialBottleneck.
         num_blocks: blocks per stage, e.g. [2, 2, 2, 2] for ResNet-18.
         num_classes: classifier outputs.
+        width: channels of the stem and the first stage (the tests shrink it).
 
     Shape:
         input [N, 3, 32, 32] -> logits [N, num_classes].
     """
 
     def __init__(
-        self, block: type[nn.Module], num_blocks: list[int], num_classes: int = 10
+        self,
+        block: type[nn.Module],
+        num_blocks: list[int],
+        num_classes: int = 10,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if len(num_blocks) != 4 or any(not isinstance(n, int) or n < 1 for n in num_blocks):
             raise ValueError(f"num_blocks must be four positive ints, got {num_blocks!r}")
-        self.in_planes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._make_layer(block, 64, num_blocks[0], stride=1)
-        self.layer2 = self._make_layer(block, 128, num_blocks[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, num_blocks[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, num_blocks[3], stride=2)
-        self.linear = nn.Linear(512 * block.expansion, num_classes)
+        self.in_planes = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.layer1 = self._make_layer(block, width, num_blocks[0], stride=1)
+        self.layer2 = self._make_layer(block, 2 * width, num_blocks[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, num_blocks[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, num_blocks[3], stride=2)
+        self.linear = nn.Linear(8 * width * block.expansion, num_classes)
 
     def _make_layer(self, block, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
         layers = []
