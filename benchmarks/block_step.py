@@ -11,13 +11,13 @@ network); inference is a no-grad eval forward.
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
 from torch import nn
 
 import resnet_fast.models as fast_models
+from resnet_fast.harness.cli import model_step_parser
 from resnet_fast.harness.environment import set_threads, steady_allocator
 from resnet_fast.harness.report import write_benchmark_json
 from resnet_fast.harness.timing import interleaved_ms, summarize
@@ -107,11 +107,7 @@ def bench_block(name, label, shape, eager_block, rounds, compile_) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet18,resnet50")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser = model_step_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--json", default=None)

@@ -7,12 +7,12 @@ the measurement behind resnet_fast.functional.conv_bn_relu's CPU eval path.
 """
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
 
 import resnet_fast.functional as RF
+from resnet_fast.harness.report import dump_json_if_asked
 from resnet_fast.harness.timing import time_ms
 
 # (C_in, C_out, H, kernel): ResNet-50 convolutions (stride 1).
@@ -68,9 +68,7 @@ def main():
                 f"{row['relu_postop_ms']:8.2f} | {row['add_relu_eager_ms']:15.2f} "
                 f"{row['add_relu_fused_kernel_ms']:9.2f} {row['add_relu_postop_ms']:8.2f}"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"batch": args.batch, "torch": torch.__version__, "rows": rows}, f, indent=1)
+    dump_json_if_asked(args.json, {"batch": args.batch, "torch": torch.__version__, "rows": rows})
 
 
 if __name__ == "__main__":

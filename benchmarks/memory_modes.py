@@ -11,9 +11,7 @@ interleaved: every round times each variant once, so a noisy machine moves
 all of them alike; the table gives the median over rounds.
 """
 
-import argparse
 import contextlib
-import json
 import statistics
 import time
 
@@ -23,6 +21,8 @@ from torch import nn
 import resnet_fast
 import resnet_fast.models as M
 from resnet_fast.conv import gemm
+from resnet_fast.harness.cli import model_step_parser
+from resnet_fast.harness.report import dump_json_if_asked
 from resnet_fast.models.plain import plain_model
 from resnet_fast.profiling import saved_activations
 
@@ -83,11 +83,7 @@ def step_times_ms(name: str, args) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet18,resnet50")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser = model_step_parser(__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -110,10 +106,8 @@ def main() -> None:
                 f"({saved[v] / saved['eager']:.3f} x eager)   step {ms[v]:7.1f} ms "
                 f"({ms[v] / ms['standard']:.3f} x standard)"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            meta = {"torch": torch.__version__, "build": resnet_fast.build_info()}
-            json.dump({**meta, "settings": vars(args), "rows": rows}, f, indent=1)
+    meta = {"torch": torch.__version__, "build": resnet_fast.build_info()}
+    dump_json_if_asked(args.json, {**meta, "settings": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -257,6 +257,14 @@ def write_benchmark_json(path: str, benchmark: str, command: str, rows: list, de
     return write_json(result, path)
 
 
+def dump_json_if_asked(path: str | None, result) -> None:
+    """Writes ``result`` as indented JSON to ``path`` (a script's --json
+    option) when one is given; None writes nothing."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+
+
 def write_json(result: dict, path: str) -> str:
     """Writes ``result`` to ``path`` (creating its folder) and returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
