@@ -158,3 +158,23 @@ def ddp_data(dtype: torch.dtype, channels_last: bool) -> list:
 
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def train_then_eval(trained: nn.Module, model: nn.Module, data: list, share=slice(None)):
+    """DDP_STEPS SGD steps of ``trained`` (``model`` or its DDP wrapper) on
+    ``share`` of each of ddp_data's batches, then ``model`` in eval mode on
+    the whole first batch: (the step losses, the eval logits [DDP_BATCH,
+    DDP_CLASSES])."""
+    opt = make_optimizer(trained)
+    losses = []
+    for step in range(DDP_STEPS):
+        x, y = data[step]
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(trained(x[share]), y[share])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        eval_out = model(data[0][0])
+    return losses, eval_out

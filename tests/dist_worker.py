@@ -13,13 +13,12 @@ import torch
 import torch.distributed as dist
 from dist_cases import (
     DDP_RUNS,
-    DDP_STEPS,
     DTYPES,
     SYNC_CASES,
     SyncCase,
     ddp_data,
-    make_optimizer,
     tiny_resnet,
+    train_then_eval,
 )
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -111,21 +110,10 @@ def run_ddp(name: str, rank: int, world: int) -> dict:
     # broadcast_buffers=False: every rank's running statistics must come out
     # right by themselves, not by copies of rank 0's.
     ddp = DistributedDataParallel(model, broadcast_buffers=False)
-    opt = make_optimizer(ddp)
-    losses = []
     data = ddp_data(dtype, channels_last)
     per_rank = data[0][0].shape[0] // world
     share = slice(rank * per_rank, (rank + 1) * per_rank)
-    for step in range(DDP_STEPS):
-        x, y = data[step]
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(ddp(x[share]), y[share])
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    with torch.no_grad():
-        eval_out = model(data[0][0])
+    losses, eval_out = train_then_eval(ddp, model, data, share)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"losses": losses, "state": state, "eval_out": eval_out, "norms": norms}
 

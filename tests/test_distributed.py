@@ -25,14 +25,13 @@ import torch
 import torch.nn.functional as F
 from dist_cases import (
     DDP_RUNS,
-    DDP_STEPS,
     DTYPES,
     SYNC_CASES,
     WORLD_SIZE,
     SyncCase,
     ddp_data,
-    make_optimizer,
     tiny_resnet,
+    train_then_eval,
 )
 from dist_harness import run_ranks
 from helpers import assert_close, max_abs_err
@@ -197,19 +196,7 @@ def test_ddp_steps_match_one_process_on_the_full_batch(ranks, name):
     dtype = DTYPES[dtype_name]
     tol = 1e-10 if dtype == torch.float64 else 2e-5
     model = tiny_resnet(fast, dtype, channels_last)
-    opt = make_optimizer(model)
-    losses = []
-    data = ddp_data(dtype, channels_last)
-    for step in range(DDP_STEPS):
-        x, y = data[step]
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    with torch.no_grad():
-        eval_out = model(data[0][0])
+    losses, eval_out = train_then_eval(model, model, ddp_data(dtype, channels_last))
 
     expected_norms = (
         ["SyncBatchNorm2d", "SyncBatchNormAddReLU2d", "SyncBatchNormReLU2d"]

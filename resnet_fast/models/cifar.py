@@ -16,7 +16,7 @@ from torch._prims_common import suggest_memory_format
 from ..nn import arguments as check
 from ..nn.blocks import conv1x1, conv3x3
 from ..nn.memory import DEFAULT_MEMORY, check_memory_mode, set_memory
-from .resnet import StemNet, check_block_class, fused_builder, init_resnet
+from .resnet import StemNet, check_block_class, fused_builder, init_named
 
 BlockType = type[nn.Module]
 
@@ -43,6 +43,19 @@ class PadShortcut(nn.Module):
         lo = (self.out_planes - self.in_planes) // 2
         out[:, lo : lo + self.in_planes] = sub
         return out
+
+
+def stage_shortcut(
+    kind: str, in_planes: int, out_planes: int, stride: int, projection: Callable[[], nn.Module]
+) -> nn.Module | None:
+    """The shortcut of a stage's first block: None (the identity) where the
+    shape is kept, else PadShortcut for kind "pad" (option A) or what
+    ``projection()`` builds for kind "projection"."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    if kind == "pad":
+        return PadShortcut(in_planes, out_planes, stride)
+    return projection()
 
 
 class CifarResNet(StemNet):
@@ -101,24 +114,15 @@ class CifarResNet(StemNet):
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(self.inplanes, num_classes)
-        if init == "he":
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.kaiming_normal_(m.weight)
-        else:
-            init_resnet(self, zero_init_residual=False)
+        init_named(self, init)
         set_memory(self, memory)
 
     def _make_layer(self, block: BlockType, planes: int, blocks: int, stride: int):
         out = planes * block.expansion
-        downsample = None
-        if stride != 1 or self.inplanes != out:
-            if self.shortcut == "pad":
-                downsample = PadShortcut(self.inplanes, out, stride)
-            else:
-                downsample = nn.Sequential(
-                    conv1x1(self.inplanes, out, stride), self._norm_layer(out)
-                )
+        downsample = stage_shortcut(
+            self.shortcut, self.inplanes, out, stride,
+            lambda: nn.Sequential(conv1x1(self.inplanes, out, stride), self._norm_layer(out)),
+        )  # fmt: skip
         layers = [block(self.inplanes, planes, stride, downsample, norm_layer=self._norm_layer)]
         self.inplanes = out
         layers += [block(out, planes, norm_layer=self._norm_layer) for _ in range(1, blocks)]

@@ -29,8 +29,8 @@ from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
 from ..nn.blocks import conv1x1, conv3x3
 from ..nn.preact import PreActBasicBlock, PreActBottleneck
-from .cifar import PadShortcut
-from .resnet import StemNet, init_resnet
+from .cifar import stage_shortcut
+from .resnet import StemNet, init_named
 
 BlockType = type[nn.Module]
 
@@ -88,23 +88,15 @@ class PreActResNet(StemNet):
             fuse_batchnorm(self.final_bn, BatchNormReLU2d)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(self.inplanes, num_classes)
-        if init == "he":
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    nn.init.kaiming_normal_(m.weight)
-        else:
-            init_resnet(self, zero_init_residual=False)
+        init_named(self, init)
 
     def _make_layer(
         self, block: BlockType, planes: int, blocks: int, stride: int, first_stage: bool
     ) -> nn.Sequential:
         out = planes * block.expansion
-        downsample = None
-        if stride != 1 or self.inplanes != out:
-            if self.shortcut == "pad":
-                downsample = PadShortcut(self.inplanes, out, stride)
-            else:
-                downsample = conv1x1(self.inplanes, out, stride)
+        downsample = stage_shortcut(
+            self.shortcut, self.inplanes, out, stride, lambda: conv1x1(self.inplanes, out, stride)
+        )
         # After the ImageNet stem's BN + ReLU the first unit is activated already.
         preact = not (first_stage and self.imagenet_stem)
         layers = [block(self.inplanes, planes, stride, downsample, preact=preact)]

@@ -189,6 +189,19 @@ def init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
                     nn.init.constant_(last.weight, 0)
 
 
+def init_named(model: nn.Module, init: str) -> None:
+    """The initialization the CIFAR and pre-activation networks name: "he"
+    (Kaiming-normal fan_in on every convolution and linear layer, as in the
+    6n+2 networks' common implementation) or "torchvision" (init_resnet,
+    without zero-initialized last norms)."""
+    if init == "he":
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+    else:
+        init_resnet(model, zero_init_residual=False)
+
+
 # name: (block kind, layers, groups, width_per_group)
 SPECS = {
     "resnet18": ("basic", [2, 2, 2, 2], 1, 64),
