@@ -12,12 +12,15 @@ passes of the model:
 1. one pass finds the undecided keys (none loaded, stored or taken);
 2. passes with every undecided convolution direct (the default) alternate
    with passes with every one as Winograd, ``ROUNDS`` of each after an
-   untimed one; the keys whose own convolutions are faster as Winograd by
-   more than ``measured.MARGIN`` (median times) are the candidates;
-3. passes with the candidates as Winograd alternate with all-direct ones;
-   the candidates are switched only if the whole pass is faster, by more
-   than the margin of their convolutions' time (median of the differences
-   within a round): what a layer costs the layers after it shows up there.
+   untimed one: how much the whole pass gains (median of the differences
+   within a round), and each key's own time both ways (medians);
+3. if only some keys' own convolutions are faster as Winograd, by more than
+   ``measured.MARGIN``, passes with just those as Winograd alternate with
+   all-direct ones likewise;
+4. of the two assignments (every key, those faster alone), the one whose
+   whole pass gains more is switched, if it gains more than the margin of
+   its convolutions' direct time; else none is. The whole pass decides,
+   because what a layer costs the layers after it shows up only there.
 
 The choices are stored (measured.py) like any other, so later processes, and
 torch.compile traces, take them without timing anything.
@@ -50,8 +53,8 @@ def tune(model: nn.Module, example: Tensor) -> dict[str, str]:
     loaded, stored or taken in this process) on ``example`` and stores them,
     so that every later eval call with inputs of its shape, in this process
     and later ones, runs the faster candidate; see the module doc. Costs
-    ``4 * (1 + ROUNDS) + 1`` forward passes when a choice is open, one when
-    none is.
+    at most ``4 * (1 + ROUNDS) + 1`` forward passes when a choice is open,
+    one when none is.
 
     Usage, for deployment::
 
@@ -89,14 +92,19 @@ def tune(model: nn.Module, example: Tensor) -> dict[str, str]:
             return {}
         default, other = CANDIDATES
         every = {key: other for key in open_keys}
-        _, own = _paired_gains(model, example, [every])
-        switched = {
-            key: other for key in open_keys if own[1][key] < own[0][key] * (1 - measured.MARGIN)
+        (every_gain,), own = _paired_gains(model, example, [every])
+        direct_ms = own[0]
+        faster_alone = {
+            key: other for key in open_keys if own[1][key] < direct_ms[key] * (1 - measured.MARGIN)
         }
-        if switched:
-            (gain,), own = _paired_gains(model, example, [switched])
-            if gain <= measured.MARGIN * sum(own[0][key] for key in switched):
-                switched = {}
+        options = []  # (whole-pass gain, assignment); the smaller assignment first on a tie
+        if faster_alone and faster_alone != every:
+            (gain,), _ = _paired_gains(model, example, [faster_alone])
+            options.append((gain, faster_alone))
+        options.append((every_gain, every))
+        gain, best = max(options, key=lambda option: option[0])
+        margin = measured.MARGIN * sum(direct_ms[key] for key in best)
+        switched = best if gain > margin else {}
     chosen = {key: switched.get(key, default) for key in open_keys}
     chosen = _as_rank0_decides(chosen)
     return {measured.encode(key): measured.settle(key, choice) for key, choice in chosen.items()}
