@@ -35,6 +35,108 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1):
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+def bottleneck_width(planes: int, base_width: int, groups: int) -> int:
+    """The inner width of a bottleneck (ResNeXt / Wide ResNet): channels of
+    its 3x3 convolution."""
+    return int(planes * (base_width / 64.0)) * groups
+
+
+class TorchvisionLayout(nn.Module):
+    """torchvision's residual block constructor: its arguments, its argument
+    errors, and its submodules under torchvision's names, built in
+    torchvision's order. A subclass (BasicLayout, BottleneckLayout) lays out
+    its layers (``_build``) and runs them unfused (``forward``);
+    resnet_fast.models.plain's blocks are these, and the fused blocks below
+    build the same layers with fused norms.
+    """
+
+    expansion: int
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+        self._check_layout(groups, base_width, dilation)
+        self._build(inplanes, planes, stride, groups, base_width, dilation, norm_layer)
+        self.downsample = downsample
+        self.stride = stride
+
+    @staticmethod
+    def _check_layout(groups: int, base_width: int, dilation: int) -> None:
+        """torchvision's errors for settings the layout does not support."""
+
+    def _build(self, inplanes, planes, stride, groups, base_width, dilation, norm) -> None:
+        """Assigns the convolutions, norms (``norm(channels)``, called in
+        torchvision's order) and ReLU."""
+        raise NotImplementedError
+
+
+class BasicLayout(TorchvisionLayout):
+    """torchvision's BasicBlock, unfused: two 3x3 convolutions.
+
+    Shape:
+        input [N, inplanes, H, W] -> output [N, planes, H / stride, W / stride].
+    """
+
+    expansion: int = 1
+
+    @staticmethod
+    def _check_layout(groups: int, base_width: int, dilation: int) -> None:
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        if dilation > 1:
+            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
+
+    def _build(self, inplanes, planes, stride, groups, base_width, dilation, norm) -> None:
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm(planes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class BottleneckLayout(TorchvisionLayout):
+    """torchvision's Bottleneck (stride on the 3x3), unfused: 1x1, 3x3, 1x1.
+
+    Shape:
+        input [N, inplanes, H, W] -> output [N, planes * 4, H / stride, W / stride].
+    """
+
+    expansion: int = 4
+
+    def _build(self, inplanes, planes, stride, groups, base_width, dilation, norm) -> None:
+        width = bottleneck_width(planes, base_width, groups)
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm(width)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = norm(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
 def _norms(norm_layer: Callable[[int], nn.Module] | None, channels: list[int], owner: str):
     """The block's norm modules and whether they are fused.
 
@@ -75,10 +177,46 @@ def _check_block_arguments(owner: str, args: dict) -> None:
 
 
 class _FoldingBlock(FoldingMixin):
-    """Eval-mode support shared by the blocks."""
+    """The fused blocks' constructor (torchvision's plus ``memory``) and
+    their eval-mode and memory-lean support. A subclass names itself in
+    argument errors (``_owner``), gives its norms' channels (``_norm_channels``,
+    after checking the arguments only it restricts) and takes its layers
+    (``_build``) and unfused forward from its layout."""
 
     fused: bool
     memory: str = DEFAULT_MEMORY
+    _owner: str
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        *,
+        memory: str = DEFAULT_MEMORY,
+    ) -> None:
+        # Not super().__init__(): the layout's constructor builds plain norms.
+        nn.Module.__init__(self)
+        self.memory = check_memory_mode(memory)
+        _check_block_arguments(self._owner, locals())
+        channels = self._norm_channels(planes, groups, base_width, dilation)
+        norms, self.fused = _norms(norm_layer, channels, self._owner)
+        # All norms are built (and fused) before the convolutions; the layout
+        # places them where torchvision's blocks build theirs.
+        built = iter(norms)
+        self._build(
+            inplanes, planes, stride, groups, base_width, dilation, lambda _channels: next(built)
+        )
+        self.downsample = downsample
+        self.stride = stride
+
+    def _norm_channels(self, planes: int, groups: int, base_width: int, dilation: int):
+        raise NotImplementedError
 
     def _lean_ready(self, x: Tensor, norms) -> Backend | None:
         """The backend for a memory-lean forward, or None (standard path)."""
@@ -120,7 +258,7 @@ class _FoldingBlock(FoldingMixin):
         return self.downsample(x)
 
 
-class BasicBlock(_FoldingBlock):
+class BasicBlock(_FoldingBlock, BasicLayout):
     """torchvision's BasicBlock (two 3x3 convolutions) with fused BN epilogues.
 
     Args:
@@ -143,36 +281,11 @@ class BasicBlock(_FoldingBlock):
         input [N, inplanes, H, W] -> output [N, planes, H / stride, W / stride].
     """
 
-    expansion: int = 1
+    _owner = "BasicBlock"
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: Callable[..., nn.Module] | None = None,
-        *,
-        memory: str = DEFAULT_MEMORY,
-    ) -> None:
-        super().__init__()
-        self.memory = check_memory_mode(memory)
-        _check_block_arguments("BasicBlock", locals())
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
-        if dilation > 1:
-            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
-        (bn1, bn2), self.fused = _norms(norm_layer, [planes, planes], "BasicBlock")
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = bn1
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = bn2
-        self.downsample = downsample
-        self.stride = stride
+    def _norm_channels(self, planes: int, groups: int, base_width: int, dilation: int):
+        self._check_layout(groups, base_width, dilation)
+        return [planes, planes]
 
     def forward(self, x: Tensor) -> Tensor:
         if self._eval_ready((self.bn1, self.bn2)):
@@ -181,16 +294,14 @@ class BasicBlock(_FoldingBlock):
         backend = self._lean_ready(x, (self.bn1, self.bn2))
         if backend is not None:
             return self._train_lean(backend, x, ((self.conv1, self.bn1), (self.conv2, self.bn2)))
+        if not self.fused:
+            return BasicLayout.forward(self, x)
         identity = x if self.downsample is None else self.downsample(x)
-        if self.fused:
-            out = self.bn1(self.conv1(x))
-            return self.bn2(self.conv2(out), identity)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out = self.bn1(self.conv1(x))
+        return self.bn2(self.conv2(out), identity)
 
 
-class Bottleneck(_FoldingBlock):
+class Bottleneck(_FoldingBlock, BottleneckLayout):
     """torchvision's Bottleneck (1x1, 3x3, 1x1; stride on the 3x3, "v1.5")
     with fused BN epilogues.
 
@@ -209,42 +320,17 @@ class Bottleneck(_FoldingBlock):
         input [N, inplanes, H, W] -> output [N, planes * 4, H / stride, W / stride].
     """
 
-    expansion: int = 4
+    _owner = "Bottleneck"
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: Callable[..., nn.Module] | None = None,
-        *,
-        memory: str = DEFAULT_MEMORY,
-    ) -> None:
-        super().__init__()
-        self.memory = check_memory_mode(memory)
-        _check_block_arguments("Bottleneck", locals())
-        width = int(planes * (base_width / 64.0)) * groups
+    def _norm_channels(self, planes: int, groups: int, base_width: int, dilation: int):
+        width = bottleneck_width(planes, base_width, groups)
         if width < 1:
             raise ValueError(
                 "Bottleneck: the inner width int(planes * base_width / 64) * groups must be "
                 f"at least 1, got {width} (planes={planes}, base_width={base_width}, "
                 f"groups={groups})"
             )
-        out = planes * self.expansion
-        (bn1, bn2, bn3), self.fused = _norms(norm_layer, [width, width, out], "Bottleneck")
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = bn1
-        self.conv2 = conv3x3(width, width, stride, groups, dilation)
-        self.bn2 = bn2
-        self.conv3 = conv1x1(width, out)
-        self.bn3 = bn3
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
+        return [width, width, planes * self.expansion]
 
     def forward(self, x: Tensor) -> Tensor:
         if self._eval_ready((self.bn1, self.bn2, self.bn3)):
@@ -255,12 +341,9 @@ class Bottleneck(_FoldingBlock):
         if backend is not None:
             stages = ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3))
             return self._train_lean(backend, x, stages)
+        if not self.fused:
+            return BottleneckLayout.forward(self, x)
         identity = x if self.downsample is None else self.downsample(x)
-        if self.fused:
-            out = self.bn1(self.conv1(x))
-            out = self.bn2(self.conv2(out))
-            return self.bn3(self.conv3(out), identity)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
+        return self.bn3(self.conv3(out), identity)

@@ -19,11 +19,96 @@ from .batchnorm import BatchNormReLU2d, fuse_batchnorm
 from .blocks import conv1x1, conv3x3
 
 
-def _bn_relu(channels: int) -> BatchNormReLU2d:
-    return fuse_batchnorm(nn.BatchNorm2d(channels), BatchNormReLU2d)
+class PreActLayout(nn.Module):
+    """A pre-activation block's constructor, fused or plain: the first BN +
+    ReLU (unless ``preact`` is False), the convolutions and their BN + ReLU
+    (``_build``), the shortcut. A subclass says how a BN + ReLU is built
+    (``_make_bn_relu``) and run (``_bn_relu``).
+    """
+
+    expansion: int
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        preact: bool = True,
+    ) -> None:
+        super().__init__()
+        self.bn1 = self._make_bn_relu(inplanes) if preact else None
+        self._build(inplanes, planes, stride)
+        self.downsample = downsample
+        self.stride = stride
+
+    def _build(self, inplanes: int, planes: int, stride: int) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _make_bn_relu(channels: int) -> nn.Module:
+        raise NotImplementedError
+
+    @staticmethod
+    def _bn_relu(bn: nn.Module, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _activate_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(the first convolution's input, the shortcut): a shortcut module
+        reads the pre-activated input, the identity the raw one."""
+        out = x if self.bn1 is None else self._bn_relu(self.bn1, x)
+        return out, x if self.downsample is None else self.downsample(out)
 
 
-class PreActBasicBlock(nn.Module):
+class PreActBasicLayout(PreActLayout):
+    """Two 3x3 convolutions, each after a BN + ReLU (the stride on the first)."""
+
+    expansion: int = 1
+
+    def _build(self, inplanes: int, planes: int, stride: int) -> None:
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn2 = self._make_bn_relu(planes)
+        self.conv2 = conv3x3(planes, planes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, shortcut = self._activate_input(x)
+        out = self.conv2(self._bn_relu(self.bn2, self.conv1(out)))
+        return out + shortcut
+
+
+class PreActBottleneckLayout(PreActLayout):
+    """1x1, 3x3 (with the stride), 1x1 convolutions, each after a BN + ReLU;
+    the output has planes * 4 channels."""
+
+    expansion: int = 4
+
+    def _build(self, inplanes: int, planes: int, stride: int) -> None:
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn2 = self._make_bn_relu(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = self._make_bn_relu(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, shortcut = self._activate_input(x)
+        out = self.conv2(self._bn_relu(self.bn2, self.conv1(out)))
+        out = self.conv3(self._bn_relu(self.bn3, out))
+        return out + shortcut
+
+
+class _FusedBNReLU:
+    """BN + ReLU as one fused module (BatchNormReLU2d), in training and eval."""
+
+    @staticmethod
+    def _make_bn_relu(channels: int) -> nn.Module:
+        return fuse_batchnorm(nn.BatchNorm2d(channels), BatchNormReLU2d)
+
+    @staticmethod
+    def _bn_relu(bn: nn.Module, x: Tensor) -> Tensor:
+        return bn(x)
+
+
+class PreActBasicBlock(_FusedBNReLU, PreActBasicLayout):
     """Two 3x3 convolutions, each after a fused BN + ReLU.
 
     Args:
@@ -38,32 +123,8 @@ class PreActBasicBlock(nn.Module):
         input [N, inplanes, H, W] -> output [N, planes, H / stride, W / stride].
     """
 
-    expansion: int = 1
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        preact: bool = True,
-    ) -> None:
-        super().__init__()
-        self.bn1 = _bn_relu(inplanes) if preact else None
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn2 = _bn_relu(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = x if self.bn1 is None else self.bn1(x)
-        shortcut = x if self.downsample is None else self.downsample(out)
-        out = self.conv2(self.bn2(self.conv1(out)))
-        return out + shortcut
-
-
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_FusedBNReLU, PreActBottleneckLayout):
     """1x1, 3x3 (with the stride), 1x1 convolutions, each after a fused BN + ReLU.
 
     Args:
@@ -74,30 +135,3 @@ class PreActBottleneck(nn.Module):
     Shape:
         input [N, inplanes, H, W] -> output [N, planes * 4, H / stride, W / stride].
     """
-
-    expansion: int = 4
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        preact: bool = True,
-    ) -> None:
-        super().__init__()
-        self.bn1 = _bn_relu(inplanes) if preact else None
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn2 = _bn_relu(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn3 = _bn_relu(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = x if self.bn1 is None else self.bn1(x)
-        shortcut = x if self.downsample is None else self.downsample(out)
-        out = self.conv2(self.bn2(self.conv1(out)))
-        out = self.conv3(self.bn3(out))
-        return out + shortcut
