@@ -12,13 +12,12 @@ what that measurement picks next to which one this longer one found faster.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 
 from resnet_fast.conv import training
 from resnet_fast.conv.spec import ConvSpec
+from resnet_fast.harness.cli import conv_bench_parser
 from resnet_fast.harness.environment import set_threads, steady_allocator
 from resnet_fast.harness.report import write_benchmark_json
 from resnet_fast.harness.timing import interleaved_ms, summarize
@@ -81,13 +80,9 @@ def measure(shape: tuple, conv: nn.Conv2d, rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--configs", default="16x64", help="comma-separated BATCHxRESOLUTION, e.g. 16x64,4x224"
+    parser = conv_bench_parser(
+        __doc__.splitlines()[0], "comma-separated BATCHxRESOLUTION, e.g. 16x64,4x224"
     )
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
     threads = set_threads(args.threads)
     allocator = steady_allocator()

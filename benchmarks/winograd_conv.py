@@ -11,12 +11,11 @@ error against a float64 convolution, relative to the largest output.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
 from resnet_fast.conv import winograd
+from resnet_fast.harness.cli import conv_bench_parser
 from resnet_fast.harness.environment import set_threads, steady_allocator
 from resnet_fast.harness.report import write_benchmark_json
 from resnet_fast.harness.timing import interleaved_ms, summarize
@@ -78,13 +77,9 @@ def measure(batch: int, channels: int, side: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--configs", default="16x64", help="ResNet-18 BATCHxRESOLUTION, comma-separated"
+    parser = conv_bench_parser(
+        __doc__.splitlines()[0], "ResNet-18 BATCHxRESOLUTION, comma-separated"
     )
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
     threads = set_threads(args.threads)
     print(f"{threads} threads, allocator: {steady_allocator()}")

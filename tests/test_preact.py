@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_fast.models as M
+from resnet_fast.harness.fusion import OpCounter
 from resnet_fast.models.plain import PLAIN_PREACT_BLOCKS, plain_model
 from resnet_fast.models.preact import FUSED_PREACT_BLOCKS, PREACT_SPECS, PreActResNet
 from resnet_fast.nn import BatchNormReLU2d
@@ -106,22 +106,6 @@ def test_channels_last_float32_is_close():
         assert features.is_contiguous(memory_format=CL)
 
 
-class _CountOps(TorchDispatchMode):
-    """Counts aten batch-norm calls and resnet_fast op calls, whatever runs them."""
-
-    def __init__(self):
-        super().__init__()
-        self.aten_bn = self.fused = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.name()
-        if name.startswith("aten::") and "batch_norm" in name and "backward" not in name:
-            self.aten_bn += 1
-        if name.startswith("resnet_fast::"):
-            self.fused += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize(
     "name,mode",
     [("preact_resnet50", "train"), ("preact_resnet50", "eval"), ("preact_resnet20", "train")],
@@ -134,12 +118,12 @@ def test_every_batchnorm_runs_fused(name, mode):
     )
     x = _input(32, torch.float32)
     getattr(fast, mode)(), getattr(ref, mode)()
-    with _CountOps() as fast_ops, torch.no_grad():
+    with OpCounter() as fast_ops, torch.no_grad():
         fast(x)
-    with _CountOps() as ref_ops, torch.no_grad():
+    with OpCounter() as ref_ops, torch.no_grad():
         ref(x)
-    assert ref_ops.aten_bn == len(bns) and ref_ops.fused == 0  # the counter sees them
-    assert fast_ops.aten_bn == 0 and fast_ops.fused >= len(bns) - 1  # eval: stem BN folded
+    assert ref_ops.batch_norms == len(bns) and ref_ops.fused_ops == 0  # the counter sees them
+    assert fast_ops.batch_norms == 0 and fast_ops.fused_ops >= len(bns) - 1  # eval: stem BN folded
 
 
 @pytest.mark.parametrize("name", sorted(PREACT_SPECS))

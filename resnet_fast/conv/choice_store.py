@@ -47,17 +47,6 @@ def folder() -> str:
     return os.path.join(cache_root(), "choices")
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _digest_of_package() -> str:
     """sha256 of the compiled library and of every Python source of the
     package: what implements the candidates a choice was made between."""
@@ -79,9 +68,11 @@ def fingerprint() -> dict:
     """What the choices of this process depend on beyond their own keys."""
     import resnet_fast
 
+    from ..harness.environment import cpu_name
+
     return {
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
         "cpu_kernels": resnet_fast.build_info().get("cpu_capability"),
         "torch": f"{torch.__version__} {torch.version.git_version}",

@@ -149,8 +149,7 @@ def conv_bn_act(
         bn: a plain nn.BatchNorm2d over the convolution's output channels.
         state: the graph's FusionState (fold cache).
         key: this call's name in the fold cache.
-        residual: None or [N, C_out, H_out, W_out] added before the ReLU.
-        relu: ReLU (True) or identity (False).
+        residual, relu: as in :func:`bn_act`, the residual [N, C_out, H_out, W_out].
 
     Returns:
         [N, C_out, H_out, W_out].

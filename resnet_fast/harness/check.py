@@ -73,23 +73,18 @@ def _inputs(device: str, dtype: torch.dtype, channels_last: bool, gen: torch.Gen
     }
 
 
+def _bn_state(t) -> tuple:
+    """The BN arguments after the input(s), in the functional ops' order:
+    running_mean, running_var, weight, bias."""
+    return t["running_mean"], t["running_var"], t["weight"], t["bias"]
+
+
 def _bn_relu(F, t, training, **kw):
-    return F["bn"](
-        t["x"], t["running_mean"], t["running_var"], t["weight"], t["bias"], training, **kw
-    )
+    return F["bn"](t["x"], *_bn_state(t), training, **kw)
 
 
 def _bn_add_relu(F, t, training, **kw):
-    return F["bn_add"](
-        t["x"],
-        t["residual"],
-        t["running_mean"],
-        t["running_var"],
-        t["weight"],
-        t["bias"],
-        training,
-        **kw,
-    )
+    return F["bn_add"](t["x"], t["residual"], *_bn_state(t), training, **kw)
 
 
 def _add_relu(F, t, training, relu=True):
@@ -98,16 +93,7 @@ def _add_relu(F, t, training, relu=True):
 
 def _conv_bn_relu(F, t, training, **kw):
     return F["conv"](
-        t["conv_x"],
-        t["conv_w"],
-        t["running_mean"],
-        t["running_var"],
-        t["weight"],
-        t["bias"],
-        training,
-        padding=1,
-        residual=t["residual"],
-        **kw,
+        t["conv_x"], t["conv_w"], *_bn_state(t), training, padding=1, residual=t["residual"], **kw
     )
 
 

@@ -18,7 +18,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
-class _OpCounter(TorchDispatchMode):
+class OpCounter(TorchDispatchMode):
+    """Counts, while active, the aten batch-norm forward calls
+    (``batch_norms``) and the resnet_fast op calls (``fused_ops``),
+    whatever module, block or graph rewrite makes them."""
+
     def __init__(self) -> None:
         super().__init__()
         self.batch_norms = 0
@@ -38,7 +42,7 @@ def count_calls(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     forward of a copy of ``model`` (the model's running statistics stay as
     they are)."""
     probe = copy.deepcopy(model).train()
-    with _OpCounter() as counter:  # with autograd on: the path a training step takes
+    with OpCounter() as counter:  # with autograd on: the path a training step takes
         probe(x)
     return counter.batch_norms, counter.fused_ops
 

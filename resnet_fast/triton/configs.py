@@ -13,22 +13,26 @@ from .interpreter import triton_interpreting
 
 
 def _configs(gpu: list[dict], interpreter: dict, warps: list[int]) -> list[triton.Config]:
+    # Each Config gets its own copy: the tile dicts are shared between lists.
     if triton_interpreting():
-        return [triton.Config(interpreter, num_warps=1)]
-    return [triton.Config(meta, num_warps=w) for meta, w in zip(gpu, warps, strict=True)]
+        return [triton.Config(dict(interpreter), num_warps=1)]
+    return [triton.Config(dict(meta), num_warps=w) for meta, w in zip(gpu, warps, strict=True)]
 
+
+# Rows x channels tiles that both the elementwise and the reduction kernels
+# try (each adds its own), and the one tile the interpreter runs.
+_ROW_CHANNEL_TILES = [
+    {"BLOCK_R": 64, "BLOCK_C": 64},
+    {"BLOCK_R": 32, "BLOCK_C": 128},
+    {"BLOCK_R": 128, "BLOCK_C": 32},
+    {"BLOCK_R": 256, "BLOCK_C": 16},
+]
+_ROW_CHANNEL_INTERPRETER = {"BLOCK_R": 256, "BLOCK_C": 128}
 
 # Elementwise tiles over rows x channels (BN apply forward / backward).
 TILE = _configs(
-    [
-        {"BLOCK_R": 64, "BLOCK_C": 64},
-        {"BLOCK_R": 32, "BLOCK_C": 128},
-        {"BLOCK_R": 128, "BLOCK_C": 32},
-        {"BLOCK_R": 256, "BLOCK_C": 16},
-        {"BLOCK_R": 64, "BLOCK_C": 128},
-        {"BLOCK_R": 512, "BLOCK_C": 8},
-    ],
-    {"BLOCK_R": 256, "BLOCK_C": 128},
+    [*_ROW_CHANNEL_TILES, {"BLOCK_R": 64, "BLOCK_C": 128}, {"BLOCK_R": 512, "BLOCK_C": 8}],
+    _ROW_CHANNEL_INTERPRETER,
     [4, 4, 4, 4, 8, 4],
 )
 
@@ -38,14 +42,8 @@ TILE = _configs(
 # sums: at 32 elements per thread (4 warps) the backward takes up to 162
 # registers, and ptxas spills in some launches.
 REDUCE = _configs(
-    [
-        {"BLOCK_R": 64, "BLOCK_C": 64},
-        {"BLOCK_R": 32, "BLOCK_C": 128},
-        {"BLOCK_R": 128, "BLOCK_C": 32},
-        {"BLOCK_R": 256, "BLOCK_C": 16},
-        {"BLOCK_R": 256, "BLOCK_C": 8},
-    ],
-    {"BLOCK_R": 256, "BLOCK_C": 128},
+    [*_ROW_CHANNEL_TILES, {"BLOCK_R": 256, "BLOCK_C": 8}],
+    _ROW_CHANNEL_INTERPRETER,
     [8, 8, 8, 8, 8],
 )
 
