@@ -64,11 +64,21 @@ def _digest_of_package() -> str:
     return digest.hexdigest()[:16]
 
 
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def fingerprint() -> dict:
     """What the choices of this process depend on beyond their own keys."""
     import resnet_fast
-
-    from ..harness.environment import cpu_name
 
     return {
         "machine": platform.machine(),

@@ -16,6 +16,8 @@ import torch
 
 import resnet_fast
 
+from ..conv.choice_store import cpu_name
+
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -23,18 +25,6 @@ _STEADY_MMAP_THRESHOLD = 1_000_000_000
 _STEADY_TRIM_THRESHOLD = 2_000_000_000
 
 _allocator_setting = "default"
-
-
-def cpu_name() -> str:
-    """The processor's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:
