@@ -1,8 +1,9 @@
 """One rank of tests/test_reproducible.py::test_ranks_take_rank_zeros_choices
 (launched by dist_harness.run_ranks): trains a small fast ResNet one step
-with measuring on, a store of its own per rank, and timings injected so
-that rank 0 prefers eager blocks and rank 1 lean ones; saves the choices it
-took and how many measurements it ran.
+with measuring on, a store of its own per rank, and timings injected (after
+running every candidate once) so that rank 0 prefers lean blocks and matrix
+products and rank 1 eager blocks and oneDNN; saves the choices it took and
+how many measurements it ran.
 
     python tests/choices_worker.py RANK WORLD_SIZE WORKDIR
 """
@@ -25,22 +26,29 @@ def main() -> None:
     measured.ENABLED = True
     measured._store = None
     timed = []
-    preferred = "eager" if rank == 0 else "lean"
+    # Rank 0 prefers lean blocks, which run their convolutions through choices
+    # of their own, met (and decided) while the block's candidates run.
+    preferred = {"lean", "gemm"} if rank == 0 else {"eager", "onednn"}
 
     def injected(candidates):
         timed.append(sorted(candidates))
-        return {name: (1.0 if name == preferred else 2.0) for name in candidates}
+        for run in candidates.values():
+            run()
+        return {name: (1.0 if name in preferred else 2.0) for name in candidates}
 
     measured._interleaved_medians = injected
     dist.init_process_group(
         "gloo", init_method=f"file://{workdir / 'rendezvous'}", rank=rank, world_size=world
     )
     torch.manual_seed(0)
-    model = resnet_fast.models.resnet20(num_classes=10)
-    x = torch.randn(4, 3, 16, 16)
+    # channels_last: the lean blocks' convolutions are then choices of their own.
+    model = resnet_fast.models.resnet20(num_classes=10).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
     nn.functional.cross_entropy(model(x), torch.arange(4)).backward()
-    blocks = {k: v for k, v in resnet_fast.nn.measured_choices().items() if "'block'" in k}
-    torch.save({"choices": blocks, "timed": len(timed)}, workdir / f"rank{rank}.pt")
+    torch.save(
+        {"choices": resnet_fast.nn.measured_choices(), "timed": len(timed)},
+        workdir / f"rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

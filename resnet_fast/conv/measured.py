@@ -43,6 +43,9 @@ In a torch.distributed job (more than one process in the default group),
 rank 0 decides each new key and broadcasts it: every rank takes the same
 choices, so their math agrees. The ranks reach each new shape together, as
 they reach their collectives (the same model on batches of the same size).
+A key rank 0 meets while it times another key's candidates (a block's
+convolutions) is decided and stored there alone, and broadcast from the
+store once every rank meets it.
 
 While torch.compile traces, a choice is decided once, outside the graph
 (``torch.compiler.assume_constant_result``: the traced code keeps the
@@ -91,6 +94,7 @@ _announced = False
 _rebuilders: dict[str, Callable[[tuple], dict[str, Callable[[], object]]]] = {}
 _trial: Trial | None = None
 _untuned: set[Hashable] = set()  # timed only in the model, not decided yet
+_measuring = 0  # how many measurements are running (a candidate may meet other keys)
 
 
 def encode(key: Hashable) -> str:
@@ -293,6 +297,12 @@ def _decide(key, default, candidates, device) -> str:
         _announce("take their defaults (torch.use_deterministic_algorithms(True))")
         return default
     if _world_size() > 1:
+        if _measuring:
+            # Met while rank 0 times another key's candidates: the other ranks
+            # wait for that key's broadcast, not this one's. Decided and
+            # stored here alone, not remembered, so that when every rank
+            # meets it rank 0 broadcasts it (from the store) to all.
+            return _stored_or_measured(key, default, candidates, device)
         chosen = _choices[key] = _decided_by_rank0(key, default, candidates, device)
         return chosen
     chosen = _choices[key] = _stored_or_measured(key, default, candidates, device)
@@ -332,9 +342,14 @@ def _decided_by_rank0(key, default, candidates, device) -> str:
 
 
 def _measure(key, default, candidates) -> str:
-    fns = candidates()
-    names = [default] + [name for name in fns if name != default]
-    times = _interleaved_medians({name: fns[name] for name in names})
+    global _measuring
+    _measuring += 1
+    try:
+        fns = candidates()
+        names = [default] + [name for name in fns if name != default]
+        times = _interleaved_medians({name: fns[name] for name in names})
+    finally:
+        _measuring -= 1
     fastest = min(names, key=times.__getitem__)
     chosen = fastest if times[fastest] < times[names[0]] * (1 - MARGIN) else names[0]
     _log.debug(
