@@ -133,14 +133,7 @@ class _SyncBatchNormAct(torch.autograd.Function):
 def _check(input, residual, running_mean, running_var, weight, bias) -> None:
     # The one-value-per-channel rule of the single-process ops applies to the
     # global batch here, checked once it is known.
-    checks.check_bn_operands(
-        input,
-        residual,
-        running_mean=running_mean,
-        running_var=running_var,
-        weight=weight,
-        bias=bias,
-    )
+    checks.check_bn_operands(input, residual, running_mean, running_var, weight, bias)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
 

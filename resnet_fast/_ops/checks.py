@@ -72,15 +72,29 @@ def check_channel_vectors(
             raise ValueError(f"{name} must be on the device {device} ({what}), got {v.device}")
 
 
-def check_bn_operands(input: Tensor, residual: Tensor | None, **vectors: Tensor | None) -> None:
+def check_bn_operands(
+    input: Tensor,
+    residual: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+) -> None:
     """The tensors of a BatchNorm call: input [N, C, H, W] float; residual
-    None or of input's shape, dtype and device; the named ``vectors`` (checked
-    in the order given, for the first message) None or [C] on input's device."""
+    None or of input's shape, dtype and device; running_mean, running_var,
+    weight, bias (checked in this order, for the first message) None or [C]
+    on input's device."""
     check_activation(input, "input")
     if residual is not None:
         check_like(residual, "residual", input, "input")
     check_channel_vectors(
-        input.shape[1], input.device, f"the channels of input {tuple(input.shape)}", **vectors
+        input.shape[1],
+        input.device,
+        f"the channels of input {tuple(input.shape)}",
+        running_mean=running_mean,
+        running_var=running_var,
+        weight=weight,
+        bias=bias,
     )
 
 

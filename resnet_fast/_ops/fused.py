@@ -38,14 +38,7 @@ def batch_norm_act(
         [N, C, H, W], the dtype of ``input``, in the memory format the
         kernels write (contract: resnet_fast._ops.layout).
     """
-    checks.check_bn_operands(
-        input,
-        residual,
-        running_mean=running_mean,
-        running_var=running_var,
-        weight=weight,
-        bias=bias,
-    )
+    checks.check_bn_operands(input, residual, running_mean, running_var, weight, bias)
     checks.check_running_stats(input, residual, weight, bias, running_mean, running_var, training)
     checks.check_batch_statistics(input, training)
     checks.check_finite_nonneg("eps", eps)
