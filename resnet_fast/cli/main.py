@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="also time torch.compile of the eager and of the fast model (training: the "
-        "default mode; inference: with freezing, PyTorch's CPU inference recipe)",
+        "default mode, and max-autotune-no-cudagraphs for the eager model; inference: with "
+        "freezing, PyTorch's CPU inference recipe)",
     )
     bench.add_argument(
         "--peers",

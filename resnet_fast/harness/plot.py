@@ -14,6 +14,7 @@ VARIANT_COLORS = {
     "fast-checked": "#8fbfe0",
     "eager": "#9a9a9a",
     "compile": "#e08a2c",
+    "compile-max": "#f2b880",
     "fast-compile": "#5b3f9e",
     "onnxruntime": "#3a9a5b",
     "openvino": "#c0392b",

@@ -58,8 +58,8 @@ def _kib(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 1024:.0f}"
 
 
-VARIANT_ORDER = ("fast", "fast-checked", "eager", "compile", "fast-compile", "onnxruntime",
-                 "openvino")  # fmt: skip
+VARIANT_ORDER = ("fast", "fast-checked", "eager", "compile", "compile-max", "fast-compile",
+                 "onnxruntime", "openvino")  # fmt: skip
 
 
 def _variants(result: dict) -> list[str]:

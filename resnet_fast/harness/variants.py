@@ -12,7 +12,10 @@ a user would run it at its strongest documented setting, for one mode
                   training; for inference with freezing
                   (torch._inductor.config.freezing, PyTorch's CPU inference
                   recipe: BN folded, weights prepacked, epilogues fused)
-    fast-compile  torch.compile of the fast model, with the same settings
+    compile-max   torch.compile of the eager model for training in mode
+                  "max-autotune-no-cudagraphs" (inductor also times its own
+                  GEMM templates against the library kernels)
+    fast-compile  torch.compile of the fast model, with compile's settings
     onnxruntime   ONNX Runtime's CPU execution provider, all graph
                   optimizations, the eager model exported by torch.onnx
                   (inference; fp32)
@@ -63,13 +66,14 @@ VARIANTS = {
         Variant("fast", ("train", "infer")),
         Variant("fast-checked", ("infer",)),
         Variant("compile", ("train", "infer")),
+        Variant("compile-max", ("train",)),
         Variant("fast-compile", ("train", "infer")),
         Variant("onnxruntime", ("infer",), "onnxruntime", True),
         Variant("openvino", ("infer",), "openvino", True),
     )
 }
 
-COMPILED = ("compile", "fast-compile")
+COMPILED = ("compile", "compile-max", "fast-compile")
 PEERS = ("onnxruntime", "openvino")
 
 
@@ -124,7 +128,7 @@ def _load(job: Job, which: str) -> nn.Module:
 
 
 def _torch_model(job: Job, x: torch.Tensor) -> nn.Module:
-    model = _load(job, "eager" if job.variant in ("eager", "compile") else "fast")
+    model = _load(job, "eager" if job.variant in ("eager", "compile", "compile-max") else "fast")
     fmt = torch.channels_last if job.channels_last else torch.contiguous_format
     model = model.to(torch.device(job.device), memory_format=fmt)
     model.train(job.mode == "train")
@@ -139,7 +143,8 @@ def _torch_model(job: Job, x: torch.Tensor) -> nn.Module:
             import torch._inductor.config as inductor_config
 
             inductor_config.freezing = True
-        model = torch.compile(model)
+        mode = "max-autotune-no-cudagraphs" if job.variant == "compile-max" else None
+        model = torch.compile(model, mode=mode)
     return model
 
 
