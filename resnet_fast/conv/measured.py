@@ -187,12 +187,17 @@ def trial(kinds: tuple[str, ...], assign: dict[Hashable, str] | None = None) -> 
         _trial = None
 
 
+_NOT_TIMED = contextlib.nullcontext()
+
+
+def timed(key: Hashable) -> contextlib.AbstractContextManager:
+    """Times the work of ``key`` (as given to choose()) when a Trial runs;
+    outside one, a shared no-op context (this sits on every eval call)."""
+    return _NOT_TIMED if _trial is None else _timed_in_trial(key)
+
+
 @contextlib.contextmanager
-def timed(key: Hashable) -> Iterator[None]:
-    """Times the work of ``key`` (as given to choose()) when a Trial runs."""
-    if _trial is None:
-        yield
-        return
+def _timed_in_trial(key: Hashable) -> Iterator[None]:
     full = (*key, torch.get_num_threads())
     start = time.perf_counter()
     yield
