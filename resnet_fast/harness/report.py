@@ -75,10 +75,20 @@ def _variants(result: dict) -> list[str]:
     return [label for label in VARIANT_ORDER if label in seen]
 
 
-def bench_throughput_table(result: dict) -> Table:
-    """Images/s of every variant, and fast's speed-up over each of the others."""
+PEER_VARIANTS = ("compile", "compile-max", "onnxruntime", "openvino")
+"""The variants that are another tool at its strongest documented setting:
+what a published speed-up is measured against (the README's table)."""
+
+
+def bench_throughput_table(result: dict, ratios_against: tuple[str, ...] | None = None) -> Table:
+    """Images/s of every variant, and fast's speed-up over each of the others
+    (over those of ``ratios_against`` only, when given)."""
     variants = _variants(result)
-    others = [label for label in variants if label != "fast"]
+    others = [
+        label
+        for label in variants
+        if label != "fast" and (ratios_against is None or label in ratios_against)
+    ]
     headers = ["model", "backend", "mode"] + [f"{label} img/s" for label in variants]
     headers += [f"fast vs {label}" for label in others]
     rows = []
@@ -292,11 +302,13 @@ def _load(results_dir: str, name: str) -> dict | None:
 
 def readme_section(results_dir: str, link_prefix: str) -> str:
     """The README's results section from the committed results: for each
-    device with results, the model table and plot, then the op summary.
+    device with results, the model table (speed-ups against the peers at
+    their strongest settings only, PEER_VARIANTS) and plot. The fused ops'
+    comparison (ops-<device>.json) is against eager PyTorch's op sequence,
+    not a peer, so it stays in its JSON file.
 
     Args:
-        results_dir: the folder holding ``bench-<device>.json`` /
-            ``ops-<device>.json`` and their PNGs.
+        results_dir: the folder holding ``bench-<device>.json`` and its PNG.
         link_prefix: how the README reaches that folder (e.g.
             "benchmarks/results").
     """
@@ -308,21 +320,10 @@ def readme_section(results_dir: str, link_prefix: str) -> str:
                 f"### Models, {title}",
                 f"{bench_caption(bench)}; commit {bench['environment']['commit']}, made by",
                 f"```bash\n{bench['command']}\n```",
-                render_markdown(bench_throughput_table(bench)),
+                render_markdown(bench_throughput_table(bench, PEER_VARIANTS)),
                 render_markdown(bench_memory_table(bench)),
                 *[f"Note: {note}." for note in bench_notes(bench)],
                 f"![resnet-fast bench, {title}]({link_prefix}/bench-{device}.png)",
-            ]
-        ops = _load(results_dir, f"ops-{device}.json")
-        if ops is not None:
-            parts += [
-                f"### Fused ops, {title}",
-                f"{ops_caption(ops)}; backend {ops['settings']['backend']}; commit "
-                f"{ops['environment']['commit']}, made by",
-                f"```bash\n{ops['command']}\n```",
-                render_markdown(ops_summary_table(ops)),
-                f"Every shape: `{link_prefix}/ops-{device}.json` and the plot:",
-                f"![resnet-fast ops, {title}]({link_prefix}/ops-{device}.png)",
             ]
     parts.append(README_END)
     return "\n\n".join(parts)
