@@ -4,7 +4,7 @@ every distinct convolution of ResNet-50 at the given batch sizes and
 resolutions, forward and backward (grad_input + grad_weight), fp32,
 channels_last. The lean blocks make this comparison themselves at first use
 of each shape (training.conv_path, a shorter measurement, which may also
-pick Winograd for a 3x3 stride-1 convolution: benchmarks/winograd_conv.py); the table shows
+pick Winograd for a 3x3 stride-1 convolution: benchmarks/conv_algorithms.py); the table shows
 what that measurement picks next to which one this longer one found faster.
 
     python benchmarks/gemm_conv.py [--configs 16x64,64x64,4x224] [--json FILE]

@@ -69,6 +69,20 @@ TORCH_LIBRARY(resnet_fast, m) {
   // are dense channels_last, float32 or float64.
   m.def("winograd_conv3x3(Tensor input, Tensor weight_tiles, Tensor? bias, Tensor? residual, "
         "bool relu) -> Tensor");
+  // A 3x3 (padding 1) or 1x1 convolution of stride 1 or 2 tap by tap, a CPU
+  // algorithm likewise without a gradient: one matrix product per kernel
+  // tap over the pixel pairs inside the image.
+  // weight_taps = taps_weight(weight).
+  m.def("taps_conv(Tensor input, Tensor weight_taps, Tensor? bias, Tensor? residual, "
+        "bool relu, int stride=1) -> Tensor");
+  // weight [C_out, C_in, k, k] -> weight_taps [k * k, C_in, C_out], or with
+  // `turned` the taps of the input gradient's convolution, [k * k, C_out, C_in].
+  m.def("taps_weight(Tensor weight, bool turned=False) -> Tensor");
+  // Its weight gradient, [C_out, C_in, k, k] (channels_last or contiguous):
+  // per tap, the sum over the pixel pairs of input^T grad (grad: [N, C_out,
+  // H_out, W_out]).
+  m.def("taps_weight_grad(Tensor input, Tensor grad, int ksize, int stride=1, "
+        "bool channels_last=False) -> Tensor");
 }
 // clang-format on
 

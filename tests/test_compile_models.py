@@ -19,7 +19,7 @@ from torch._dynamo.utils import counters
 from user_models import TwoConvBlock, tutorial_resnet18
 
 import resnet_fast
-from resnet_fast.conv import measured, winograd
+from resnet_fast.conv import eval_algorithms, measured
 from resnet_fast.models.plain import plain_model
 
 CL = torch.channels_last
@@ -75,11 +75,11 @@ def test_one_graph_no_recompile_and_the_eager_result(kind, train):
                 assert a.item() == 3 * b.item()
 
 
-@pytest.mark.parametrize("conv", ["onednn", "winograd"])
+@pytest.mark.parametrize("conv", ["onednn", "winograd", "taps"])
 def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring):
     """With inductor's freezing, the fold (rsqrt of the running variance)
-    and Winograd's weight transform are constants of the compiled code, which
-    calls Winograd exactly when it is the choice for the shape."""
+    and the 3x3 algorithms' weight forms are constants of the compiled code,
+    which calls each algorithm exactly when it is the choice for the shape."""
     from torch._inductor.utils import run_and_get_code
 
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring):
     fast = resnet_fast.convert(copy.deepcopy(plain)).to(memory_format=CL)
     x = torch.randn(2, 16, 8, 8).contiguous(memory_format=CL)
     for residual in (None, x):  # the keys of conv1 and conv2, as resnet_fast.tune settles them
-        key = winograd.choice_key(x, plain.conv1.weight, residual, relu=True)
+        key = eval_algorithms.choice_key(x, plain.conv1.weight, 1, residual, relu=True)
         measuring.settle((*key, torch.get_num_threads()), conv)
     dynamo.reset()
     with torch._inductor.config.patch(freezing=True), torch.no_grad():
@@ -101,5 +101,6 @@ def test_freezing_folds_once_and_runs_the_chosen_convolution(conv, measuring):
     source = "\n".join(code)
     assert "rsqrt" not in source and "winograd_weight" not in source
     assert ("winograd_conv3x3" in source) == (conv == "winograd")
+    assert ("taps_conv" in source) == (conv == "taps")
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     assert set(measured.measured_choices().values()) <= {conv, "onednn"}

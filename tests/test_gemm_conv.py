@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_conv_gradcheck
 
-from resnet_fast.conv import gemm, measured, training, winograd
+from resnet_fast.conv import gemm, measured, taps, training, winograd
 from resnet_fast.conv.spec import ConvSpec, output_hw
 
 CL = torch.channels_last
@@ -118,11 +118,17 @@ def _conv_args(n, c_in, hw, c_out, k, stride=1, dtype=torch.float32, fmt=CL):
 
 
 @pytest.mark.parametrize(
-    "gemm_ms, winograd_ms, expected",
-    [(1.0, 3.0, "gemm"), (2.0, 3.0, "onednn"), (1.99, 3.0, "onednn"), (1.5, 1.0, "winograd")],
+    "gemm_ms, winograd_ms, taps_ms, expected",
+    [
+        (1.0, 3.0, 3.0, "gemm"),
+        (2.0, 3.0, 3.0, "onednn"),
+        (1.99, 3.0, 3.0, "onednn"),
+        (1.5, 1.0, 3.0, "winograd"),
+        (1.5, 1.0, 0.5, "taps"),
+    ],
 )
 def test_auto_takes_the_measured_faster_path(
-    gemm_ms, winograd_ms, expected, measuring, monkeypatch
+    gemm_ms, winograd_ms, taps_ms, expected, measuring, monkeypatch
 ):
     """With measurement on, conv_path takes what the timing of every path
     says (oneDNN unless another is faster by more than the margin); the
@@ -132,13 +138,13 @@ def test_auto_takes_the_measured_faster_path(
 
     def fake_medians(candidates):
         timed.append(sorted(candidates))
-        return {"onednn": 2.0, "gemm": gemm_ms, "winograd": winograd_ms}
+        return {"onednn": 2.0, "gemm": gemm_ms, "winograd": winograd_ms, "taps": taps_ms}
 
     monkeypatch.setattr(measured, "_interleaved_medians", fake_medians)
     args = _conv_args(16, 512, 2, 512, 3)
     assert training.conv_path(*args) == expected
     assert training.conv_path(*args) == expected  # remembered: timed once
-    assert timed == [["gemm", "onednn", "winograd"]]
+    assert timed == [["gemm", "onednn", "taps", "winograd"]]
 
 
 def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
@@ -159,7 +165,7 @@ def test_the_two_candidates_compute_the_same_convolution(monkeypatch):
         rtol=1e-12,
         atol=1e-12,
     )
-    assert sorted(training._candidates(x, weight, spec, True, False)) == ["gemm", "onednn"]
+    assert sorted(training._candidates(x, weight, spec, True, False, False)) == ["gemm", "onednn"]
 
 
 def test_auto_without_measurement_and_large_patches_take_onednn(measuring, monkeypatch):
@@ -167,9 +173,10 @@ def test_auto_without_measurement_and_large_patches_take_onednn(measuring, monke
     monkeypatch.setattr(measured, "ENABLED", False)
     assert training.conv_path(*_conv_args(16, 512, 2, 512, 3)) == "onednn"
     # Measurement on, but the patch matrix would exceed MAX_PATCH_BYTES (and
-    # Winograd is off): no timing at all.
+    # Winograd and the tap-by-tap path are off): no timing at all.
     monkeypatch.setattr(measured, "ENABLED", True)
     monkeypatch.setattr(winograd, "ENABLED", False)
+    monkeypatch.setattr(taps, "ENABLED", False)
     monkeypatch.setattr(gemm, "MAX_PATCH_BYTES", 1000)
 
     def no_timing(candidates):

@@ -26,8 +26,8 @@ on every call, with a warning once. Folds that need gradients (eval-mode
 fine-tuning) are never cached, and under torch.compile the fold is part of
 the traced graph (inductor's freezing computes it once, at freeze time). A
 cached fold that runs through oneDNN is also kept prepacked in oneDNN's
-weight layout, per input shape, and one that runs as Winograd (winograd.py)
-is kept transformed.
+weight layout, per input shape, and one that runs as Winograd or tap by tap
+(eval_algorithms.py) is kept in that algorithm's form.
 
 An input the folded convolution cannot take (not 4-D, other channels,
 dtype or device than the weights) runs the modules' own forward, which
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._ops.fused import add_relu
-from . import measured, winograd
+from . import eval_algorithms, measured
 from .folded import conv_folded_act, fold_bn, pack_for_onednn
 from .spec import ConvSpec, output_hw
 
@@ -87,7 +87,8 @@ class _Fold:
 @dataclass
 class FoldCache:
     """A module's folded convolutions, by the name of the conv + BN pair
-    (and autocast dtype), with their oneDNN-prepacked and Winograd forms.
+    (and autocast dtype), with their oneDNN-prepacked forms and the forms
+    the other 3x3 algorithms take (by name and algorithm).
 
     Attributes:
         frozen: skip the comparison of values each call (see the module doc).
@@ -96,16 +97,18 @@ class FoldCache:
     frozen: bool = False
     folds: dict[str, _Fold] = field(default_factory=dict)
     packed: dict[str, tuple] = field(default_factory=dict)
-    tiles: dict[str, tuple] = field(default_factory=dict)
+    transformed: dict[tuple[str, str], Tensor] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.folds.clear()
         self.packed.clear()
-        self.tiles.clear()
+        self.transformed.clear()
 
     def drop(self, key: str) -> None:
-        for part in (self.folds, self.packed, self.tiles):
+        for part in (self.folds, self.packed):
             part.pop(key, None)
+        for entry in [k for k in self.transformed if k[0] == key]:
+            del self.transformed[entry]
 
 
 _warned_inference_weights = False
@@ -250,13 +253,17 @@ def _freezing() -> bool:
 
 
 def _traced(conv, x, weight, bias, residual, relu) -> Tensor:
-    """The eval conv + folded BN as torch.compile sees it: Winograd where it
-    was measured faster, when the compiler freezes the weights (the folded
-    and transformed weights are then constants, computed once); else plain
-    ops, whose epilogue the compiler fuses itself."""
-    if _freezing() and winograd.eligible(x, conv, residual):
-        if winograd.chosen(winograd.choice_key(x, weight, residual, relu), x.device):
-            return winograd.conv3x3(x, winograd.weight_tiles(weight), bias, residual, relu)
+    """The eval conv + folded BN as torch.compile sees it: the 3x3 algorithm
+    measured fastest, when the compiler freezes the weights (the folded and
+    transformed weights are then constants, computed once); else plain ops,
+    whose epilogue the compiler fuses itself."""
+    if _freezing() and eval_algorithms.eligible(x, conv, residual):
+        stride = conv.stride[0]
+        key = eval_algorithms.choice_key(x, weight, stride, residual, relu)
+        choice = eval_algorithms.chosen(key, x.device)
+        if choice != eval_algorithms.DEFAULT:
+            transformed = eval_algorithms.transform(choice, weight)
+            return eval_algorithms.run(choice, x, transformed, stride, bias, residual, relu)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:
         y = y + residual
@@ -315,16 +322,16 @@ def conv_bn_eval(
             x, weight, bias, *geometry, residual, relu, add_relu, packed
         )  # fmt: skip
 
-    if not cached or not winograd.eligible(x, conv, residual):
+    if not cached or not eval_algorithms.eligible(x, conv, residual):
         return direct()
-
-    def by_winograd() -> Tensor:
-        entry = cache.tiles.get(key)
+    stride = conv.stride[0]
+    choice_key = eval_algorithms.choice_key(x, weight, stride, residual, relu)
+    with measured.timed(choice_key):
+        choice = eval_algorithms.chosen(choice_key, x.device)
+        if choice == eval_algorithms.DEFAULT:
+            return direct()
+        entry = cache.transformed.get((key, choice))
         if entry is None:
             with _plain_context(weight.device):
-                entry = cache.tiles[key] = (weight, winograd.weight_tiles(weight))
-        return winograd.conv3x3(x, entry[1], bias, residual, relu)
-
-    choice = winograd.choice_key(x, weight, residual, relu)
-    with measured.timed(choice):
-        return by_winograd() if winograd.chosen(choice, x.device) else direct()
+                entry = cache.transformed[key, choice] = eval_algorithms.transform(choice, weight)
+        return eval_algorithms.run(choice, x, entry, stride, bias, residual, relu)

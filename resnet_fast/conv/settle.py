@@ -4,23 +4,25 @@ A convolution timed alone runs with its input and weights hot in the caches
 and nothing after it; in a model the layer before has just filled the caches
 with its own data, and whatever a layer leaves behind (Winograd's transformed
 input is 2.25x the input) is paid for by the layers after it, whose own
-times then grow. So the eval-mode choice between Winograd and the direct
-convolution (winograd.py, kind "eval_conv3x3") is not timed alone on first
-use, as the training choices are, but by :func:`tune`, in whole forward
-passes of the model:
+times then grow. So the eval-mode choice among the 3x3 algorithms (the
+direct convolution, Winograd, tap by tap: eval_algorithms.py) is not timed
+alone on first use, as the training choices are, but by :func:`tune`, in
+whole forward passes of the model:
 
 1. one pass finds the undecided keys (none loaded, stored or taken);
 2. passes with every undecided convolution direct (the default) alternate
-   with passes with every one as Winograd, ``ROUNDS`` of each after an
-   untimed one: how much the whole pass gains (median of the differences
-   within a round), and each key's own time both ways (medians);
-3. if only some keys' own convolutions are faster as Winograd, by more than
-   ``measured.MARGIN``, passes with just those as Winograd alternate with
-   all-direct ones likewise;
-4. of the two assignments (every key, those faster alone), the one whose
-   whole pass gains more is switched, if it gains more than the margin of
-   its convolutions' direct time; else none is. The whole pass decides,
-   because what a layer costs the layers after it shows up only there.
+   with passes with every one run by each other candidate, ``ROUNDS`` of
+   each after an untimed one: how much the whole pass gains with each
+   (median of the differences within a round), and each key's own time by
+   each candidate (medians);
+3. each key's fastest candidate alone, where it beats the default by more
+   than ``measured.MARGIN``; if that assignment differs from the uniform
+   ones, passes with it alternate with all-direct ones likewise;
+4. of the assignments timed (each candidate everywhere, each key's fastest
+   alone), the one whose whole pass gains most is switched, if it gains more
+   than the margin of its convolutions' direct time; else none is. The whole
+   pass decides, because what a layer costs the layers after it shows up
+   only there.
 
 The choices are stored (measured.py) like any other, so later processes, and
 torch.compile traces, take them without timing anything.
@@ -36,13 +38,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import measured
+from . import eval_algorithms, measured
 
-KINDS = ("eval_conv3x3",)
+KINDS = (eval_algorithms.KIND,)
 """The choices tuned in the model."""
-
-CANDIDATES = ("onednn", "winograd")
-"""Their candidates, the default first."""
 
 ROUNDS = 7
 """Timed forward passes of each assignment (after an untimed one)."""
@@ -53,8 +52,8 @@ def tune(model: nn.Module, example: Tensor) -> dict[str, str]:
     loaded, stored or taken in this process) on ``example`` and stores them,
     so that every later eval call with inputs of its shape, in this process
     and later ones, runs the faster candidate; see the module doc. Costs
-    at most ``4 * (1 + ROUNDS) + 1`` forward passes when a choice is open,
-    one when none is.
+    at most ``(2 + candidates) * (1 + ROUNDS) + 1`` forward passes when a
+    choice is open (3 candidates), one when none is.
 
     Usage, for deployment::
 
@@ -90,18 +89,28 @@ def tune(model: nn.Module, example: Tensor) -> dict[str, str]:
         open_keys = list(discovery.undecided)
         if not open_keys or not measured.can_measure(example.device):
             return {}
-        default, other = CANDIDATES
-        every = {key: other for key in open_keys}
-        (every_gain,), own = _paired_gains(model, example, [every])
+        default = eval_algorithms.DEFAULT
+        others = list(
+            dict.fromkeys(c for key in open_keys for c in eval_algorithms.candidates(key)[1:])
+        )  # fmt: skip
+        # Each candidate everywhere it can run.
+        uniform = [
+            {key: c for key in open_keys if c in eval_algorithms.candidates(key)} for c in others
+        ]
+        uniform_gains, own = _paired_gains(model, example, uniform)
         direct_ms = own[0]
-        faster_alone = {
-            key: other for key in open_keys if own[1][key] < direct_ms[key] * (1 - measured.MARGIN)
-        }
-        options = []  # (whole-pass gain, assignment); the smaller assignment first on a tie
-        if faster_alone and faster_alone != every:
-            (gain,), _ = _paired_gains(model, example, [faster_alone])
-            options.append((gain, faster_alone))
-        options.append((every_gain, every))
+        fastest_alone = {}
+        for key in open_keys:
+            ms, other = min(
+                (own[1 + i][key], c) for i, c in enumerate(others) if key in uniform[i]
+            )  # fmt: skip
+            if ms < direct_ms[key] * (1 - measured.MARGIN):
+                fastest_alone[key] = other
+        options = []  # (whole-pass gain, assignment); on a tie the earlier one
+        if fastest_alone and fastest_alone not in uniform:
+            (gain,), _ = _paired_gains(model, example, [fastest_alone])
+            options.append((gain, fastest_alone))
+        options += zip(uniform_gains, uniform, strict=True)
         gain, best = max(options, key=lambda option: option[0])
         margin = measured.MARGIN * sum(direct_ms[key] for key in best)
         switched = best if gain > margin else {}

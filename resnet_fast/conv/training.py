@@ -1,7 +1,8 @@
 """The training convolutions of the lean blocks (resnet_fast/lean/): forward
 and backward, each run as oneDNN's direct convolution, as a matrix product
-(gemm.py) or as Winograd (winograd.py), whichever is measured fastest for
-the shape on this machine (measured.py), forward and backward together.
+(gemm.py), as Winograd (winograd.py) or tap by tap (taps.py), whichever is
+measured fastest for the shape on this machine (measured.py), forward and
+backward together.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import gemm, measured, winograd
-from .spec import ConvSpec, output_hw
+from . import gemm, measured, taps, winograd
+from .spec import ConvSpec, float32_channels_last, output_hw
 
 _aten = torch.ops.aten
 
@@ -19,8 +20,9 @@ _aten = torch.ops.aten
 def conv_path(input: Tensor, weight: Tensor, spec: ConvSpec) -> str:
     """How the training convolution of ``input`` [N, C_in, H, W] by
     ``weight`` [C_out, C_in, kH, kW] runs: "onednn", "gemm" (a matrix
-    product, see the module doc) or "winograd" (3x3 stride-1 convolutions in
-    float32, see winograd.py), measured on first use of its shape, forward +
+    product, see the module doc), "winograd" (3x3 stride-1 convolutions in
+    float32, see winograd.py) or "taps" (1x1 and 3x3 convolutions in
+    float32, see taps.py), measured on first use of its shape, forward +
     backward (while torch.compile traces too: measured.py)."""
     gemm_ok = gemm.MODE != "never" and gemm.eligible(input, weight, spec)
     if gemm_ok and gemm.MODE == "always":
@@ -31,10 +33,11 @@ def conv_path(input: Tensor, weight: Tensor, spec: ConvSpec) -> str:
             <= gemm.MAX_PATCH_BYTES
         )
     winograd_ok = winograd.trainable(input, weight, spec)
-    if not (gemm_ok or winograd_ok):
+    taps_ok = taps_trainable(input, weight, spec)
+    if not (gemm_ok or winograd_ok or taps_ok):
         return "onednn"
     key = ("conv", tuple(input.shape), tuple(weight.shape), spec, input.dtype)
-    candidates = lambda: _candidates(input, weight, spec, gemm_ok, winograd_ok)  # noqa: E731
+    candidates = lambda: _candidates(input, weight, spec, gemm_ok, winograd_ok, taps_ok)  # noqa: E731
     return measured.choose(key, "onednn", candidates, input.device)
 
 
@@ -47,12 +50,41 @@ def _candidates_of_key(key: tuple) -> dict:
     gemm_ok = gemm.eligible(x, w, spec) and (
         gemm.patch_bytes(x, w, spec, output_hw(x, w, spec)) <= gemm.MAX_PATCH_BYTES
     )
-    return _candidates(x, w, spec, gemm_ok, winograd.trainable(x, w, spec))
+    return _candidates(
+        x, w, spec, gemm_ok, winograd.trainable(x, w, spec), taps_trainable(x, w, spec)
+    )  # fmt: skip
+
+
+def taps_trainable(input: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
+    """Whether a training convolution can run tap by tap (taps.py, where
+    enabled): a 3x3 kernel with padding 1 or a 1x1 kernel without, stride 1
+    or 2, no dilation, one group, float32 channels_last input, no autocast.
+
+    Args:
+        input: [N, C_in, H, W].
+        weight: [C_out, C_in, kH, kW].
+        spec: stride, padding, dilation, groups.
+    """
+    if not taps.ENABLED or torch.is_autocast_enabled("cpu") or input.numel() == 0:
+        return False
+    if weight.dtype != torch.float32:
+        return False
+    k = weight.shape[2]
+    return (
+        k in (1, 3)
+        and tuple(weight.shape[2:]) == (k, k)
+        and tuple(spec.padding) == (k // 2, k // 2)
+        and tuple(spec.stride) in ((1, 1), (2, 2))
+        and tuple(spec.dilation) == (1, 1)
+        and spec.groups == 1
+        and float32_channels_last(input)
+    )
 
 
 def _candidates(
-    input: Tensor, weight: Tensor, spec: ConvSpec, with_gemm: bool, with_winograd: bool
-) -> dict:
+    input: Tensor, weight: Tensor, spec: ConvSpec, with_gemm: bool, with_winograd: bool,
+    with_taps: bool,
+) -> dict:  # fmt: skip
     """One training use of the convolution each way it may run: forward,
     then the input and weight gradients, on detached copies (no autograd
     state)."""
@@ -75,11 +107,17 @@ def _candidates(
         _winograd_forward(x, w, None)
         _winograd_backward(grad, x, w, None, spec, mask)
 
+    def taps_step():
+        _taps_forward(x, w, None, spec)
+        _taps_backward(grad, x, w, None, spec, mask)
+
     found = {"onednn": onednn}
     if with_gemm:
         found["gemm"] = by_gemm
     if with_winograd:
         found["winograd"] = winograd_step
+    if with_taps:
+        found["taps"] = taps_step
     return found
 
 
@@ -104,6 +142,8 @@ def conv2d(
         return gemm.forward(input, weight, bias, spec)
     if path == "winograd":
         return _winograd_forward(input, weight, bias)
+    if path == "taps":
+        return _taps_forward(input, weight, bias, spec)
     return F.conv2d(input, weight, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
 
 
@@ -141,6 +181,8 @@ def conv2d_backward(
         grad_input, grad_weight, grad_bias = gemm.backward(grad, x, wt, spec, mask)
     elif path == "winograd":
         grad_input, grad_weight, grad_bias = _winograd_backward(grad, x, wt, bias, spec, mask)
+    elif path == "taps":
+        grad_input, grad_weight, grad_bias = _taps_backward(grad, x, wt, bias, spec, mask)
     else:
         grad_input, grad_weight, grad_bias = _onednn_backward(grad, x, wt, bias, spec, mask)
     if grad_input is not None:
@@ -172,4 +214,31 @@ def _winograd_backward(grad, input, weight, bias, spec: ConvSpec, mask):
     _, grad_weight, grad_bias = _onednn_backward(
         grad, input, weight, bias, spec, (False, *mask[1:])
     )
+    return grad_input, grad_weight, grad_bias
+
+
+def _taps_forward(input: Tensor, weight: Tensor, bias: Tensor | None, spec: ConvSpec) -> Tensor:
+    return taps.conv(input, taps.weight_taps(weight), bias, None, False, spec.stride[0])
+
+
+def _taps_backward(grad, input, weight, bias, spec: ConvSpec, mask):
+    """Tap by tap: the weight gradient as one sum of input^T grad per tap
+    (taps.weight_grad), and, at stride 1, the input gradient as the same kind
+    of convolution of ``grad`` by the kernels transposed (C_in and C_out
+    swapped) and turned by 180 degrees. At stride 2 the input gradient is a
+    transposed convolution: oneDNN's."""
+    grad_cl = grad.contiguous(memory_format=torch.channels_last)
+    stride = spec.stride[0]
+    grad_input = grad_weight = grad_bias = None
+    if mask[0] and stride == 1:
+        grad_input = taps.conv(grad_cl, taps.turned_weight_taps(weight), None, None, False, 1)
+    elif mask[0]:
+        grad_input = _onednn_backward(grad, input, weight, None, spec, (True, False, False))[0]
+    if mask[1]:
+        channels_last = not weight.is_contiguous() and weight.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        grad_weight = taps.weight_grad(input, grad_cl, weight.shape[2], stride, channels_last)
+    if mask[2] and bias is not None:
+        grad_bias = grad.sum((0, 2, 3))
     return grad_input, grad_weight, grad_bias

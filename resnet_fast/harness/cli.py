@@ -1,7 +1,7 @@
 """Command-line options shared by the benchmark scripts: those that time
 training steps of whole models (benchmarks/block_step.py,
 benchmarks/memory_modes.py) and those that time convolution paths against
-oneDNN (benchmarks/gemm_conv.py, benchmarks/winograd_conv.py)."""
+oneDNN (benchmarks/gemm_conv.py, benchmarks/conv_algorithms.py)."""
 
 from __future__ import annotations
 

@@ -235,7 +235,7 @@ def settle_measured_choices(model: nn.Module, x, y, settings: BenchSettings) -> 
     (conv/measured.py), then tunes its eval-mode choices in the model
     (resnet_fast.tune), and returns what was chosen: {kind: {choice: number
     of shapes}}, e.g. {"block": {"lean": 5, "eager": 3}, "conv": {"gemm": 6,
-    "onednn": 8}, "eval_conv3x3": {"winograd": 9}}."""
+    "onednn": 8}, "eval_conv": {"winograd": 9}}."""
     probe = copy.deepcopy(model).train()
     with measured.recording() as used:
         with autocast(settings):

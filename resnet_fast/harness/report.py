@@ -207,7 +207,7 @@ def bench_notes(result: dict) -> list[str]:
 _MEASURED_KINDS = {
     "block": "residual blocks",
     "conv": "convolutions",
-    "eval_conv3x3": "inference 3x3 convolutions",
+    "eval_conv": "inference 1x1 and 3x3 convolutions",
 }
 
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "../../common/kernel_params.h"
+#include "taps_params.h"
 #include "winograd_params.h"
 
 namespace resnet_fast::cpu {
@@ -40,7 +41,10 @@ struct IsaKernels {
   void (*add_relu)(const AddReluParams&);
   void (*relu_backward)(const ReluBackwardParams&);
   void (*winograd_input)(const WinogradInputParams&);
+  void (*winograd_products)(const WinogradProductParams&);
   void (*winograd_output)(const WinogradOutputParams&);
+  void (*taps_conv)(const TapsConvParams&);
+  void (*taps_weight_grad)(const TapsWeightGradParams&);
 };
 
 // Each returns nullptr when that build is not compiled in.

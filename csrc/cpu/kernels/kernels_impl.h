@@ -33,6 +33,7 @@
 #include "indexing.h"
 #include "isa_kernels.h"
 #include "vec_io.h"
+#include "taps_impl.h"
 #include "winograd_impl.h"
 
 namespace resnet_fast::cpu::RF_KERNEL_NS {
@@ -532,7 +533,7 @@ void by_dtype(Dtype dtype, const Args&... args) {
   }
 }
 
-// float and double only (the Winograd transforms have no reduced-precision build).
+// float and double only (the Winograd and tap-by-tap convolutions have no reduced-precision build).
 template <template <typename> class Fn, typename P>
 void by_wide_dtype(Dtype dtype, const P& p) {
   TORCH_CHECK(dtype == Dtype::kFloat || dtype == Dtype::kDouble,
@@ -589,6 +590,21 @@ struct WinogradInputFn {
 };
 
 template <typename T>
+struct WinogradProductFn {
+  static void run(const WinogradProductParams& p) { winograd_products_impl<T>(p); }
+};
+
+template <typename T>
+struct TapsConvFn {
+  static void run(const TapsConvParams& p) { taps_conv_impl<T>(p); }
+};
+
+template <typename T>
+struct TapsWeightGradFn {
+  static void run(const TapsWeightGradParams& p) { taps_weight_grad_impl<T>(p); }
+};
+
+template <typename T>
 struct WinogradOutputFn {
   static void run(const WinogradOutputParams& p) { winograd_output_impl<T>(p); }
 };
@@ -606,6 +622,11 @@ inline void bn_backward_apply(const BackwardApplyParams& p, const GradRows& coef
 inline void add_relu(const AddReluParams& p) { by_dtype<AddReluFn>(p.dtype, p); }
 inline void relu_backward(const ReluBackwardParams& p) { by_dtype<ReluBackwardFn>(p.dtype, p); }
 inline void winograd_input(const WinogradInputParams& p) { by_wide_dtype<WinogradInputFn>(p.dtype, p); }
+inline void winograd_products(const WinogradProductParams& p) {
+  by_wide_dtype<WinogradProductFn>(p.dtype, p);
+}
+inline void taps_conv(const TapsConvParams& p) { by_wide_dtype<TapsConvFn>(p.dtype, p); }
+inline void taps_weight_grad(const TapsWeightGradParams& p) { by_wide_dtype<TapsWeightGradFn>(p.dtype, p); }
 inline void winograd_output(const WinogradOutputParams& p) { by_wide_dtype<WinogradOutputFn>(p.dtype, p); }
 
 }  // namespace resnet_fast::cpu::RF_KERNEL_NS
@@ -617,6 +638,7 @@ inline void winograd_output(const WinogradOutputParams& p) { by_wide_dtype<Winog
     static const IsaKernels table{label,            k::bn_stats,      k::bn_apply,         \
                                    k::bn_backward_reduce, k::bn_backward_apply,            \
                                    k::add_relu,     k::relu_backward,                      \
-                                   k::winograd_input, k::winograd_output};                 \
+                                   k::winograd_input, k::winograd_products,               \
+                                   k::winograd_output, k::taps_conv, k::taps_weight_grad}; \
     return &table;                                                                         \
   }

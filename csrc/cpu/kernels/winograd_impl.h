@@ -4,14 +4,14 @@
 // A 3x3 convolution of a 6x6 patch d gives a 4x4 tile y = A^T [(G g G^T) .
 // (B^T d B)] A, with 36 multiplications per input channel instead of 144: the
 // elementwise product over the 36 elements, summed over input channels, is
-// one matrix product per element (done by the caller with at::bmm). The
-// matrices come from the Toom-Cook construction with the interpolation
-// points 0, 1, -1, 2, -1/2 and infinity (exact rationals; checked exactly in
-// tests/test_winograd.py through float64 results), which round about 2.5x
-// less in float32 than the common 0, +-1, +-2. Measured on random
-// ResNet-shaped layers (64 to 512 channels), the largest float32 error is
-// 2.8e-6 to 3.6e-6 of the largest output; oneDNN's direct convolution:
-// 1.1e-6 to 2.7e-6.
+// one matrix product per element (winograd_products_impl, with
+// row_products.h). The matrices come from the Toom-Cook construction with the
+// interpolation points 0, 1, -1, 2, -1/2 and infinity (exact rationals;
+// checked exactly in tests/test_conv_algorithms.py through float64
+// results), which round about 2.5x less in float32 than the common 0, +-1,
+// +-2. Measured on the ResNet-18 stages (64 to 512 channels), the largest
+// float32 error is 1.0e-6 to 2.1e-6 of the largest output; oneDNN's direct
+// convolution: 0.8e-6 to 2.2e-6 (benchmarks/conv_algorithms.py).
 //
 //   B^T = | 1  3/2   -2  -3/2    1  0 |   G = |     1     0     0 |
 //         | 0   -1 -5/2  -1/2    1  0 |       |  -1/3  -1/3  -1/3 |
@@ -30,8 +30,9 @@
 #include <cstdint>
 
 #include "../../common/static_switch.h"
-#include "winograd_params.h"
+#include "row_products.h"
 #include "vec_io.h"
+#include "winograd_params.h"
 
 namespace resnet_fast::cpu::RF_KERNEL_NS {
 
@@ -107,6 +108,22 @@ void winograd_input_impl(const WinogradInputParams& p) {
   }
 }
 
+// The 36 matrix products of a chunk of tiles (row_products.h: rows are
+// tiles, columns output channels, the sum runs over input channels).
+template <typename T>
+void winograd_products_impl(const WinogradProductParams& p) {
+  const T* tiles = static_cast<const T*>(p.tiles);
+  const T* weight = static_cast<const T*>(p.weight_tiles);
+  T* products = static_cast<T*>(p.products);
+  for (int64_t e = 0; e < kWinoPatch * kWinoPatch; ++e) {
+    const T* a = tiles + e * p.count * p.C;
+    T* c = products + e * p.count * p.Kb;
+    row_products<T>(
+        p.count, [&](int64_t i) { return a + i * p.C; }, [&](int64_t i) { return c + i * p.Kb; },
+        weight + e * p.C * p.K + p.k0, p.K, p.C, p.Kb, /*accumulate=*/false);
+  }
+}
+
 template <typename T, bool kResidual, bool kRelu>
 void winograd_output_rows(const WinogradOutputParams& p) {
   using V = at::vec::Vectorized<T>;
@@ -120,10 +137,10 @@ void winograd_output_rows(const WinogradOutputParams& p) {
     const TilePlace place(p.first + i, p.H, p.W);
     const int64_t rows_in = std::min(kWinoTile, p.H - place.y);  // the tile cropped to the image
     const int64_t cols_in = std::min(kWinoTile, p.W - place.x);
-    for (int64_t k = 0; k < p.K; k += kStep) {
-      const int64_t nk = std::min(kStep, p.K - k);
+    for (int64_t j = 0; j < p.Kb; j += kStep) {
+      const int64_t nk = std::min(kStep, p.Kb - j), k = p.k0 + j;
       for (int64_t e = 0; e < kWinoPatch * kWinoPatch; ++e)
-        m[e] = load_n(products + (e * p.count + i) * p.K + k, nk);
+        m[e] = load_n(products + (e * p.count + i) * p.Kb + j, nk);
       for (int64_t s = 0; s < kWinoPatch; ++s) output_1d(m + s, kWinoPatch, cols + s, kWinoPatch);
       for (int64_t r = 0; r < kWinoTile; ++r) output_1d(cols + r * kWinoPatch, 1, y + r * kWinoTile, 1);
       const V b = bias != nullptr ? load_n(bias + k, nk) : V(T(0));

@@ -24,12 +24,26 @@ struct WinogradInputParams {
   void* tiles;    // [36, count, C]: B^T d B of each 6x6 input patch d
 };
 
-// out = act(A^T m A + bias (+ residual)) of each tile, cropped to H x W.
+// products[e] = tiles[e] U[e][:, k0 : k0 + Kb] for the 36 elements e of
+// `count` tiles: one [count x C] by [C x Kb] matrix product per element, over
+// U = winograd_weight(weight) restricted to output channels k0 .. k0 + Kb.
+struct WinogradProductParams {
+  Dtype dtype;
+  int64_t count, C, K;
+  int64_t k0, Kb;
+  const void* tiles;         // [36, count, C]
+  const void* weight_tiles;  // [36, C, K]
+  void* products;            // [36, count, Kb]
+};
+
+// out[..., k0 : k0 + Kb] = act(A^T m A + bias (+ residual)) of each tile,
+// cropped to H x W, for the output channels k0 .. k0 + Kb.
 struct WinogradOutputParams {
   Dtype dtype;
   int64_t N, K, H, W;
   int64_t first, count;
-  const void* products;  // [36, count, K]: the tiles times the transformed weight
+  int64_t k0, Kb;
+  const void* products;  // [36, count, Kb]: the tiles times the transformed weight
   const void* bias;      // [K] or nullptr
   const void* residual;  // [N, H, W, K] or nullptr
   void* out;             // [N, H, W, K]
