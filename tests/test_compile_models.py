@@ -19,7 +19,7 @@ from torch._dynamo.utils import counters
 from user_models import TwoConvBlock, tutorial_resnet18
 
 import resnet_fast
-from resnet_fast.conv import eval_algorithms, measured
+from resnet_fast.conv import eval_algorithms, measured, training, winograd
 from resnet_fast.models.plain import plain_model
 
 CL = torch.channels_last
@@ -73,6 +73,31 @@ def test_one_graph_no_recompile_and_the_eager_result(kind, train):
         for (name, a), b in zip(model.named_buffers(), twin.buffers(), strict=True):
             if name.endswith("num_batches_tracked"):
                 assert a.item() == 3 * b.item()
+
+
+@pytest.mark.parametrize("path", ["winograd", "taps"])
+def test_training_through_the_cpus_own_convolutions_is_one_graph(path, monkeypatch):
+    """Lean blocks whose convolutions run as Winograd or tap by tap (forward
+    and backward: custom ops with fake kernels) compile with fullgraph=True,
+    once, and compute what they compute in eager mode."""
+    trainable = winograd.trainable if path == "winograd" else training.taps_trainable
+    monkeypatch.setattr(
+        training, "conv_path", lambda x, w, spec: path if trainable(x, w, spec) else "onednn"
+    )
+    torch.manual_seed(0)
+    model = resnet_fast.models.resnet20(num_classes=10, memory="lean").to(memory_format=CL)
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=CL)
+    dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    got = [_run(compiled, x, True) for _ in range(2)]
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["recompiles"], dict(counters["recompiles"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    torch.testing.assert_close(got[0], _run(twin, x, True), rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad / 2, q.grad, rtol=1e-3, atol=1e-3, msg=name)
 
 
 @pytest.mark.parametrize("conv", ["onednn", "winograd", "taps"])
