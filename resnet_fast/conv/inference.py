@@ -88,7 +88,7 @@ class _Fold:
 class FoldCache:
     """A module's folded convolutions, by the name of the conv + BN pair
     (and autocast dtype), with their oneDNN-prepacked forms and the forms
-    the other 3x3 algorithms take (by name and algorithm).
+    the other 1x1 / 3x3 algorithms take (by name and algorithm).
 
     Attributes:
         frozen: skip the comparison of values each call (see the module doc).
@@ -253,7 +253,7 @@ def _freezing() -> bool:
 
 
 def _traced(conv, x, weight, bias, residual, relu) -> Tensor:
-    """The eval conv + folded BN as torch.compile sees it: the 3x3 algorithm
+    """The eval conv + folded BN as torch.compile sees it: the algorithm
     measured fastest, when the compiler freezes the weights (the folded and
     transformed weights are then constants, computed once); else plain ops,
     whose epilogue the compiler fuses itself."""

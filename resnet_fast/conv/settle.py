@@ -4,8 +4,8 @@ A convolution timed alone runs with its input and weights hot in the caches
 and nothing after it; in a model the layer before has just filled the caches
 with its own data, and whatever a layer leaves behind (Winograd's transformed
 input is 2.25x the input) is paid for by the layers after it, whose own
-times then grow. So the eval-mode choice among the 3x3 algorithms (the
-direct convolution, Winograd, tap by tap: eval_algorithms.py) is not timed
+times then grow. So the eval-mode choice among the 1x1 / 3x3 algorithms
+(the direct convolution, Winograd, tap by tap: eval_algorithms.py) is not timed
 alone on first use, as the training choices are, but by :func:`tune`, in
 whole forward passes of the model:
 
