@@ -7,7 +7,7 @@ input is transformed once, multiplied by the transformed weight as 36 matrix
 products (the register-blocked kernel of csrc/cpu/kernels/row_products.h),
 and transformed back with the bias, the residual add and the ReLU fused into
 that last pass. On this project's 2-core CPU, each convolution alone, that
-is 1.7x to 2.1x faster than oneDNN's direct convolution with prepacked
+is 1.8x to 2.5x faster than oneDNN's direct convolution with prepacked
 weights at the CIFAR ResNet-18 stages (batch 64) and at ResNet-18's 16x16 to
 4x4 maps (batch 16), and slower on 2x2 maps, where a 4x4 tile is mostly
 padding (``python benchmarks/conv_algorithms.py``). In a model its buffers
