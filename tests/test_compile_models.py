@@ -53,6 +53,13 @@ def _run(model, x, train):
         return model(x)
 
 
+def _assert_one_graph() -> None:
+    """Dynamo compiled one graph since counters.clear(): no recompile, no break."""
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["recompiles"], dict(counters["recompiles"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("kind", MODELS)
 def test_one_graph_no_recompile_and_the_eager_result(kind, train):
@@ -64,9 +71,7 @@ def test_one_graph_no_recompile_and_the_eager_result(kind, train):
     counters.clear()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     got = [_run(compiled, x, train) for _ in range(3)]
-    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
-    assert not counters["recompiles"], dict(counters["recompiles"])
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    _assert_one_graph()
     want = _run(twin, x, train)
     torch.testing.assert_close(got[0], want, rtol=1e-4, atol=1e-4)
     if train:  # the same update of the running statistics, once per call
@@ -92,9 +97,7 @@ def test_training_through_the_cpus_own_convolutions_is_one_graph(path, monkeypat
     counters.clear()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     got = [_run(compiled, x, True) for _ in range(2)]
-    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
-    assert not counters["recompiles"], dict(counters["recompiles"])
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    _assert_one_graph()
     torch.testing.assert_close(got[0], _run(twin, x, True), rtol=1e-4, atol=1e-4)
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p.grad / 2, q.grad, rtol=1e-3, atol=1e-3, msg=name)

@@ -85,18 +85,21 @@ def test_recording_collects_the_choices_made_inside(measuring, monkeypatch):
     assert used == {("inside", threads): "b", ("before", threads): "b"}
 
 
-def test_a_bad_setting_in_the_environment_is_refused():
+@pytest.mark.parametrize(
+    "name", ["RESNET_FAST_MEASURE", "RESNET_FAST_WINOGRAD", "RESNET_FAST_TAPS"]
+)
+def test_a_bad_setting_in_the_environment_is_refused(name):
     import subprocess
     import sys
 
     proc = subprocess.run(
         [sys.executable, "-c", "import resnet_fast"],
-        env={"RESNET_FAST_MEASURE": "yes", "PATH": ""},
+        env={name: "yes", "PATH": ""},
         capture_output=True,
         text=True,
     )
     assert proc.returncode != 0
-    assert "RESNET_FAST_MEASURE must be 0 or 1" in proc.stderr
+    assert f"{name} must be 0 or 1" in proc.stderr
 
 
 @pytest.mark.parametrize("winner", ["eager", "lean"])

@@ -52,6 +52,7 @@ at::Tensor conv_output(const at::Tensor& input, const ConvOperands& sizes);
 // there are fewer chunks than threads (small maps, small batches), the output
 // channels are split instead, in multiples of 16, so that each thread reads
 // only its part of the weight rather than all of it for a few rows.
+// rows >= 1, K >= 1 (the ops return empty outputs before splitting).
 struct WorkSplit {
   int64_t chunk, chunks;  // rows per chunk, chunks
   int64_t block, blocks;  // output channels per block, blocks
@@ -60,12 +61,12 @@ struct WorkSplit {
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     chunks = (rows + 63) / 64;
     if (chunks > 1) chunks = (chunks + threads - 1) / threads * threads;
-    chunk = std::max<int64_t>(1, (rows + chunks - 1) / std::max<int64_t>(1, chunks));
+    chunk = (rows + chunks - 1) / chunks;
     chunks = (rows + chunk - 1) / chunk;
-    blocks = std::max<int64_t>(1, std::min((threads + chunks - 1) / std::max<int64_t>(1, chunks), (K + 15) / 16));
+    blocks = std::min((threads + chunks - 1) / chunks, (K + 15) / 16);
     block = (K + blocks - 1) / blocks;
     if (blocks > 1) block = (block + 15) / 16 * 16;
-    blocks = (K + block - 1) / std::max<int64_t>(1, block);
+    blocks = (K + block - 1) / block;
   }
   int64_t items() const { return chunks * blocks; }
 };

@@ -151,8 +151,10 @@ Tensor taps_weight_grad_cpu(const Tensor& input, const Tensor& grad, int64_t ksi
   // Blocks of at most 48 input channels (a multiple of the kernel's 6 rows),
   // as even as can be: with 64 channels, 36 and 28 rather than 48 and 16.
   constexpr int64_t kColsPerItem = 256;
-  const int64_t c_blocks = (C + 47) / 48, k_blocks = (K + kColsPerItem - 1) / kColsPerItem;
-  const int64_t rows_per_item = ((C + c_blocks - 1) / c_blocks + 5) / 6 * 6;
+  const int64_t blocks_of_48 = (C + 47) / 48;
+  const int64_t rows_per_item = ((C + blocks_of_48 - 1) / blocks_of_48 + 5) / 6 * 6;
+  const int64_t c_blocks = (C + rows_per_item - 1) / rows_per_item;
+  const int64_t k_blocks = (K + kColsPerItem - 1) / kColsPerItem;
   const Dtype dtype = dtype_of(input.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "taps_weight_grad", [&] {
     scalar_t* dst = grad_w.mutable_data_ptr<scalar_t>();
@@ -162,7 +164,6 @@ Tensor taps_weight_grad_cpu(const Tensor& input, const Tensor& grad, int64_t ksi
       std::vector<scalar_t> sums(static_cast<size_t>(taps * rows_per_item * kColsPerItem));
       for (int64_t item = i0; item < i1; ++item) {
         const int64_t c0 = item / k_blocks * rows_per_item, k0 = item % k_blocks * kColsPerItem;
-        if (c0 >= C) continue;
         const int64_t Cb = std::min(rows_per_item, C - c0), Kb = std::min(kColsPerItem, K - k0);
         for (int64_t tap = 0; tap < taps; ++tap)
           isa_kernels().taps_weight_grad(TapsWeightGradParams{dtype, N, C, H, W, K, ksize, stride, Ho, Wo, tap, c0,

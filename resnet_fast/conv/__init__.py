@@ -16,4 +16,5 @@ training.py         the lean blocks' training convolutions: oneDNN, GEMM,
 measured.py         choices timed on this machine, once per shape, stored
 choice_store.py     the stored choices: one file per machine and build
 settle.py           resnet_fast.tune: eval-mode choices timed in the model
+switches.py         the package's on/off switches from the environment
 """

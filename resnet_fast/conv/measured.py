@@ -70,6 +70,7 @@ import torch
 import torch.distributed as dist
 
 from .choice_store import ChoiceStore, fingerprint, folder
+from .switches import env_switch
 
 ROUNDS = 3
 """Timed calls of each candidate (after one untimed call)."""
@@ -78,11 +79,7 @@ MARGIN = 0.03
 """How much faster (relative median time) another candidate must be than
 the first to be chosen."""
 
-_ENV = "RESNET_FAST_MEASURE"
-_setting = os.environ.get(_ENV, "1")
-if _setting not in ("0", "1"):
-    raise ValueError(f"{_ENV} must be 0 or 1; got {_setting!r}")
-ENABLED = _setting == "1"
+ENABLED = env_switch("RESNET_FAST_MEASURE")
 """Whether choices are measured (``RESNET_FAST_MEASURE``, default 1)."""
 
 _log = logging.getLogger("resnet_fast")

@@ -28,19 +28,14 @@ convolution too. The ops themselves have no gradient.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
 from .. import _native  # noqa: F401  (registers the schemas)
 from .spec import check_conv_operands
+from .switches import env_switch
 
-_ENV = "RESNET_FAST_TAPS"
-_setting = os.environ.get(_ENV, "1")
-if _setting not in ("0", "1"):
-    raise ValueError(f"{_ENV} must be 0 or 1; got {_setting!r}")
-ENABLED = _setting == "1"
+ENABLED = env_switch("RESNET_FAST_TAPS")
 """Whether the tap-by-tap convolution is a candidate (``RESNET_FAST_TAPS``,
 read at import)."""
 

@@ -36,19 +36,14 @@ for float32 channels_last convolutions:
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
 from .. import _native  # noqa: F401  (registers the schemas)
 from .spec import check_conv_operands, check_wide, float32_channels_last, same_size_3x3
+from .switches import env_switch
 
-_ENV = "RESNET_FAST_WINOGRAD"
-_setting = os.environ.get(_ENV, "1")
-if _setting not in ("0", "1"):
-    raise ValueError(f"{_ENV} must be 0 or 1; got {_setting!r}")
-ENABLED = _setting == "1"
+ENABLED = env_switch("RESNET_FAST_WINOGRAD")
 """Whether Winograd is a candidate for 3x3 convolutions (``RESNET_FAST_WINOGRAD``)."""
 
 ELEMENTS = 36
