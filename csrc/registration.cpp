@@ -7,6 +7,7 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include "autograd.h"
 #include "cpu/isa_choice.h"
 
 // clang-format off
@@ -113,4 +114,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "resnet_fast native library: ops are registered in torch.ops.resnet_fast";
   m.def("build_info", &build_info,
         "Backends, CUDA architectures, CPU ISA builds and the torch version this was built with.");
+  m.def("register_autograd", &resnet_fast::register_autograd, pybind11::arg("namespace"),
+        "Registers the autograd of bn_act_fwd, bn_add_act_fwd and add_relu_fwd for the ops of "
+        "a namespace (once per namespace).");
 }

@@ -1,8 +1,9 @@
 """The one place that decides which backend runs the resnet_fast ops.
 
 Every backend is an op namespace with the one contract: the schemas of
-csrc/registration.cpp, the fake kernels and the autograd formulas of
-contract.py, the argument checks of checks.py.
+csrc/registration.cpp, the fake kernels of contract.py, the autograd
+formulas of csrc/autograd.cpp (registered by contract.py), the argument
+checks of checks.py.
 
     name           namespace (torch.ops.*)       kernels                        tensors
     cpu            resnet_fast                   C++ (csrc/)                    CPU

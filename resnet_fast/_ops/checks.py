@@ -10,6 +10,7 @@ type or dtype).
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -53,9 +54,10 @@ def check_matches(
 
 
 def check_channel_vectors(
-    channels: int, device: torch.device, what: str, **vectors: Tensor | None
+    channels: int, device: torch.device, what: Callable[[], str], **vectors: Tensor | None
 ) -> None:
-    """Checks [C] vectors: ``what`` says where C comes from, for the message."""
+    """Checks [C] vectors: ``what()`` says where C comes from, for the
+    message (made only for one: this runs on every BN call)."""
     for name, v in vectors.items():
         if v is None:
             continue
@@ -63,13 +65,13 @@ def check_channel_vectors(
             raise TypeError(f"{name} must be a Tensor or None, got {type(v).__name__}")
         if v.dim() != 1 or v.numel() != channels:
             raise ValueError(
-                f"{name} must be a 1-D tensor of {channels} elements ({what}), "
+                f"{name} must be a 1-D tensor of {channels} elements ({what()}), "
                 f"got shape {tuple(v.shape)}"
             )
         if v.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {v.dtype}")
         if v.device != device:
-            raise ValueError(f"{name} must be on the device {device} ({what}), got {v.device}")
+            raise ValueError(f"{name} must be on the device {device} ({what()}), got {v.device}")
 
 
 def check_bn_operands(
@@ -90,7 +92,7 @@ def check_bn_operands(
     check_channel_vectors(
         input.shape[1],
         input.device,
-        f"the channels of input {tuple(input.shape)}",
+        lambda: f"the channels of input {tuple(input.shape)}",
         running_mean=running_mean,
         running_var=running_var,
         weight=weight,
@@ -111,7 +113,7 @@ def check_conv_bn_vectors(
     check_channel_vectors(
         conv_weight.shape[0],
         conv_weight.device,
-        f"the output channels of conv_weight {tuple(conv_weight.shape)}",
+        lambda: f"the output channels of conv_weight {tuple(conv_weight.shape)}",
         running_mean=running_mean,
         running_var=running_var,
         bn_weight=bn_weight,
@@ -136,7 +138,10 @@ def check_float(t: Tensor, name: str) -> None:
 def check_channel_vector(t: Tensor | None, name: str, input: Tensor) -> None:
     """An optional [C] vector (C = input.shape[1]) of any float dtype on input's device."""
     check_channel_vectors(
-        input.shape[1], input.device, f"the channels of input {tuple(input.shape)}", **{name: t}
+        input.shape[1],
+        input.device,
+        lambda: f"the channels of input {tuple(input.shape)}",
+        **{name: t},
     )
 
 
@@ -176,17 +181,24 @@ def may_overlap(a: Tensor, b: Tensor) -> bool:
     without real storage (fake or meta tensors) and while torch.compile
     traces (storage addresses are not traceable; a compiled graph that calls
     the C++ ops still gets their check, on the real tensors)."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or a.device != b.device:
         return False
-    if a.numel() == 0 or b.numel() == 0 or a.device != b.device or a.device.type == "meta":
-        return False
-    if isinstance(a, torch._subclasses.FakeTensor) or isinstance(b, torch._subclasses.FakeTensor):
-        return False
+    storage = _storage_address(a)
+    return storage is not None and storage == _storage_address(b) and _extents_meet(a, b)
+
+
+def _storage_address(t: Tensor) -> int | None:
+    """Where t's storage starts, or None when t has no element or no real
+    storage (meta, fake): then it overlaps nothing."""
+    if t.numel() == 0 or t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor):
+        return None
     try:
-        if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-            return False
+        return t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):
-        return False
+        return None
+
+
+def _extents_meet(a: Tensor, b: Tensor) -> bool:
     (a0, a1), (b0, b1) = _extent(a), _extent(b)
     return a0 <= b1 and b0 <= a1
 
@@ -222,15 +234,24 @@ def check_running_stats(
                 f"{name} is written in training and must not have overlapping elements, "
                 f"got strides {t.stride()}"
             )
-    if running_mean is running_var or may_overlap(running_mean, running_var):
+    # Storage addresses are not traceable: under torch.compile only the same
+    # tensor is caught here (the compiled graph's C++ ops check the rest).
+    tracing = torch.compiler.is_compiling()
+    # Each storage looked up once: this runs on every training BN call.
+    written = [(name, t, None if tracing else _storage_address(t)) for name, t in written.items()]
+    (_, mean, mean_at), (_, var, var_at) = written
+    if mean is var or (mean_at is not None and mean_at == var_at and _extents_meet(mean, var)):
         raise ValueError(
             "running_mean and running_var must not share memory (both are written in "
             "training), got the same memory"
         )
     read = {"input": input, "residual": residual, "weight": weight, "bias": bias}
     for rname, r in read.items():
-        for sname, s in written.items():
-            if r is not None and (r is s or may_overlap(s, r)):
+        if r is None:
+            continue
+        r_at = None if tracing else _storage_address(r)
+        for sname, s, s_at in written:
+            if r is s or (s_at is not None and s_at == r_at and _extents_meet(s, r)):
                 raise ValueError(
                     f"{sname} must not share memory with {rname} (it is written in training "
                     f"while {rname} is read)"
@@ -385,7 +406,10 @@ def check_conv2d_op(
         )
     if bias is not None:
         check_channel_vectors(
-            c_out, input.device, f"the output channels of weight {tuple(weight.shape)}", bias=bias
+            c_out,
+            input.device,
+            lambda: f"the output channels of weight {tuple(weight.shape)}",
+            bias=bias,
         )
     if residual is not None:
         check_float(residual, "residual")

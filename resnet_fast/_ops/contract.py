@@ -10,19 +10,17 @@ in another namespace (Triton's, the pure-PyTorch reference's), and
 and the same autograd formulas, so every backend has one contract: same
 names, arguments, returns, checks and gradients.
 
-The forward BN ops mutate the running statistics (``Tensor(a!)?`` in their
-schemas), which ``torch.library.register_autograd`` refuses. Their autograd
-kernel is therefore registered at the Autograd dispatch key, the way
-register_autograd does it for functional ops: an autograd.Function that
-redispatches below autograd. add_relu_fwd is functional and uses
-register_autograd directly. The stage ops have no autograd: their callers
-(synchronized BN, the memory-lean blocks) are autograd.Functions.
+The autograd formulas (of bn_act_fwd, bn_add_act_fwd, add_relu_fwd) are C++,
+csrc/autograd.cpp, one per op for every namespace: in Python their
+autograd.Function cost about as much as the kernels on small maps. The
+stage ops have no autograd: their callers (synchronized BN, the
+memory-lean blocks) are autograd.Functions.
 """
 
 import torch
 from torch import Tensor
 
-from .. import _native  # noqa: F401  (registers the schemas and the C++ kernels)
+from .._native import _C  # registers the schemas and the C++ kernels
 from . import checks
 from .layout import empty_activation
 from .numerics import acc_dtype
@@ -148,121 +146,18 @@ FAKES = {
 }
 
 
-# --- autograd ----------------------------------------------------------------
-
-
-def _register_autograd_with_mutation(lib, op, setup_context, backward) -> None:
-    """register_autograd for an op whose schema mutates non-differentiable inputs."""
-    below_autograd = torch._C._after_autograd_keyset
-
-    class _Function(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, keyset, *args):
-            with torch._C._AutoDispatchBelowAutograd():
-                output = op.redispatch(keyset & below_autograd, *args)
-            setup_context(ctx, args, output)
-            return output
-
-        @staticmethod
-        def backward(ctx, *grads):
-            return (None, *backward(ctx, *grads))
-
-    _Function.__name__ = f"{op._opname}_backward"
-
-    def autograd_kernel(keyset, *args):
-        if torch.is_grad_enabled() and any(
-            isinstance(a, torch.Tensor) and a.requires_grad for a in args
-        ):
-            return _Function.apply(keyset, *args)
-        # Nothing to differentiate: skip building a graph node.
-        with torch._C._AutoDispatchBelowAutograd():
-            return op.redispatch(keyset & below_autograd, *args)
-
-    lib.impl(op._opname, autograd_kernel, "Autograd", with_keyset=True)
-
-
-def _bn_setup_context(ctx, args, output, has_residual: bool):
-    if has_residual:
-        input, residual, weight, bias, _, _, training, _, _, relu = args
-    else:
-        (input, weight, bias, _, _, training, _, _, relu), residual = args, None
-    _, save_mean, save_invstd = output
-    ctx.mark_non_differentiable(save_mean, save_invstd)
-    ctx.save_for_backward(input, residual, weight, bias, save_mean, save_invstd)
-    ctx.training, ctx.relu = training, relu
-
-
-def _bn_act_setup_context(ctx, args, output):
-    _bn_setup_context(ctx, args, output, has_residual=False)
-
-
-def _bn_add_act_setup_context(ctx, args, output):
-    _bn_setup_context(ctx, args, output, has_residual=True)
-
-
-def _bn_backward(namespace_ops, has_residual: bool):
-    """The backward of bn_act_fwd (bn_add_act_fwd with ``has_residual``):
-    the gradients of input [, residual], weight, bias, then None for the
-    other six arguments."""
-
-    def backward(ctx, grad_out, _grad_mean, _grad_invstd):
-        input, residual, weight, bias, save_mean, save_invstd = ctx.saved_tensors
-        saved = (weight, bias, save_mean, save_invstd, ctx.training, ctx.relu)
-        if has_residual:
-            *grad_inputs, grad_weight, grad_bias = namespace_ops.bn_add_act_bwd(
-                grad_out, input, residual, *saved
-            )
-        else:
-            *grad_inputs, grad_weight, grad_bias = namespace_ops.bn_act_bwd(grad_out, input, *saved)
-        return (
-            *grad_inputs,
-            grad_weight if weight is not None else None,
-            grad_bias if bias is not None else None,
-            None, None, None, None, None, None,
-        )  # fmt: skip
-
-    return backward
-
-
-def _add_relu_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output)
-
-
-def _add_relu_backward(namespace_ops):
-    def backward(ctx, grad_out):
-        (output,) = ctx.saved_tensors
-        grad = namespace_ops.add_relu_bwd(grad_out, output)
-        return grad, grad
-
-    return backward
-
-
 # The libraries that hold the registrations: alive as long as this module.
 _LIBRARIES: dict[str, torch.library.Library] = {}
 
 
 def register_contract(namespace: str) -> None:
-    """Registers the fake kernels and the autograd formulas of every op of
-    OP_NAMES in ``namespace``, whose schemas are already defined; each
-    backward calls the namespace's own backward op."""
+    """Registers the fake kernels of every op of OP_NAMES in ``namespace``,
+    whose schemas are already defined, and the autograd formulas
+    (csrc/autograd.cpp: each backward calls the namespace's own backward op)."""
     lib = _LIBRARIES[namespace] = torch.library.Library(namespace, "IMPL")  # noqa: TOR901
-    namespace_ops = getattr(torch.ops, namespace)
     for name, fake in FAKES.items():
         torch.library.register_fake(f"{namespace}::{name}", fake, lib=lib)
-    _register_autograd_with_mutation(
-        lib, namespace_ops.bn_act_fwd.default, _bn_act_setup_context,
-        _bn_backward(namespace_ops, has_residual=False),
-    )  # fmt: skip
-    _register_autograd_with_mutation(
-        lib, namespace_ops.bn_add_act_fwd.default, _bn_add_act_setup_context,
-        _bn_backward(namespace_ops, has_residual=True),
-    )  # fmt: skip
-    torch.library.register_autograd(
-        f"{namespace}::add_relu_fwd",
-        _add_relu_backward(namespace_ops),
-        setup_context=_add_relu_setup_context,
-        lib=lib,
-    )
+    _C.register_autograd(namespace)
 
 
 def declare_namespace(namespace: str) -> torch.library.Library:

@@ -81,15 +81,19 @@ def eager_residual(
 ) -> Tensor:
     """The block as eager PyTorch computes it (conv, BatchNorm2d, ReLU, add),
     arguments as in :func:`residual_train`."""
+    # In place where torchvision's blocks are: on BN outputs, which nothing
+    # else holds (BN's backward does not read its output).
     h = x
     for conv, bn in stages[:-1]:
-        h = F.relu(_bn(bn, conv(h)))
+        h = F.relu(_bn(bn, conv(h)), inplace=True)
     if projection is not None:
         residual = _bn(projection[1], projection[0](x))
     else:
         residual = x if given is None else given
     conv, bn = stages[-1]
-    return F.relu(_bn(bn, conv(h)) + residual)
+    out = _bn(bn, conv(h))
+    out += residual
+    return F.relu(out, inplace=True)
 
 
 def _candidates(backend, x, stages, projection, given) -> dict:
