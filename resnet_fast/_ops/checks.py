@@ -175,21 +175,11 @@ def _extent(t: Tensor) -> tuple[int, int]:
     return start, start + last * size + size - 1
 
 
-def may_overlap(a: Tensor, b: Tensor) -> bool:
-    """Whether a and b may share an element: the same storage and intersecting
-    byte ranges (a conservative answer for strided views). False for tensors
-    without real storage (fake or meta tensors) and while torch.compile
-    traces (storage addresses are not traceable; a compiled graph that calls
-    the C++ ops still gets their check, on the real tensors)."""
-    if torch.compiler.is_compiling() or a.device != b.device:
-        return False
-    storage = _storage_address(a)
-    return storage is not None and storage == _storage_address(b) and _extents_meet(a, b)
-
-
 def _storage_address(t: Tensor) -> int | None:
     """Where t's storage starts, or None when t has no element or no real
-    storage (meta, fake): then it overlaps nothing."""
+    storage (meta, fake): then it overlaps nothing. Two tensors may share an
+    element when their storages start at the same address and their byte
+    extents meet (a conservative answer for strided views)."""
     if t.numel() == 0 or t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor):
         return None
     try:
@@ -238,8 +228,8 @@ def check_running_stats(
     # tensor is caught here (the compiled graph's C++ ops check the rest).
     tracing = torch.compiler.is_compiling()
     # Each storage looked up once: this runs on every training BN call.
-    written = [(name, t, None if tracing else _storage_address(t)) for name, t in written.items()]
-    (_, mean, mean_at), (_, var, var_at) = written
+    stats = [(name, t, None if tracing else _storage_address(t)) for name, t in written.items()]
+    (_, mean, mean_at), (_, var, var_at) = stats
     if mean is var or (mean_at is not None and mean_at == var_at and _extents_meet(mean, var)):
         raise ValueError(
             "running_mean and running_var must not share memory (both are written in "
@@ -250,7 +240,7 @@ def check_running_stats(
         if r is None:
             continue
         r_at = None if tracing else _storage_address(r)
-        for sname, s, s_at in written:
+        for sname, s, s_at in stats:
             if r is s or (s_at is not None and s_at == r_at and _extents_meet(s, r)):
                 raise ValueError(
                     f"{sname} must not share memory with {rname} (it is written in training "
