@@ -88,6 +88,22 @@ def test_forward_backward_running_stats(backend, op, shape, layout, dtype, train
         assert ours.out.is_contiguous(memory_format=torch.channels_last)
 
 
+# Channels_last rows of exactly 1, 2 or 4 vectors (8 to 64 channels, by the
+# dtype's and the ISA's vector width) run the CPU kernels' register-held
+# variant; the channel slice crosses rows of another stride.
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["channels_last", "channels_last_slice"])
+@pytest.mark.parametrize("op", ["bn_relu", "bn_add_relu"])
+@pytest.mark.parametrize("channels", [8, 16, 32, 64])
+def test_small_channel_rows(backend, channels, op, layout, dtype, training, gen):
+    name, device = backend
+    if _small_shapes_only(name, training) and channels > 16:
+        pytest.skip(f"the {name} backend runs the small shapes only here")
+    case = BnCase.make(op, (5, channels, 9, 11), layout, dtype, training, gen, device)
+    _check(case, dtype, gen)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("running", [True, False], ids=["running", "no_running"])
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_affine"])

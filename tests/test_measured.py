@@ -102,42 +102,47 @@ def test_a_bad_setting_in_the_environment_is_refused(name):
     assert f"{name} must be 0 or 1" in proc.stderr
 
 
-@pytest.mark.parametrize("winner", ["eager", "lean"])
+@pytest.mark.parametrize("winner", ["eager", "lean", "standard"])
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_a_block_runs_what_was_measured_and_computes_the_same(name, winner, measuring, monkeypatch):
-    """memory="auto": the block is timed both ways once (injected times
+    """memory="auto": the block is timed each way once (injected times
     here), runs the winner, and matches the reference block in float64:
     outputs, gradients, and the running statistics of exactly one update
     (the measurement's own steps leave no trace in them, nor in .grad)."""
-    calls = _timed(monkeypatch, {"lean": 1.0 if winner == "lean" else 2.0, "eager": 1.5})
+    times = {"lean": 2.0, "standard": 2.0, "eager": 2.0}
+    times[winner] = 1.0
+    calls = _timed(monkeypatch, times)
     fast, ref = _blocks(BLOCKS[name], memory="auto")
     x = _assert_steps_match(fast, ref, BLOCKS[name][1], torch.Generator().manual_seed(3))
-    assert calls.count(["eager", "lean"]) == 1  # one shape: measured once
-    # What runs: eager leaves aten batch norms and calls no fused op.
+    assert calls.count(["eager", "lean", "standard"]) == 1  # one shape: measured once
+    # What runs: eager leaves aten batch norms and calls no fused op; lean
+    # and standard call the fused ops, lean inside its one autograd node.
     batch_norms, fused_ops = count_calls(fast, x)
     if winner == "eager":
         assert batch_norms > 0 and fused_ops == 0
     else:
         assert batch_norms == 0 and fused_ops > 0
+        out = fast(x.detach().requires_grad_())
+        assert ("LeanBlock" in out.grad_fn.name()) == (winner == "lean"), out.grad_fn.name()
 
 
 def test_a_frozen_block_in_training_mode_is_measured_too(measuring, monkeypatch):
     """BN in training mode with every parameter frozen (a frozen backbone
     whose statistics still update): the forward-only step is measured."""
-    calls = _timed(monkeypatch, {"lean": 2.0, "eager": 1.0})
+    calls = _timed(monkeypatch, {"lean": 2.0, "standard": 2.0, "eager": 1.0})
     fast, ref = _blocks(BLOCKS["basic-projection-s2"], memory="auto")
     for p in [*fast.parameters(), *ref.parameters()]:
         p.requires_grad_(False)
     x = torch.randn(3, 8, 9, 9, dtype=torch.float64)
     torch.testing.assert_close(fast(x), ref(x), rtol=1e-12, atol=1e-12)
-    assert calls == [["eager", "lean"]]
+    assert calls == [["eager", "lean", "standard"]]
     for key, value in ref.state_dict().items():
         torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-12, atol=1e-12)
 
 
 def test_a_converted_user_model_measures_its_blocks_too(measuring, monkeypatch):
     """The graph route (convert of a user's model) takes the same choice."""
-    _timed(monkeypatch, {"lean": 2.0, "eager": 1.0, "onednn": 1.0, "gemm": 2.0})
+    _timed(monkeypatch, {"lean": 2.0, "standard": 2.0, "eager": 1.0, "onednn": 1.0, "gemm": 2.0})
     torch.manual_seed(0)
     model = tutorial_resnet18(width=8).double()
     original = tutorial_resnet18(width=8).double()

@@ -50,7 +50,7 @@ class Backend:
         name: as accepted by :func:`use_backend`.
         namespace: the torch.ops namespace holding its kernels.
         module: the module whose import registers them.
-        measures: whether choices that depend on the machine (lean or eager
+        measures: whether choices that depend on the machine (lean, standard or eager
             blocks, convolution algorithms: resnet_fast.conv.measured) are
             timed when it runs; only the CPU's timings mean something here.
         why_not: the failure of running tensors on a device, or None.

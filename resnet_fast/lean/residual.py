@@ -1,16 +1,17 @@
-"""A residual block's training step: the lean node, or eager PyTorch where
-that is measurably faster.
+"""A residual block's training step: the lean node, the fused ops without
+it, or eager PyTorch, whichever is measurably fastest.
 
 Fusing BN, ReLU and the residual add saves passes over memory; where a
 block's activations fit in the CPU's caches (the first stages of a ResNet
-at a small resolution or batch) there is little to save, and the lean node's
-recomputation can cost more than it saves. Both compute the same function
-with the same parameters and running statistics, so with ``memory="auto"``
-each block shape is timed both ways on first use (resnet_fast/conv/measured.py:
-forward and
-backward, on detached inputs, running statistics restored afterwards) and
-the faster kept; the lean node unless eager is faster by more than the
-margin. Blocks that run eager keep what eager keeps for backward.
+at a small resolution or batch) there is little to save, and the lean
+node's recomputation can cost more than it saves. All three compute the
+same function with the same parameters and running statistics, so with
+``memory="auto"`` each block shape is timed every way on first use
+(resnet_fast/conv/measured.py: forward and backward, on detached inputs,
+running statistics restored afterwards) and the fastest kept; the lean
+node unless another is faster by more than the margin. Blocks that run
+eager keep what eager keeps for backward; blocks on the fused ops
+("standard") what the ops' autograd keeps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._ops.backends import Backend
+from .._ops.fused import batch_norm_act, bn_arguments
 from ..conv import measured
 from .nodes import conv_spec, lean_residual
 
@@ -38,10 +40,11 @@ def residual_train(
 ) -> Tensor:
     """relu(bn_k(conv_k(... relu(bn_1(conv_1(x))) ...)) + shortcut) in
     training, as :func:`~resnet_fast.lean.nodes.lean_residual` (``memory``
-    "lean") or, with ``memory`` "auto", whichever of that and
-    :func:`eager_residual` is faster for this shape on a backend whose
-    timings count (lean elsewhere; while torch.compile traces, the choice
-    already made or stored, else lean: see resnet_fast/conv/measured.py).
+    "lean") or, with ``memory`` "auto", whichever of that,
+    :func:`standard_residual` and :func:`eager_residual` is fastest for this
+    shape on a backend whose timings count (lean elsewhere; while
+    torch.compile traces, the choice already made or stored, else lean: see
+    resnet_fast/conv/measured.py).
 
     Args:
         backend: the backend of the lean node (resnet_fast.nn.memory.lean_backend).
@@ -68,6 +71,8 @@ def residual_train(
         )
         if choice == "eager":
             return eager_residual(x, stages, projection, given)
+        if choice == "standard":
+            return standard_residual(x, stages, projection, given)
     return lean_residual(backend, x, stages, projection, given)
 
 
@@ -94,6 +99,32 @@ def eager_residual(
     out = _bn(bn, conv(h))
     out += residual
     return F.relu(out, inplace=True)
+
+
+def standard_residual(
+    x: Tensor, stages: Sequence[Pair], projection: Pair | None, given: Tensor | None
+) -> Tensor:
+    """The block on the fused ops without the lean node: each convolution,
+    then its BN with the ReLU as one op (BN + residual add + ReLU for the
+    last); arguments as in :func:`residual_train`."""
+    h = x
+    for conv, bn in stages[:-1]:
+        h = _fused_bn(bn, conv(h), None, relu=True)
+    if projection is not None:
+        residual = _fused_bn(projection[1], projection[0](x), None, relu=False)
+    else:
+        residual = x if given is None else given
+    conv, bn = stages[-1]
+    return _fused_bn(bn, conv(h), residual, relu=True)
+
+
+def _fused_bn(bn: nn.BatchNorm2d, y: Tensor, residual: Tensor | None, relu: bool) -> Tensor:
+    """act(bn(y) [+ residual]) as one op, with the module's running statistics."""
+    running_mean, running_var, training, momentum = bn_arguments(bn, y)
+    return batch_norm_act(
+        y, residual, running_mean, running_var, bn.weight, bn.bias, training, momentum, bn.eps,
+        relu,
+    )  # fmt: skip
 
 
 def _candidates(backend, x, stages, projection, given) -> dict:
@@ -125,6 +156,7 @@ def _candidates(backend, x, stages, projection, given) -> dict:
 
     return {
         "lean": step(lambda xs, gs: lean_residual(backend, xs, stages, projection, gs)),
+        "standard": step(lambda xs, gs: standard_residual(xs, stages, projection, gs)),
         "eager": step(lambda xs, gs: eager_residual(xs, stages, projection, gs)),
     }
 

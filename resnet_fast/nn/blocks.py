@@ -273,8 +273,8 @@ class BasicBlock(_FoldingBlock, BasicLayout):
         memory: "lean" keeps only the convolution outputs for backward and
             recomputes the BN-ReLU outputs (see resnet_fast/lean/nodes.py); "standard"
             keeps what eager PyTorch keeps; "auto" (default) runs lean
-            unless eager PyTorch is measurably faster for the block's shape
-            (see resnet_fast/lean/residual.py). Keyword-only, an addition to
+            unless standard or eager PyTorch is measurably faster for the
+            block's shape (see resnet_fast/lean/residual.py). Keyword-only, an addition to
             torchvision's signature.
 
     Shape:

@@ -13,8 +13,8 @@ from .folding import has_hooks
 MEMORY_MODES = ("auto", "lean", "standard")
 """``memory=`` choices: "lean" saves each block's convolution outputs only;
 "standard" saves what the op-level autograd saves (as eager does); "auto"
-runs each residual block lean unless eager PyTorch's training step is
-measurably faster for that block's shape on this machine (measured once per
+runs each residual block lean unless "standard" or eager PyTorch's training
+step is measurably faster for that block's shape on this machine (measured once per
 shape, see resnet_fast/lean/residual.py), and the stem lean."""
 
 DEFAULT_MEMORY = "auto"

@@ -153,18 +153,18 @@ inline bool split_by_channels(int64_t rows, int64_t C, int64_t K, int64_t thread
 // slice of each row is read in full lines.
 inline int64_t channel_grain(int64_t K) { return std::max<int64_t>(1, 64 / K); }
 
-// Accumulates rows [r0, r1) of channels [j0, j1) (j0 a multiple of K) into
-// (count, mean[c], m2[c]), in blocks of kBlockRows rows.
-template <typename T>
-void stats_rows_tile(const StatsParams& p, const RowIndex& row, int64_t r0, int64_t r1,
-                     int64_t j0, int64_t j1, double& count, double* mean, double* m2) {
+// stats_rows_tile's work with the accumulators `acc` (one per vector of
+// the row; NV > 0: a row of exactly NV vectors, `acc` in registers).
+template <typename T, int NV>
+void stats_rows_blocks(const StatsParams& p, const RowIndex& row, int64_t r0, int64_t r1,
+                       int64_t j0, int64_t j1, double& count, double* mean, double* m2,
+                       ShiftedSums<typename Io<T>::V>* acc) {
   using acc_t = typename Io<T>::acc_t;
   using V = typename Io<T>::V;
   constexpr int64_t K = Io<T>::kStep;
-  const int64_t width = j1 - j0, padded = (width + K - 1) / K * K;
+  const int64_t width = row_len<NV, K>(j1 - j0), padded = (width + K - 1) / K * K;
   const T* x = static_cast<const T*>(p.x) + j0;
   Buffer<acc_t> shift(padded), s1(padded), s2(padded);
-  Buffer<ShiftedSums<V>> acc(padded / K);
   for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
     const int64_t b1 = std::min(r1, b0 + kBlockRows), nb = b1 - b0;
     const T* first = x + row(b0);
@@ -172,12 +172,15 @@ void stats_rows_tile(const StatsParams& p, const RowIndex& row, int64_t r0, int6
       load_n(first + j, std::min(K, width - j)).store(shift.p + j);
       acc[j / K] = ShiftedSums<V>{};
     }
+    const auto shifts = row_coefs<NV>(shift.p);
     // Row by row: every lane's chain advances once per row, and rows are
     // read front to back (long channel vectors stream well this way).
     for (int64_t r = b0; r < b1; ++r) {
       const T* xr = x + row(r);
-      for (int64_t j = 0; j < width; j += K)
-        acc[j / K].add(load_n(xr + j, std::min(K, width - j)) - V::loadu(shift.p + j));
+      for (int64_t j = 0; j < width; j += K) {
+        const int64_t k = std::min(K, width - j);
+        acc[j / K].add(load_n(xr + j, k) - shifts.at(j, K));
+      }
     }
     for (int64_t j = 0; j < width; j += K) {
       acc[j / K].s1.store(s1.p + j);
@@ -191,6 +194,23 @@ void stats_rows_tile(const StatsParams& p, const RowIndex& row, int64_t r0, int6
     }
     count += nb;
   }
+}
+
+// Accumulates rows [r0, r1) of channels [j0, j1) (j0 a multiple of K) into
+// (count, mean[c], m2[c]), in blocks of kBlockRows rows.
+template <typename T>
+void stats_rows_tile(const StatsParams& p, const RowIndex& row, int64_t r0, int64_t r1,
+                     int64_t j0, int64_t j1, double& count, double* mean, double* m2) {
+  with_row_vectors<Io<T>::kStep>(j1 - j0, [&](auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    if constexpr (NV == 0) {
+      Buffer<ShiftedSums<typename Io<T>::V>> acc((j1 - j0 + Io<T>::kStep - 1) / Io<T>::kStep);
+      stats_rows_blocks<T, NV>(p, row, r0, r1, j0, j1, count, mean, m2, acc.p);
+    } else {
+      ShiftedSums<typename Io<T>::V> acc[NV];  // in registers: a row is NV vectors
+      stats_rows_blocks<T, NV>(p, row, r0, r1, j0, j1, count, mean, m2, acc);
+    }
+  });
 }
 
 template <typename T>
@@ -276,13 +296,19 @@ void apply_impl(const ApplyParams& p, const AffineRows& coefs) {
   const acc_t* scale = static_cast<const acc_t*>(coefs.scale);
   const acc_t* bias = static_cast<const acc_t*>(coefs.shift);
   if (g.layout == Layout::kRows) {
+    constexpr int64_t K = Io<T>::kStep;
     const RowIndex ix(g, p.sx), ir(g, p.sr), io(g, p.so);
-    const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias};
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(g.C, 1));
-    at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row)
-        apply_segment<T, kResidual, kRelu>(x + ix(row), kResidual ? r + ir(row) : nullptr,
-                                           out + io(row), g.C, mu, lo, sc, bi);
+    with_row_vectors<K>(g.C, [&](auto nv) {
+      constexpr int NV = decltype(nv)::value;
+      at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
+        const auto mu = row_coefs<NV>(mean), lo = row_coefs<NV>(mean_lo);
+        const auto sc = row_coefs<NV>(scale), bi = row_coefs<NV>(bias);
+        const int64_t len = row_len<NV, K>(g.C);
+        for (int64_t row = r0; row < r1; ++row)
+          apply_segment<T, kResidual, kRelu>(x + ix(row), kResidual ? r + ir(row) : nullptr,
+                                             out + io(row), len, mu, lo, sc, bi);
+      });
     });
     return;
   }
@@ -359,25 +385,42 @@ void backward_reduce_impl(const BackwardReduceParams& p, const AffineRows& coefs
     const int64_t threads = at::get_num_threads();
     // Block partial sums in acc_t, added into per-thread fp64 slots.
     Buffer<double> slot_g(threads * C), slot_gx(threads * C);
-    // Rows [r0, r1) of channels [j0, j1) (j0 a multiple of K) into sg / sgx.
-    auto tile = [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1, double* sg, double* sgx) {
-      const int64_t width = j1 - j0, lanes = (width + K - 1) / K;
-      const PerChannel<acc_t> mu{mean + j0}, lo{mean_lo + j0}, sc{scale + j0}, bi{bias + j0};
-      Buffer<V> acc_g(lanes), acc_gx(lanes);
+    // Rows [r0, r1) of channels [j0, j1), a row of NV vectors (NV = 0: any
+    // width), accumulated in `ag` / `agx` and added into sg / sgx per block.
+    auto tile_rows = [&](auto nv, int64_t r0, int64_t r1, int64_t j0, int64_t width, auto& ag,
+                         auto& agx, double* sg, double* sgx) {
+      constexpr int NV = decltype(nv)::value;
+      const int64_t lanes = (width + K - 1) / K, len = row_len<NV, K>(width);
+      const auto mu = row_coefs<NV>(mean + j0), lo = row_coefs<NV>(mean_lo + j0);
+      const auto sc = row_coefs<NV>(scale + j0), bi = row_coefs<NV>(bias + j0);
       Buffer<acc_t> tmp(lanes * K);
-      LaneAcc<acc_t> ag{acc_g.p}, agx{acc_gx.p};
       for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
         const int64_t b1 = std::min(r1, b0 + kBlockRows);
-        for (int64_t l = 0; l < lanes; ++l) acc_g[l] = acc_gx[l] = V(0);
+        for (int64_t l = 0; l < lanes; ++l) ag.at(l * K) = agx.at(l * K) = V(0);
         for (int64_t row = b0; row < b1; ++row)
           backward_reduce_segment<T, kResidual, kRelu>(
               dy + idy(row) + j0, x + ix(row) + j0, kResidual ? r + ir(row) + j0 : nullptr,
-              kResidual ? gr + igr(row) + j0 : nullptr, width, mu, lo, sc, bi, ag, agx);
-        for (int64_t l = 0; l < lanes; ++l) acc_g[l].store(tmp.p + l * K);
+              kResidual ? gr + igr(row) + j0 : nullptr, len, mu, lo, sc, bi, ag, agx);
+        for (int64_t l = 0; l < lanes; ++l) ag.at(l * K).store(tmp.p + l * K);
         for (int64_t c = 0; c < width; ++c) sg[j0 + c] += tmp[c];
-        for (int64_t l = 0; l < lanes; ++l) acc_gx[l].store(tmp.p + l * K);
+        for (int64_t l = 0; l < lanes; ++l) agx.at(l * K).store(tmp.p + l * K);
         for (int64_t c = 0; c < width; ++c) sgx[j0 + c] += tmp[c];
       }
+    };
+    // Rows [r0, r1) of channels [j0, j1) (j0 a multiple of K) into sg / sgx.
+    auto tile = [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1, double* sg, double* sgx) {
+      with_row_vectors<K>(j1 - j0, [&](auto nv) {
+        constexpr int NV = decltype(nv)::value;
+        if constexpr (NV == 0) {
+          const int64_t lanes = (j1 - j0 + K - 1) / K;
+          Buffer<V> acc_g(lanes), acc_gx(lanes);
+          LaneAcc<acc_t> ag{acc_g.p}, agx{acc_gx.p};
+          tile_rows(nv, r0, r1, j0, j1 - j0, ag, agx, sg, sgx);
+        } else {
+          RowAcc<acc_t, NV> ag, agx;
+          tile_rows(nv, r0, r1, j0, j1 - j0, ag, agx, sg, sgx);
+        }
+      });
     };
     if (split_by_channels(rows, C, K, threads)) {  // whole channels per task, in slot 0
       at::parallel_for(0, (C + K - 1) / K, channel_grain(K), [&](int64_t g0, int64_t g1) {
@@ -458,13 +501,20 @@ void backward_apply_impl(const BackwardApplyParams& p, const GradRows& coefs) {
   const acc_t* b = static_cast<const acc_t*>(coefs.b);
   const acc_t* d = static_cast<const acc_t*>(coefs.d);
   if (g.layout == Layout::kRows) {
+    constexpr int64_t K = Io<T>::kStep;
     const RowIndex ig(g, p.sg), ix(g, p.sx), idx(g, p.sdx);
-    const PerChannel<acc_t> mu{mean}, lo{mean_lo}, sc{scale}, bi{bias}, ca{a}, cb{b}, cd{d};
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(g.C, 1));
-    at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row)
-        backward_apply_segment<T, kMaskFromX>(gsrc + ig(row), x + ix(row), dx + idx(row), g.C, mu,
-                                              lo, sc, bi, ca, cb, cd);
+    with_row_vectors<K>(g.C, [&](auto nv) {
+      constexpr int NV = decltype(nv)::value;
+      at::parallel_for(0, g.N * g.H * g.W, grain, [&](int64_t r0, int64_t r1) {
+        const auto mu = row_coefs<NV>(mean), lo = row_coefs<NV>(mean_lo);
+        const auto sc = row_coefs<NV>(scale), bi = row_coefs<NV>(bias);
+        const auto ca = row_coefs<NV>(a), cb = row_coefs<NV>(b), cd = row_coefs<NV>(d);
+        const int64_t len = row_len<NV, K>(g.C);
+        for (int64_t row = r0; row < r1; ++row)
+          backward_apply_segment<T, kMaskFromX>(gsrc + ig(row), x + ix(row), dx + idx(row), len,
+                                                mu, lo, sc, bi, ca, cb, cd);
+      });
     });
     return;
   }
