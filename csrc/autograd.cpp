@@ -97,15 +97,14 @@ const NamespaceOps& ops_at(int64_t index) {
 
 const char kOps[] = "ops";
 
-bool any_requires_grad(std::initializer_list<const OptTensor*> tensors) {
-  for (const OptTensor* t : tensors) {
-    if (t->has_value() && (*t)->defined() && (*t)->requires_grad()) return true;
-  }
-  return false;
-}
+bool requires_grad(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
-bool needs_graph(std::initializer_list<const OptTensor*> tensors) {
-  return at::GradMode::is_enabled() && any_requires_grad(tensors);
+bool requires_grad(const OptTensor& t) { return t.has_value() && requires_grad(*t); }
+
+// Whether the call needs a graph node: grad mode on and an input requiring grad.
+template <typename... Ts>
+bool needs_graph(const Ts&... tensors) {
+  return at::GradMode::is_enabled() && (requires_grad(tensors) || ...);
 }
 
 Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
@@ -197,8 +196,7 @@ void register_kernels(torch::Library& lib, const NamespaceOps* ops) {
                                  const OptTensor& bias, const OptTensor& running_mean,
                                  const OptTensor& running_var, bool training, double momentum,
                                  double eps, bool relu) -> BnOutputs {
-                             const OptTensor in(input);
-                             if (!needs_graph({&in, &weight, &bias})) {
+                             if (!needs_graph(input, weight, bias)) {
                                const at::AutoDispatchBelowAutograd below_autograd;
                                return ops->bn_act_fwd.call(input, weight, bias, running_mean,
                                                            running_var, training, momentum, eps,
@@ -215,22 +213,20 @@ void register_kernels(torch::Library& lib, const NamespaceOps* ops) {
                                  const OptTensor& running_mean, const OptTensor& running_var,
                                  bool training, double momentum, double eps,
                                  bool relu) -> BnOutputs {
-                             const OptTensor in(input), res(residual);
-                             if (!needs_graph({&in, &res, &weight, &bias})) {
+                             if (!needs_graph(input, residual, weight, bias)) {
                                const at::AutoDispatchBelowAutograd below_autograd;
                                return ops->bn_add_act_fwd.call(input, residual, weight, bias,
                                                                running_mean, running_var,
                                                                training, momentum, eps, relu);
                              }
                              return as_tuple(BnActFunction::apply(
-                                 ops, input, res, weight, bias, running_mean, running_var,
-                                 training, momentum, eps, relu));
+                                 ops, input, OptTensor(residual), weight, bias, running_mean,
+                                 running_var, training, momentum, eps, relu));
                            }));
   lib.impl("add_relu_fwd",
            torch::dispatch(c10::DispatchKey::Autograd,
                            [ops](const Tensor& input, const Tensor& other) -> Tensor {
-                             const OptTensor a(input), b(other);
-                             if (!needs_graph({&a, &b})) {
+                             if (!needs_graph(input, other)) {
                                const at::AutoDispatchBelowAutograd below_autograd;
                                return ops->add_relu_fwd.call(input, other);
                              }

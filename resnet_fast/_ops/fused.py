@@ -50,6 +50,24 @@ def batch_norm_act(
     return ops.bn_add_act_fwd(input, residual, *args)[0]
 
 
+def module_batch_norm_act(
+    bn: nn.BatchNorm2d, input: Tensor, residual: Tensor | None, relu: bool
+) -> Tensor:
+    """act(bn(input) [+ residual]) as one op, with the module's parameters,
+    running statistics and mode (:func:`bn_arguments`), act = ReLU or identity.
+
+    Args:
+        bn: an nn.BatchNorm2d (or a subclass that keeps its forward's rules).
+        input, residual: [N, C, H, W]; residual may be None.
+        relu: ReLU (True) or identity (False).
+    """
+    running_mean, running_var, training, momentum = bn_arguments(bn, input)
+    return batch_norm_act(
+        input, residual, running_mean, running_var, bn.weight, bn.bias,
+        training, momentum, bn.eps, relu,
+    )  # fmt: skip
+
+
 def add_relu(input: Tensor, other: Tensor) -> Tensor:
     """relu(input + other); ``other`` of input's shape, dtype and device."""
     if not isinstance(input, Tensor):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .._ops.fused import batch_norm_act, bn_arguments
+from .._ops.fused import module_batch_norm_act
 from ..conv.inference import FoldCache, conv_bn_eval
 from ..lean.nodes import lean_bn_relu_maxpool
 from ..lean.residual import residual_train
@@ -113,11 +113,7 @@ def bn_act(
         return _modules_forward(x, None, bn, residual, relu)
     if residual is not None and not _residual_fits(residual, x.shape, x):
         return _unfused(x, bn, residual)
-    running_mean, running_var, training, momentum = bn_arguments(bn, x)
-    return batch_norm_act(
-        x, residual, running_mean, running_var, bn.weight, bn.bias,
-        training, momentum, bn.eps, relu,
-    )  # fmt: skip
+    return module_batch_norm_act(bn, x, residual, relu)
 
 
 def _conv_out_shape(conv: nn.Conv2d, shape) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._ops.backends import Backend
-from .._ops.fused import batch_norm_act, bn_arguments
+from .._ops.fused import module_batch_norm_act
 from ..conv import measured
 from .nodes import conv_spec, lean_residual
 
@@ -109,22 +109,13 @@ def standard_residual(
     last); arguments as in :func:`residual_train`."""
     h = x
     for conv, bn in stages[:-1]:
-        h = _fused_bn(bn, conv(h), None, relu=True)
+        h = module_batch_norm_act(bn, conv(h), None, relu=True)
     if projection is not None:
-        residual = _fused_bn(projection[1], projection[0](x), None, relu=False)
+        residual = module_batch_norm_act(projection[1], projection[0](x), None, relu=False)
     else:
         residual = x if given is None else given
     conv, bn = stages[-1]
-    return _fused_bn(bn, conv(h), residual, relu=True)
-
-
-def _fused_bn(bn: nn.BatchNorm2d, y: Tensor, residual: Tensor | None, relu: bool) -> Tensor:
-    """act(bn(y) [+ residual]) as one op, with the module's running statistics."""
-    running_mean, running_var, training, momentum = bn_arguments(bn, y)
-    return batch_norm_act(
-        y, residual, running_mean, running_var, bn.weight, bn.bias, training, momentum, bn.eps,
-        relu,
-    )  # fmt: skip
+    return module_batch_norm_act(bn, conv(h), residual, relu=True)
 
 
 def _candidates(backend, x, stages, projection, given) -> dict:

@@ -11,7 +11,7 @@ resnet_fast.convert_sync_batchnorm, nn/sync_batchnorm.py.)
 
 from torch import Tensor, nn
 
-from .._ops.fused import batch_norm_act, bn_arguments
+from .._ops.fused import module_batch_norm_act
 from .scripting import NotScriptable
 
 
@@ -23,11 +23,7 @@ class BatchNormReLU2d(NotScriptable, nn.BatchNorm2d):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        running_mean, running_var, training, momentum = bn_arguments(self, input)
-        return batch_norm_act(
-            input, None, running_mean, running_var, self.weight, self.bias,
-            training, momentum, self.eps, True,
-        )  # fmt: skip
+        return module_batch_norm_act(self, input, None, relu=True)
 
 
 class BatchNormAddReLU2d(NotScriptable, nn.BatchNorm2d):
@@ -38,11 +34,7 @@ class BatchNormAddReLU2d(NotScriptable, nn.BatchNorm2d):
     """
 
     def forward(self, input: Tensor, residual: Tensor) -> Tensor:
-        running_mean, running_var, training, momentum = bn_arguments(self, input)
-        return batch_norm_act(
-            input, residual, running_mean, running_var, self.weight, self.bias,
-            training, momentum, self.eps, True,
-        )  # fmt: skip
+        return module_batch_norm_act(self, input, residual, relu=True)
 
 
 def is_plain_batchnorm2d(module: nn.Module) -> bool:

@@ -34,9 +34,8 @@ void taps_epilogue(const TapsConvParams& p) {
       const int64_t n = std::min(kStep, p.Kb - j);
       V v = load_n(sums + i * p.Kb + j, n);
       if (bias != nullptr) v = v + load_n(bias + p.k0 + j, n);
-      if constexpr (kResidual) v = v + load_n(residual + at_px + j, n);
-      if constexpr (kRelu) v = at::vec::maximum(v, V(T(0)));
-      store_n(out + at_px + j, v, n);
+      const T* r = kResidual ? residual + at_px + j : nullptr;
+      store_output<T, kResidual, kRelu>(out + at_px + j, r, v, n);
     }
   }
 }

@@ -65,6 +65,15 @@ inline void store_n(T* p, const typename Io<T>::V& v, int64_t n) {
   std::copy(buf, buf + n, p);
 }
 
+// A convolution's fused epilogue for n <= kStep output channels of one
+// pixel, v holding the sums with the bias: + residual, ReLU, store.
+template <typename T, bool kResidual, bool kRelu>
+inline void store_output(T* out, const T* residual, typename Io<T>::V v, int64_t n) {
+  if constexpr (kResidual) v = v + load_n(residual, n);
+  if constexpr (kRelu) v = at::vec::maximum(v, typename Io<T>::V(T(0)));
+  store_n(out, v, n);
+}
+
 // Keeps the first n lanes of v and zeroes the rest (tails of reductions).
 template <typename V>
 inline V first_n(const V& v, int64_t n) {

@@ -147,10 +147,8 @@ void winograd_output_rows(const WinogradOutputParams& p) {
       for (int64_t r = 0; r < rows_in; ++r) {
         for (int64_t s = 0; s < cols_in; ++s) {
           const int64_t at_px = ((place.n * p.H + place.y + r) * p.W + place.x + s) * p.K + k;
-          V v = y[r * kWinoTile + s] + b;
-          if constexpr (kResidual) v = v + load_n(residual + at_px, nk);
-          if constexpr (kRelu) v = at::vec::maximum(v, V(T(0)));
-          store_n(out + at_px, v, nk);
+          store_output<T, kResidual, kRelu>(out + at_px, kResidual ? residual + at_px : nullptr,
+                                            y[r * kWinoTile + s] + b, nk);
         }
       }
     }
