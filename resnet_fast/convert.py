@@ -273,8 +273,9 @@ def revert(model: nn.Module, inplace: bool = True) -> nn.Module:
         for child_name, child in list(module._modules.items()):
             if isinstance(child, (BasicBlock, Bottleneck)):
                 setattr(module, child_name, _plain_block(child))
-        if getattr(module, "stem_fused", False):
-            module.stem_fused = False
+        for flag in ("stem_fused", "classifier_prepacked"):
+            if getattr(module, flag, False):
+                setattr(module, flag, False)
     for module in model.modules():
         if isinstance(module, _FUSED_NORMS):
             unfuse_batchnorm(module)

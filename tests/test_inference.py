@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import resnet_fast.models as M
-from resnet_fast.conv import inference
+from resnet_fast.conv import fold_cache, inference
 from resnet_fast.models.plain import plain_model
 
 
@@ -172,7 +172,7 @@ def fold_calls(monkeypatch):
 
         return wrapper
 
-    monkeypatch.setattr(inference, "fold_bn", counting("fold", inference.fold_bn))
+    monkeypatch.setattr(fold_cache, "fold_bn", counting("fold", fold_cache.fold_bn))
     monkeypatch.setattr(inference, "pack_for_onednn", counting("pack", inference.pack_for_onednn))
     return counts
 
@@ -228,7 +228,7 @@ def test_autocast_bf16_inference_on_a_fresh_model(serving):
 
 
 def test_inference_tensor_weights_are_refolded_every_call_with_a_warning(fold_calls, monkeypatch):
-    monkeypatch.setattr(inference, "_warned_inference_weights", False)
+    monkeypatch.setattr(fold_cache, "_warned_inference_weights", False)
     torch.manual_seed(0)
     with torch.inference_mode():
         fast = M.resnet20(num_classes=10).eval()
@@ -245,3 +245,72 @@ def test_inference_tensor_weights_are_refolded_every_call_with_a_warning(fold_ca
         ref.layers[0][0].conv1.weight.mul_(0.5)
         _close(fast(x), ref(x), torch.float32)
     assert fold_calls["fold"] == 2 * folds
+
+
+def test_a_decided_call_is_reused_until_what_it_rests_on_changes(measuring, monkeypatch):
+    """Each convolution decides its algorithm once (a ReadyCall) and runs it
+    on later calls; a reset or loaded choice, another input layout or shape,
+    autocast or a gradient to compute make it decide again, and a loaded
+    choice runs from the next call on."""
+    from resnet_fast.conv import eval_algorithms, taps
+
+    decisions, tap_calls = [], []
+    chosen = eval_algorithms.chosen
+    monkeypatch.setattr(
+        eval_algorithms, "chosen", lambda key, device: decisions.append(key) or chosen(key, device)
+    )
+    tap_conv = taps.conv
+    monkeypatch.setattr(taps, "conv", lambda *a: tap_calls.append(1) or tap_conv(*a))
+    fast, ref = _pair()
+    fast.eval(), ref.eval()
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = ref(x)
+        with measuring.recording() as used:
+            _close(fast(x), expected, torch.float32)
+        first = len(decisions)
+        assert first > 0 and not tap_calls
+        _close(fast(x), expected, torch.float32)
+        assert len(decisions) == first  # every call ran its ReadyCall
+
+        measuring.load_measured_choices(
+            {measuring.encode(key): "taps" for key in used if key[0] == eval_algorithms.KIND}
+        )
+        _close(fast(x), expected, torch.float32)
+        assert len(decisions) == 2 * first and len(tap_calls) == first
+        _close(fast(x), expected, torch.float32)
+        assert len(decisions) == 2 * first and len(tap_calls) == 2 * first
+
+        measuring.reset_measured_choices()
+        _close(fast(x), expected, torch.float32)
+        assert len(decisions) == 3 * first and len(tap_calls) == 2 * first
+
+        _close(fast(x.contiguous()), expected, torch.float32)  # not channels_last: not eligible
+        _close(fast(x[:1]), expected[:1], torch.float32)
+        assert len(decisions) == 4 * first
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast(x)
+        _close(fast(x), expected, torch.float32)
+        assert len(decisions) == 5 * first
+    fast.requires_grad_(False)
+    out = fast(x.clone().requires_grad_())
+    assert out.requires_grad  # decided again, with the gradient's path
+    _close(out.detach(), expected, torch.float32)
+
+
+def test_the_eval_classifier_is_prepacked_and_never_stale():
+    """The zoo's eval classifier runs prepacked (last bits differ from
+    F.linear's) and follows its weights; train mode and the plain twin run
+    nn.Linear itself."""
+    fast, ref = _pair()
+    fast.eval(), ref.eval()
+    features = torch.randn(4, fast.fc.in_features)
+    with torch.no_grad():
+        packed = fast._classify(features)
+        _close(packed, ref.fc(features), torch.float32)
+        assert "fc" in fast.fold_cache.packed
+        fast.fc.weight.mul_(-1.0)
+        _close(fast._classify(features), fast.fc(features), torch.float32)
+        assert ref._classify(features).equal(ref.fc(features))
+        fast.train()
+        assert fast._classify(features).equal(fast.fc(features))

@@ -141,6 +141,26 @@ def _numpy_view(model):
     conv.weight.detach().numpy()[...] *= 0.5
 
 
+def _classifier(model):
+    return [m for _, m in sorted(model.named_modules()) if isinstance(m, nn.Linear)][-1]
+
+
+def _classifier_data_assign(model):
+    fc = _classifier(model)
+    fc.weight.data = fc.weight.data.flip(0)
+    fc.bias.data.add_(0.5)
+
+
+def _classifier_replaced(model):
+    fc = _classifier(model)
+    torch.manual_seed(2)
+    fc.weight = nn.Parameter(torch.randn_like(fc.weight))
+
+
+def _classifier_hook(model):
+    _classifier(model).register_forward_hook(lambda module, args, out: out * 2.0)
+
+
 EDITS = {
     "data.mul_": _data_mul,
     "data.add_": _data_add,
@@ -153,6 +173,9 @@ EDITS = {
     "load_state_dict": _state_dict_round_trip,
     "optimizer step": _optimizer_step,
     "numpy view": _numpy_view,
+    "classifier .data =": _classifier_data_assign,
+    "classifier replaced": _classifier_replaced,
+    "classifier hook": _classifier_hook,
 }
 
 

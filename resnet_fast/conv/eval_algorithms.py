@@ -19,6 +19,8 @@ stored; until then, and where nothing may be timed, oneDNN's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -91,24 +93,20 @@ def transform(choice: str, weight: Tensor) -> Tensor:
     return winograd.weight_tiles(weight) if choice == "winograd" else taps.weight_taps(weight)
 
 
-def run(
-    choice: str, input: Tensor, weight: Tensor, stride: int, bias: Tensor | None,
-    residual: Tensor | None, relu: bool,
-) -> Tensor:  # fmt: skip
+def bind(
+    choice: str, weight: Tensor, stride: int, bias: Tensor | None, relu: bool
+) -> Callable[[Tensor, Tensor | None], Tensor]:
     """act(conv2d(input, folded weight, bias, stride, padding=k // 2)
     [+ residual]) by ``choice`` (not the default; one of :func:`candidates`),
-    with ``weight = transform(choice, folded)``.
+    with ``weight = transform(choice, folded)``, as a call of (input,
+    residual).
 
-    Args:
+    The call's arguments:
         input: [N, C_in, H, W] dense channels_last.
-        weight: the transformed weight.
-        stride: 1 or 2.
-        bias: [C_out] or None.
         residual: [N, C_out, H_out, W_out] dense channels_last, or None.
 
-    Returns:
-        [N, C_out, H_out, W_out], channels_last.
+    It returns [N, C_out, H_out, W_out], channels_last.
     """
     if choice == "winograd":
-        return winograd.conv3x3(input, weight, bias, residual, relu)
-    return taps.conv(input, weight, bias, residual, relu, stride)
+        return lambda x, r: winograd.conv3x3(x, weight, bias, r, relu)
+    return lambda x, r: taps.conv(x, weight, bias, r, relu, stride)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 _IntOr2 = int | Sequence[int]
 # Read once: torch.compile does not trace into torch.backends.
-_ONEDNN = torch.backends.mkldnn.is_available()
+ONEDNN = torch.backends.mkldnn.is_available()
 # Before torch 2.13, oneDNN's convolution with a sum post-op fails on a 1x1
 # input ("could not create a memory"); those calls take the unfused path.
 _BINARY_NEEDS_2PX = torch.torch_version.TorchVersion(torch.__version__) < (2, 13)
@@ -81,7 +81,7 @@ def _onednn_post_ops_apply(input: Tensor, weight: Tensor, tensors: Sequence[Tens
 
     It has no autograd, so it is used only when no gradient is needed.
     """
-    if input.device.type != "cpu" or not _ONEDNN:
+    if input.device.type != "cpu" or not ONEDNN:
         return False
     if input.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != input.dtype:
         return False
@@ -106,6 +106,40 @@ def _binary_1px_unsupported(input: Tensor, residual: Tensor | None) -> bool:
     return True
 
 
+def onednn_call(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    stride: _IntOr2,
+    padding: _IntOr2,
+    dilation: _IntOr2,
+    groups: int,
+    residual: Tensor | None,
+    relu: bool,
+    packed: Callable[[], Tensor] | None = None,
+) -> Callable[[Tensor, Tensor | None], Tensor] | None:
+    """oneDNN's convolution with bias, sum and ReLU post-ops (one write of
+    the output) for arguments like these, as a call of (input, residual), or
+    None where it cannot run them: not on the CPU, a dtype oneDNN does not
+    fuse, or a gradient needed (it has no autograd). It runs the weight that
+    `packed()` returns when given (oneDNN's own layout, prepacked once by
+    the caller's cache)."""
+    if not _onednn_post_ops_apply(input, weight, (bias, residual)) or _binary_1px_unsupported(
+        input, residual
+    ):
+        return None
+    if packed is not None:
+        weight = packed()
+    args = (_pair(padding), _pair(stride), _pair(dilation), groups)
+    if residual is None:
+        unary = torch.ops.mkldnn._convolution_pointwise.default
+        post = "relu" if relu else "none"
+        return lambda x, _: unary(x, weight, bias, *args, post, [], "")
+    binary = torch.ops.mkldnn._convolution_pointwise.binary
+    post = "relu" if relu else None
+    return lambda x, r: binary(x, r, weight, bias, *args, "add", 1.0, post, [], "")
+
+
 def conv_folded_act(
     input: Tensor,
     weight: Tensor,
@@ -119,28 +153,14 @@ def conv_folded_act(
     add_relu: Callable[[Tensor, Tensor], Tensor],
     packed: Callable[[], Tensor] | None = None,
 ) -> Tensor:
-    """act(conv2d(input, weight, bias) [+ residual]) with the epilogue fused.
-
-    On the CPU without autograd this is oneDNN's convolution with bias, sum and
-    ReLU post-ops (one write of the output), fed the weight that `packed()`
-    returns when given (oneDNN's own layout, prepacked once by the caller's
-    cache); otherwise the convolution with bias followed by the fused add_relu
-    op (or ReLU).
-    """
-    if _onednn_post_ops_apply(input, weight, (bias, residual)) and not _binary_1px_unsupported(
-        input, residual
-    ):
-        if packed is not None:
-            weight = packed()
-        unary = "relu" if relu else "none"
-        args = (_pair(padding), _pair(stride), _pair(dilation), groups)
-        if residual is None:
-            return torch.ops.mkldnn._convolution_pointwise(
-                input, weight, bias, *args, unary, [], ""
-            )
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            input, residual, weight, bias, *args, "add", 1.0, unary if relu else None, [], ""
-        )
+    """act(conv2d(input, weight, bias) [+ residual]) with the epilogue fused:
+    oneDNN's post-ops where they run (:func:`onednn_call`); otherwise the
+    convolution with bias followed by the fused add_relu op (or ReLU)."""
+    call = onednn_call(
+        input, weight, bias, stride, padding, dilation, groups, residual, relu, packed
+    )  # fmt: skip
+    if call is not None:
+        return call(input, residual)
     y = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
     if residual is None:
         return torch.relu(y) if relu else y

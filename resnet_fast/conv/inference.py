@@ -1,139 +1,36 @@
 """Eval-mode conv + BN as one convolution with the BN folded in (folded.py),
-the folded weights cached per module, never stale.
+the folded weights cached per module, never stale (fold_cache.py).
 
-A cached fold is used only while it provably belongs to the tensors it was
-folded from: the same objects (weak references), storage pointers, version
-counters, dtypes and devices of the conv weight and bias, of every BN
-tensor and of BN's num_batches_tracked (nn.BatchNorm2d's native running-stat
-update does not bump the running stats' version counters, but its
-num_batches_tracked increment does), the same eps, and the same values: a
-write through ``.data`` (hand-written SGD, EMA, weight clipping, pruning
-masks applied in place) or a NumPy view reaches the storage without the
-version counter, so each call also compares the tensors with a copy taken
-when they were folded (one read of the weights, a tenth of the folded
-convolution's time on ResNet-18 at 16 x 64x64; the copy costs the weights'
-size in memory). A frozen cache (resnet_fast.freeze, for deployment, as
-PyTorch's own freezing) skips that comparison: every change the version
-counter sees is still refolded, writes it cannot see are not.
+Under autocast the folded convolution runs in autocast's dtype, as conv2d
+would, from a copy of the fold in that dtype. A cached fold that runs
+through oneDNN is also kept prepacked in oneDNN's weight layout, per input
+shape, and one that runs as Winograd or tap by tap (eval_algorithms.py) is
+kept in that algorithm's form.
 
-The fold itself is computed outside inference mode and outside autocast, so
-the cached tensors are ordinary tensors whatever context the first call ran
-in. Under autocast the folded convolution runs in autocast's dtype, as
-conv2d would, from a copy of the fold in that dtype cached beside it.
-Weights that are themselves inference tensors (a model built under
-torch.inference_mode()) carry no version counter: their fold is recomputed
-on every call, with a warning once. Folds that need gradients (eval-mode
-fine-tuning) are never cached, and under torch.compile the fold is part of
-the traced graph (inductor's freezing computes it once, at freeze time). A
-cached fold that runs through oneDNN is also kept prepacked in oneDNN's
-weight layout, per input shape, and one that runs as Winograd or tap by tap
-(eval_algorithms.py) is kept in that algorithm's form.
+Each call site (a module's conv + BN pair) keeps its last decision as a
+ReadyCall: the algorithm, its prepared weights, and what the decision
+depended on. A later call whose arguments, context and fold match runs it
+after a few checks, without deciding again: about 5 us of Python instead of
+15 (more in a model, whose convolutions leave the caches cold), which over
+ResNet-50's 53 convolutions is about 4% of a frozen model's forward at
+batch 16, 64x64, on a 2-core CPU.
 
 An input the folded convolution cannot take (not 4-D, other channels,
 dtype or device than the weights) runs the modules' own forward, which
 raises PyTorch's own error for it.
 """
 
-import contextlib
-import warnings
-import weakref
-from dataclasses import dataclass, field
-
 import torch
-import torch._prims_common
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._ops.fused import add_relu
 from . import eval_algorithms, measured
-from .folded import conv_folded_act, fold_bn, pack_for_onednn
+from .fold_cache import Fold, FoldCache, dtype_key, fold_tensors, folded_weights, plain_context
+from .folded import conv_folded_act, onednn_call, pack_for_onednn
 from .spec import ConvSpec, output_hw
 
-_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def _bits(t: Tensor) -> Tensor:
-    """The bits of ``t``'s elements as one flat integer tensor: a view of a
-    dense tensor (a parameter is; channels_last included), whose comparison
-    is one memcmp-speed pass; a copy otherwise. Bits, not values: a NaN
-    weight compares equal to itself."""
-    t = t.detach()
-    if not torch._prims_common.is_non_overlapping_and_dense_or_false(t):
-        t = t.contiguous()
-    flat = t.as_strided((t.numel(),), (1,), t.storage_offset())
-    return flat.view(_BITS[t.element_size()])
-
-
-@dataclass
-class _Fold:
-    """One cached fold and the proof of what it was folded from."""
-
-    stamp: tuple
-    weight: Tensor
-    bias: Tensor
-    sources: tuple  # weak references to the watched tensors
-    values: tuple[Tensor, ...] | None  # copies of the fold's inputs; None when frozen
-
-    def fresh(self, stamp: tuple, watched: list[Tensor], inputs: list[Tensor]) -> bool:
-        if self.stamp != stamp or not all(
-            r() is t for r, t in zip(self.sources, watched, strict=True)
-        ):
-            return False
-        return self.values is None or all(
-            torch.equal(_bits(t), v) for t, v in zip(inputs, self.values, strict=True)
-        )
-
-
-@dataclass
-class FoldCache:
-    """A module's folded convolutions, by the name of the conv + BN pair
-    (and autocast dtype), with their oneDNN-prepacked forms and the forms
-    the other 1x1 / 3x3 algorithms take (by name and algorithm).
-
-    Attributes:
-        frozen: skip the comparison of values each call (see the module doc).
-    """
-
-    frozen: bool = False
-    folds: dict[str, _Fold] = field(default_factory=dict)
-    packed: dict[str, tuple] = field(default_factory=dict)
-    transformed: dict[tuple[str, str], Tensor] = field(default_factory=dict)
-
-    def clear(self) -> None:
-        self.folds.clear()
-        self.packed.clear()
-        self.transformed.clear()
-
-    def drop(self, key: str) -> None:
-        for part in (self.folds, self.packed):
-            part.pop(key, None)
-        for entry in [k for k in self.transformed if k[0] == key]:
-            del self.transformed[entry]
-
-
-_warned_inference_weights = False
-
-
-def _fold_inputs(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list[Tensor]:
-    return [
-        t
-        for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        if t is not None
-    ]
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    return fold_bn(
-        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps
-    )
-
-
-def _cast(fold: tuple[Tensor, Tensor], dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
-    return fold if dtype is None else (fold[0].to(dtype), fold[1].to(dtype))
-
-
-def _dtype_key(key: str, dtype: torch.dtype | None) -> str:
-    return key if dtype is None else f"{key}@{dtype}"
+__all__ = ["FoldCache", "autocast_dtype", "conv_bn_eval"]
 
 
 def autocast_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
@@ -145,75 +42,6 @@ def autocast_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     if torch.float64 in (x.dtype, weight.dtype) or not x.is_floating_point():
         return None
     return torch.get_autocast_dtype(device)
-
-
-@contextlib.contextmanager
-def _plain_context(device: torch.device):
-    """Ordinary tensors, no graph, no autocast: what a cached tensor must be
-    made in, whatever context the call that fills the cache runs in."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.no_grad())
-        if torch.amp.is_autocast_available(device.type):
-            stack.enter_context(torch.autocast(device.type, enabled=False))
-        yield
-
-
-def _warn_inference_weights(conv: nn.Conv2d) -> None:
-    global _warned_inference_weights
-    if not _warned_inference_weights:
-        _warned_inference_weights = True
-        warnings.warn(
-            "resnet_fast: a convolution or BatchNorm tensor is an inference tensor "
-            f"(conv weight {tuple(conv.weight.shape)}; made under torch.inference_mode()), "
-            "which has no version counter, so its BN fold cannot be cached and is "
-            "recomputed on every call; build or load the model outside inference mode",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-def folded_weights(
-    conv: nn.Conv2d,
-    bn: nn.BatchNorm2d,
-    cache: FoldCache,
-    key: str,
-    dtype: torch.dtype | None = None,
-) -> tuple[Tensor, Tensor, bool]:
-    """(weight, bias, cached) of conv followed by eval-mode bn, from `cache`
-    when it provably belongs to the current tensors (see the module doc).
-
-    Args:
-        dtype: the dtype to return them in (autocast's); None for conv.weight's.
-
-    Returns:
-        (weight [C_out, C_in / groups, kH, kW], bias [C_out], whether they
-        are the cache's), folded in float32 (float64 for float64 weights),
-        then cast to `dtype`.
-    """
-    inputs = _fold_inputs(conv, bn)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    if needs_grad or torch.compiler.is_compiling():
-        return (*_cast(_fold(conv, bn), dtype), False)
-    key = _dtype_key(key, dtype)
-    watched = inputs if bn.num_batches_tracked is None else [*inputs, bn.num_batches_tracked]
-    if any(t.is_inference() for t in watched):
-        _warn_inference_weights(conv)
-        cache.drop(key)
-        with _plain_context(conv.weight.device):
-            return (*_cast(_fold(conv, bn), dtype), False)
-    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in watched) + (bn.eps,)
-    hit = cache.folds.get(key)
-    if hit is not None and hit.fresh(stamp, watched, inputs):
-        return hit.weight, hit.bias, True
-    with _plain_context(conv.weight.device):
-        weight, bias = _cast(_fold(conv, bn), dtype)
-        values = None if cache.frozen else tuple(_bits(t).clone() for t in inputs)
-    # Weak references prove identity: a replaced parameter can reuse the old
-    # one's address and version, never its object while the cache refers to it.
-    cache.drop(key)  # the prepacked and transformed forms belonged to the old fold
-    cache.folds[key] = _Fold(stamp, weight, bias, tuple(weakref.ref(t) for t in watched), values)
-    return weight, bias, True
 
 
 def _takes(conv: nn.Conv2d, x: Tensor, residual: Tensor | None) -> bool:
@@ -263,11 +91,61 @@ def _traced(conv, x, weight, bias, residual, relu) -> Tensor:
         choice = eval_algorithms.chosen(key, x.device)
         if choice != eval_algorithms.DEFAULT:
             transformed = eval_algorithms.transform(choice, weight)
-            return eval_algorithms.run(choice, x, transformed, stride, bias, residual, relu)
+            return eval_algorithms.bind(choice, transformed, stride, bias, relu)(x, residual)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:
         y = y + residual
     return F.relu(y) if relu else y
+
+
+def _signature(conv: nn.Conv2d, x: Tensor, residual: Tensor | None, relu: bool) -> tuple:
+    """Everything of a call, besides the fold and the context, that the
+    decision among algorithms (and the prepacked weight) depends on."""
+    operand = None if residual is None else (
+        residual.shape, residual.stride(), residual.dtype, residual.device
+    )  # fmt: skip
+    geometry = (conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode)
+    return (x.shape, x.stride(), x.dtype, x.device, operand, relu, geometry,
+            torch.get_num_threads())  # fmt: skip
+
+
+class ReadyCall:
+    """A call site's decision, kept for the calls after it: ``run(x,
+    residual)`` runs the algorithm chosen with its prepared weights, and
+    calling the ReadyCall runs it only for a call the decision provably
+    holds for: the same fold, still fresh; the same signature (shapes,
+    strides, dtypes, devices, geometry, thread count); measured choices
+    unchanged since; no autocast; no gradient needed. Kept for CPU calls
+    outside a measurement only."""
+
+    __slots__ = ("fold", "signature", "generation", "run")
+
+    def __init__(self, fold: Fold, signature: tuple, run) -> None:
+        self.fold, self.signature, self.run = fold, signature, run
+        self.generation = measured.generation()
+
+    def __call__(
+        self, conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor, residual: Tensor | None, relu: bool
+    ) -> Tensor | None:
+        """The call's result where the decision holds for it, else None."""
+        if measured.generation() != self.generation or torch.is_autocast_enabled("cpu"):
+            return None
+        inputs, watched = fold_tensors(conv, bn)
+        if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, residual, *inputs)
+        ):
+            return None
+        if _signature(conv, x, residual, relu) != self.signature:
+            return None
+        if not self.fold.fresh(watched, inputs, bn.eps):
+            return None
+        return self.run(x, residual)
+
+
+def _keeps_decision(x: Tensor, dtype: torch.dtype | None, fold: Fold | None) -> bool:
+    """Whether a call's decision may be kept as a ReadyCall: a cached fold,
+    on the CPU, no autocast dtype, no measurement running."""
+    return fold is not None and dtype is None and x.device.type == "cpu" and not measured.timing()
 
 
 def conv_bn_eval(
@@ -295,43 +173,54 @@ def conv_bn_eval(
     Returns:
         [N, C_out, H_out, W_out].
     """
+    compiling = torch.compiler.is_compiling()
+    ready = None if compiling else cache.ready.get(key)
+    if ready is not None:
+        y = ready(conv, bn, x, residual, relu)
+        if y is not None:
+            return y
     if not _takes(conv, x, residual):
         return _modules_forward(conv, bn, x, residual, relu)
     dtype = autocast_dtype(x, conv.weight)
     if dtype is not None:
         x = x.to(dtype)
         residual = None if residual is None else residual.to(dtype)
-    weight, bias, cached = folded_weights(conv, bn, cache, key, dtype)
-    key = _dtype_key(key, dtype)
-    geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
-    if torch.compiler.is_compiling():
+    weight, bias, fold = folded_weights(conv, bn, cache, key, dtype)
+    if compiling:
         return _traced(conv, x, weight, bias, residual, relu)
-    packed = None
-    if cached:  # a cached fold: prepack it once too
-
-        def packed() -> Tensor:
-            stamp = (tuple(x.shape), x.dtype)
-            entry = cache.packed.get(key)
-            if entry is None or entry[0] != stamp:
-                with _plain_context(weight.device):
-                    entry = cache.packed[key] = (stamp, pack_for_onednn(weight, x, *geometry))
-            return entry[1]
-
-    def direct() -> Tensor:
-        return conv_folded_act(
-            x, weight, bias, *geometry, residual, relu, add_relu, packed
-        )  # fmt: skip
-
-    if not cached or not eval_algorithms.eligible(x, conv, residual):
-        return direct()
-    stride = conv.stride[0]
-    choice_key = eval_algorithms.choice_key(x, weight, stride, residual, relu)
-    with measured.timed(choice_key):
+    signature = _signature(conv, x, residual, relu)
+    key = dtype_key(key, dtype)
+    choice_key, run = None, None
+    if fold is not None and eval_algorithms.eligible(x, conv, residual):
+        stride = conv.stride[0]
+        choice_key = eval_algorithms.choice_key(x, weight, stride, residual, relu)
         choice = eval_algorithms.chosen(choice_key, x.device)
-        if choice == eval_algorithms.DEFAULT:
-            return direct()
-        entry = cache.transformed.get((key, choice))
-        if entry is None:
-            with _plain_context(weight.device):
-                entry = cache.transformed[key, choice] = eval_algorithms.transform(choice, weight)
-        return eval_algorithms.run(choice, x, entry, stride, bias, residual, relu)
+        if choice != eval_algorithms.DEFAULT:
+            transformed = cache.transformed.get((key, choice))
+            if transformed is None:
+                with plain_context(weight.device):
+                    transformed = eval_algorithms.transform(choice, weight)
+                cache.transformed[key, choice] = transformed
+            run = eval_algorithms.bind(choice, transformed, stride, bias, relu)
+    if run is None:
+        geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        packed = None if fold is None else lambda: _packed(cache, key, weight, x, geometry)
+        run = onednn_call(x, weight, bias, *geometry, residual, relu, packed)
+        if run is None:  # conv2d and the fused epilogue; not kept
+            return conv_folded_act(x, weight, bias, *geometry, residual, relu, add_relu)
+    if _keeps_decision(x, dtype, fold):
+        cache.ready[key] = ReadyCall(fold, signature, run)
+    if choice_key is None:
+        return run(x, residual)
+    with measured.timed(choice_key):
+        return run(x, residual)
+
+
+def _packed(cache: FoldCache, key: str, weight: Tensor, x: Tensor, geometry: tuple) -> Tensor:
+    """The cached fold ``weight`` prepacked for oneDNN, for ``x``'s shape."""
+    stamp = (tuple(x.shape), x.dtype)
+    entry = cache.packed.get(key)
+    if entry is None or entry[0] != stamp:
+        with plain_context(weight.device):
+            entry = cache.packed[key] = (stamp, pack_for_onednn(weight, x, *geometry))
+    return entry[1]

@@ -92,6 +92,19 @@ _rebuilders: dict[str, Callable[[tuple], dict[str, Callable[[], object]]]] = {}
 _trial: Trial | None = None
 _untuned: set[Hashable] = set()  # timed only in the model, not decided yet
 _measuring = 0  # how many measurements are running (a candidate may meet other keys)
+_generation = 0  # changes whenever a decided key's answer may change
+
+
+def generation() -> int:
+    """A number that changes whenever the answer choose() gives a key it has
+    answered before may change (a trial starts or ends; choices are settled,
+    loaded or reset): what a caller that keeps an answer checks it against."""
+    return _generation
+
+
+def _answers_change() -> None:
+    global _generation
+    _generation += 1
 
 
 def encode(key: Hashable) -> str:
@@ -178,10 +191,17 @@ def trial(kinds: tuple[str, ...], assign: dict[Hashable, str] | None = None) -> 
     if _trial is not None:
         raise RuntimeError("resnet_fast: measured choices are being settled already")
     _trial = Trial(kinds, assign or {})
+    _answers_change()
     try:
         yield _trial
     finally:
         _trial = None
+        _answers_change()
+
+
+def timing() -> bool:
+    """Whether a Trial runs (see there)."""
+    return _trial is not None
 
 
 _NOT_TIMED = contextlib.nullcontext()
@@ -207,6 +227,7 @@ def settle(key: Hashable, chosen: str) -> str:
     process and stores it (or takes the one another process stored first)."""
     _choices[key] = _the_store().settle(encode(key), chosen)
     _untuned.discard(key)
+    _answers_change()
     return _choices[key]
 
 
@@ -411,6 +432,7 @@ def load_measured_choices(choices: dict[str, str]) -> None:
     _untuned.clear()
     for key in [k for k in _choices if encode(k) in choices]:
         _choices[key] = choices[encode(key)]
+    _answers_change()
     _log.info("resnet_fast: %d machine-dependent choices loaded", len(choices))
 
 
@@ -426,6 +448,7 @@ def reset_measured_choices(stored: bool = False) -> None:
     _choices.clear()
     _loaded.clear()
     _untuned.clear()
+    _answers_change()
     if stored:
         _the_store().clear()
 

@@ -118,14 +118,3 @@ def _taps_conv_fake(input, taps, bias, residual, relu, stride=1):
             f"got {tuple(taps.shape)}"
         )
     return check_conv_operands(input, taps, taps.shape[0], "weight_taps", bias, residual, stride)
-
-
-def _not_differentiable(ctx, *grads):
-    raise RuntimeError(
-        "resnet_fast: taps_conv, taps_weight and taps_weight_grad have no gradient; "
-        "differentiate torch.nn.functional.conv2d instead"
-    )
-
-
-for _name in ("taps_conv", "taps_weight", "taps_weight_grad"):
-    torch.library.register_autograd(f"resnet_fast::{_name}", _not_differentiable)

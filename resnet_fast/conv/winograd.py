@@ -105,14 +105,3 @@ def _winograd_weight_fake(weight: Tensor) -> Tensor:
 @torch.library.register_fake("resnet_fast::winograd_conv3x3")
 def _winograd_conv3x3_fake(input, tiles, bias, residual, relu):
     return check_conv_operands(input, tiles, ELEMENTS, "weight_tiles", bias, residual)
-
-
-def _not_differentiable(ctx, *grads):
-    raise RuntimeError(
-        "resnet_fast: winograd_weight / winograd_conv3x3 are inference ops with no "
-        "gradient; differentiate torch.nn.functional.conv2d instead"
-    )
-
-
-for _name in ("winograd_weight", "winograd_conv3x3"):
-    torch.library.register_autograd(f"resnet_fast::{_name}", _not_differentiable)

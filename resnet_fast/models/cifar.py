@@ -130,7 +130,7 @@ class CifarResNet(StemNet):
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.flatten(self.avgpool(self.layers(self._stem(x))), 1)
-        return self.fc(x)
+        return self._classify(x)
 
 
 # name: (block kind, layers, widths, shortcut, init)

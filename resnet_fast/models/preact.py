@@ -88,6 +88,7 @@ class PreActResNet(StemNet):
             fuse_batchnorm(self.final_bn, BatchNormReLU2d)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(self.inplanes, num_classes)
+        self.classifier_prepacked = fused
         init_named(self, init)
 
     def _make_layer(
@@ -111,7 +112,7 @@ class PreActResNet(StemNet):
         x = self.final_bn(x)
         if not self.final_fused:
             x = torch.relu(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self._classify(torch.flatten(self.avgpool(x), 1))
 
 
 class PreActSpec(NamedTuple):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..conv.linear import linear_eval
 from ..lean.nodes import lean_bn_relu_maxpool
 from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
@@ -22,9 +23,14 @@ class StemNet(FoldingMixin):
     folded into conv1 in eval) when bn1 is a plain nn.BatchNorm2d."""
 
     memory: str = DEFAULT_MEMORY
+    classifier_prepacked: bool = False
+    """Whether the eval-mode classifier ``fc`` (an nn.Linear) runs with its
+    weight prepacked for oneDNN (resnet_fast.conv.linear): the fast model's
+    does, its plain twin's does not."""
 
     def _init_stem_norm(self, channels: int, fused_stem: bool) -> None:
         self.bn1 = self._norm_layer(channels)
+        self.classifier_prepacked = fused_stem
         self.stem_fused = fused_stem and type(self.bn1) is nn.BatchNorm2d
         if self.stem_fused:
             fuse_batchnorm(self.bn1, BatchNormReLU2d)
@@ -36,6 +42,11 @@ class StemNet(FoldingMixin):
             return self._conv_bn(self.conv1, self.bn1, x, "stem")
         x = self.bn1(self.conv1(x))
         return x if self.stem_fused else self.relu(x)
+
+    def _classify(self, x: Tensor) -> Tensor:
+        if self.classifier_prepacked and not self.training:
+            return linear_eval(self.fc, x, self.fold_cache)
+        return self.fc(x)
 
 
 class ResNet(StemNet):
@@ -160,7 +171,7 @@ class ResNet(StemNet):
         x = self._stem_pooled(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        return self._classify(x)
 
 
 def check_block_class(owner: str, block) -> None:

@@ -1,7 +1,9 @@
 """Eval-mode support of the modules that fold BN into their convolutions
 (the blocks, the stems, convert()'s fused graphs): when a BN can fold, the
-cache of folded weights each module keeps (resnet_fast.conv.inference), and
-freeze(), which declares a model's tensors constant for deployment.
+cache of folded (and prepacked) weights each module keeps
+(resnet_fast.conv.inference; the zoo models' classifier too,
+resnet_fast.conv.linear), and freeze(), which declares a model's tensors
+constant for deployment.
 """
 
 from torch import nn
