@@ -314,3 +314,38 @@ def test_the_eval_classifier_is_prepacked_and_never_stale():
         assert ref._classify(features).equal(ref.fc(features))
         fast.train()
         assert fast._classify(features).equal(fast.fc(features))
+
+
+def test_blocks_sum_into_their_input_only_where_nothing_else_sees_it():
+    """In eval, a zoo model's blocks write their residual sum into their
+    input's memory (made by the model's own forward); a block called with a
+    tensor of the caller's, or under a hook that sees it, leaves it alone."""
+    fast, ref = _pair("resnet50")
+    fast.eval(), ref.eval()
+    fast, ref = (m.to(memory_format=torch.channels_last) for m in (fast, ref))
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    block = fast.layer1[1]
+    given = torch.randn(2, 256, 16, 16).contiguous(memory_format=torch.channels_last)
+    kept = given.clone()
+    with torch.no_grad():
+        expected = ref(x)
+        for _ in range(2):  # deciding, then the ReadyCalls
+            _close(fast(x), expected, torch.float32)
+        out = block(given)
+        assert given.equal(kept) and out.data_ptr() != given.data_ptr()
+        _close(out, ref.layer1[1](given), torch.float32)
+        out = block.forward_reusing(given, True)
+        assert out.data_ptr() == given.data_ptr()  # the caller's promise taken
+
+        keep = []
+        handle = fast.layer1[1].register_forward_hook(lambda m, a, y: keep.append((y, y.clone())))
+        _close(fast(x), expected, torch.float32)
+        handle.remove()
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, a, y: keep.append((y, y.clone())) if m is fast.layer1[1] else None
+        )
+        _close(fast(x), expected, torch.float32)
+        handle.remove()
+        assert len(keep) == 2
+        for stored, copy in keep:
+            assert stored.equal(copy)  # the hooks' tensors were not summed into

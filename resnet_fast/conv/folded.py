@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .spec import float32_channels_last
+
 _IntOr2 = int | Sequence[int]
 # Read once: torch.compile does not trace into torch.backends.
 ONEDNN = torch.backends.mkldnn.is_available()
@@ -117,13 +119,16 @@ def onednn_call(
     residual: Tensor | None,
     relu: bool,
     packed: Callable[[], Tensor] | None = None,
+    into_residual: bool = False,
 ) -> Callable[[Tensor, Tensor | None], Tensor] | None:
     """oneDNN's convolution with bias, sum and ReLU post-ops (one write of
     the output) for arguments like these, as a call of (input, residual), or
     None where it cannot run them: not on the CPU, a dtype oneDNN does not
     fuse, or a gradient needed (it has no autograd). It runs the weight that
     `packed()` returns when given (oneDNN's own layout, prepacked once by
-    the caller's cache)."""
+    the caller's cache). With `into_residual` (the caller's promise that
+    nothing reads the residual afterwards) a residual in the input's
+    channels_last layout receives the result, and is returned."""
     if not _onednn_post_ops_apply(input, weight, (bias, residual)) or _binary_1px_unsupported(
         input, residual
     ):
@@ -135,8 +140,11 @@ def onednn_call(
         unary = torch.ops.mkldnn._convolution_pointwise.default
         post = "relu" if relu else "none"
         return lambda x, _: unary(x, weight, bias, *args, post, [], "")
-    binary = torch.ops.mkldnn._convolution_pointwise.binary
     post = "relu" if relu else None
+    if into_residual and float32_channels_last(input, residual):
+        summed = torch.ops.mkldnn._convolution_pointwise_.binary
+        return lambda x, r: summed(r, x, weight, bias, *args, "add", 1.0, post, [], "")
+    binary = torch.ops.mkldnn._convolution_pointwise.binary
     return lambda x, r: binary(x, r, weight, bias, *args, "add", 1.0, post, [], "")
 
 

@@ -98,11 +98,13 @@ def _traced(conv, x, weight, bias, residual, relu) -> Tensor:
     return F.relu(y) if relu else y
 
 
-def _signature(conv: nn.Conv2d, x: Tensor, residual: Tensor | None, relu: bool) -> tuple:
+def _signature(
+    conv: nn.Conv2d, x: Tensor, residual: Tensor | None, relu: bool, reuse_residual: bool
+) -> tuple:
     """Everything of a call, besides the fold and the context, that the
     decision among algorithms (and the prepacked weight) depends on."""
     operand = None if residual is None else (
-        residual.shape, residual.stride(), residual.dtype, residual.device
+        residual.shape, residual.stride(), residual.dtype, residual.device, reuse_residual
     )  # fmt: skip
     geometry = (conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode)
     return (x.shape, x.stride(), x.dtype, x.device, operand, relu, geometry,
@@ -114,9 +116,9 @@ class ReadyCall:
     residual)`` runs the algorithm chosen with its prepared weights, and
     calling the ReadyCall runs it only for a call the decision provably
     holds for: the same fold, still fresh; the same signature (shapes,
-    strides, dtypes, devices, geometry, thread count); measured choices
-    unchanged since; no autocast; no gradient needed. Kept for CPU calls
-    outside a measurement only."""
+    strides, dtypes, devices, geometry, thread count, whether the residual
+    may be summed into); measured choices unchanged since; no autocast; no
+    gradient needed. Kept for CPU calls outside a measurement only."""
 
     __slots__ = ("fold", "signature", "generation", "run")
 
@@ -125,8 +127,9 @@ class ReadyCall:
         self.generation = measured.generation()
 
     def __call__(
-        self, conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor, residual: Tensor | None, relu: bool
-    ) -> Tensor | None:
+        self, conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor, residual: Tensor | None,
+        relu: bool, reuse_residual: bool,
+    ) -> Tensor | None:  # fmt: skip
         """The call's result where the decision holds for it, else None."""
         if measured.generation() != self.generation or torch.is_autocast_enabled("cpu"):
             return None
@@ -135,7 +138,7 @@ class ReadyCall:
             t is not None and t.requires_grad for t in (x, residual, *inputs)
         ):
             return None
-        if _signature(conv, x, residual, relu) != self.signature:
+        if _signature(conv, x, residual, relu, reuse_residual) != self.signature:
             return None
         if not self.fold.fresh(watched, inputs, bn.eps):
             return None
@@ -156,6 +159,7 @@ def conv_bn_eval(
     key: str,
     residual: Tensor | None = None,
     relu: bool = True,
+    reuse_residual: bool = False,
 ) -> Tensor:
     """act(bn(conv(x)) [+ residual]) in eval mode, as one convolution with the
     folded weights and a fused epilogue. Under autocast it runs in autocast's
@@ -169,14 +173,18 @@ def conv_bn_eval(
         key: the pair's name in the cache.
         residual: [N, C_out, H_out, W_out] added before the activation, or None.
         relu: ReLU (True) or identity (False).
+        reuse_residual: nothing reads ``residual`` after this call, and
+            nothing else refers to its memory: the result may be written
+            into it (oneDNN's sum post-op; the other algorithms write a new
+            tensor).
 
     Returns:
-        [N, C_out, H_out, W_out].
+        [N, C_out, H_out, W_out]: ``residual`` itself when reused.
     """
     compiling = torch.compiler.is_compiling()
     ready = None if compiling else cache.ready.get(key)
     if ready is not None:
-        y = ready(conv, bn, x, residual, relu)
+        y = ready(conv, bn, x, residual, relu, reuse_residual)
         if y is not None:
             return y
     if not _takes(conv, x, residual):
@@ -188,7 +196,7 @@ def conv_bn_eval(
     weight, bias, fold = folded_weights(conv, bn, cache, key, dtype)
     if compiling:
         return _traced(conv, x, weight, bias, residual, relu)
-    signature = _signature(conv, x, residual, relu)
+    signature = _signature(conv, x, residual, relu, reuse_residual)
     key = dtype_key(key, dtype)
     choice_key, run = None, None
     if fold is not None and eval_algorithms.eligible(x, conv, residual):
@@ -205,7 +213,7 @@ def conv_bn_eval(
     if run is None:
         geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
         packed = None if fold is None else lambda: _packed(cache, key, weight, x, geometry)
-        run = onednn_call(x, weight, bias, *geometry, residual, relu, packed)
+        run = onednn_call(x, weight, bias, *geometry, residual, relu, packed, reuse_residual)
         if run is None:  # conv2d and the fused epilogue; not kept
             return conv_folded_act(x, weight, bias, *geometry, residual, relu, add_relu)
     if _keeps_decision(x, dtype, fold):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch._prims_common import suggest_memory_format
 
 from ..nn import arguments as check
-from ..nn.blocks import conv1x1, conv3x3
+from ..nn.blocks import conv1x1, conv3x3, run_stages
 from ..nn.memory import DEFAULT_MEMORY, check_memory_mode, set_memory
 from .resnet import StemNet, check_block_class, fused_builder, init_named
 
@@ -129,7 +129,8 @@ class CifarResNet(StemNet):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.avgpool(self.layers(self._stem(x))), 1)
+        x = run_stages(self._stem(x), self.layers, (self.layers,))
+        x = torch.flatten(self.avgpool(x), 1)
         return self._classify(x)
 
 

@@ -11,7 +11,7 @@ from ..conv.linear import linear_eval
 from ..lean.nodes import lean_bn_relu_maxpool
 from ..nn import arguments as check
 from ..nn.batchnorm import BatchNormReLU2d, fuse_batchnorm
-from ..nn.blocks import BasicBlock, Bottleneck, conv1x1
+from ..nn.blocks import BasicBlock, Bottleneck, conv1x1, run_stages
 from ..nn.folding import FoldingMixin, can_fold, has_hooks
 from ..nn.memory import DEFAULT_MEMORY, check_memory_mode, lean_backend, runs_lean, set_memory
 
@@ -169,7 +169,7 @@ class ResNet(StemNet):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._stem_pooled(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = run_stages(x, (self.layer1, self.layer2, self.layer3, self.layer4))
         x = torch.flatten(self.avgpool(x), 1)
         return self._classify(x)
 

@@ -76,8 +76,8 @@ class FoldingMixin(NotScriptable, nn.Module):
         state.pop("_fold_cache", None)
         return state
 
-    def _conv_bn(self, conv, bn, x, key, residual=None, relu=True):
-        return conv_bn_eval(conv, bn, x, self.fold_cache, key, residual, relu)
+    def _conv_bn(self, conv, bn, x, key, residual=None, relu=True, reuse_residual=False):
+        return conv_bn_eval(conv, bn, x, self.fold_cache, key, residual, relu, reuse_residual)
 
 
 def freeze(model: nn.Module, frozen: bool = True) -> nn.Module:
