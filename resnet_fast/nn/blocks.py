@@ -371,10 +371,11 @@ class Bottleneck(_FoldingBlock, BottleneckLayout):
 
 
 def _unobserved(x: Tensor, stages: Sequence[nn.Module], containers: Sequence[nn.Module]) -> bool:
-    """Whether nothing but the caller can see the activations passed from
-    block to block: every stage an nn.Sequential of fused blocks, no hook on
-    them or their containers, no global module hook, no tracer or torch.func
-    transform, no gradient to record."""
+    """Whether nothing but run_stages can see the activations passed from
+    block to block, and each is a fused block's output (a tensor its own ops
+    made): every stage an nn.Sequential of fused blocks, no hook on them,
+    their layers or their containers, no global module hook, no tracer or
+    torch.func transform, no gradient to record."""
     if type(x) is not Tensor or torch.is_grad_enabled() and x.requires_grad:
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
@@ -391,36 +392,47 @@ def _unobserved(x: Tensor, stages: Sequence[nn.Module], containers: Sequence[nn.
         )
     ):
         return False
-    modules = [*containers, *stages]
-    if any(type(stage) is not nn.Sequential for stage in stages) or has_hooks(*modules):
+    if any(type(stage) is not nn.Sequential for stage in stages):
         return False
-    blocks = [block for stage in stages for block in stage]
-    return all(isinstance(block, _FoldingBlock) for block in blocks) and not has_hooks(*blocks)
+    if has_hooks(*containers, *stages):
+        return False
+    return all(
+        isinstance(block, _FoldingBlock) and block.fused and not has_hooks(block)
+        and not block._hooked()
+        for stage in stages
+        for block in stage
+    )  # fmt: skip
 
 
 def run_stages(
     x: Tensor, stages: Sequence[nn.Module], containers: Sequence[nn.Module] = ()
 ) -> Tensor:
-    """``x`` through the stages in order, ``x`` being made by the caller's
-    forward and read by it no more (a stem's output).
+    """``x`` through the stages in order.
 
-    Where nothing else can see the activations passed from block to block
-    (see _unobserved), each block's input is dead once the block has run, so
-    an eval-mode block writes its residual sum into its input's memory
-    instead of a new tensor: the output's write then lands on lines the
-    shortcut's read has just brought in (ResNet-50 at batch 16, 64x64: its
-    seven oneDNN residual convolutions 0.45 ms faster per forward).
+    Where nothing but this call can see the activations passed from block to
+    block (see _unobserved), each block after the first gets an input that
+    the block before made and that nothing reads once the block has run: in
+    eval it writes its residual sum into that input's memory instead of a
+    new tensor, so the output's write lands on lines the shortcut's read has
+    just brought in (ResNet-50 at batch 16, 64x64: its seven oneDNN residual
+    convolutions 0.4-0.55 ms faster per forward). The first block's input is
+    the caller's and is left alone.
 
     Args:
         x: [N, C, H, W], the first stage's input.
         stages: the stages (nn.Sequential of blocks), in order.
         containers: modules holding the stages whose hooks would see them.
+
+    Returns:
+        The last stage's output.
     """
     if not _unobserved(x, stages, containers):
         for stage in stages:
             x = stage(x)
         return x
+    reuse = False
     for stage in stages:
         for block in stage:
-            x = block.forward_reusing(x, True)
+            x = block.forward_reusing(x, reuse)
+            reuse = True
     return x
