@@ -78,27 +78,28 @@ def fold_tensors(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[list[Tensor], lis
     Read from the modules' parameter and buffer tables where their classes
     look there (a tenth of nn.Module.__getattr__'s time, which sits on every
     eval call), else by getattr."""
-    if _registered_lookup(type(conv)) and _registered_lookup(type(bn)):
-        weights, norms, stats = conv._parameters, bn._parameters, bn._buffers
-        try:
-            tensors = (
-                weights["weight"], weights["bias"], norms["weight"], norms["bias"],
-                stats["running_mean"], stats["running_var"],
-            )  # fmt: skip
-            tracked = stats["num_batches_tracked"]
-        except KeyError:  # not registered (deleted, say): getattr says what it is
-            return _fold_tensors_by_getattr(conv, bn)
-    else:
-        return _fold_tensors_by_getattr(conv, bn)
-    inputs = [t for t in tensors if t is not None]
+    *folded, tracked = _registered_tensors(conv, bn) or (
+        conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+        bn.num_batches_tracked,
+    )  # fmt: skip
+    inputs = [t for t in folded if t is not None]
     return inputs, inputs if tracked is None else [*inputs, tracked]
 
 
-def _fold_tensors_by_getattr(conv: nn.Conv2d, bn: nn.BatchNorm2d):
-    tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    inputs = [t for t in tensors if t is not None]
-    tracked = bn.num_batches_tracked
-    return inputs, inputs if tracked is None else [*inputs, tracked]
+def _registered_tensors(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple | None:
+    """fold_tensors' tensors, num_batches_tracked last, from the tables;
+    None where getattr must say what they are (a class that resolves them
+    otherwise, a name not registered)."""
+    if not (_registered_lookup(type(conv)) and _registered_lookup(type(bn))):
+        return None
+    weights, norms, stats = conv._parameters, bn._parameters, bn._buffers
+    try:
+        return (
+            weights["weight"], weights["bias"], norms["weight"], norms["bias"],
+            stats["running_mean"], stats["running_var"], stats["num_batches_tracked"],
+        )  # fmt: skip
+    except KeyError:
+        return None
 
 
 def _stamp(watched: list[Tensor], eps: float) -> list:

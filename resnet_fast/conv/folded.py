@@ -159,14 +159,11 @@ def conv_folded_act(
     residual: Tensor | None,
     relu: bool,
     add_relu: Callable[[Tensor, Tensor], Tensor],
-    packed: Callable[[], Tensor] | None = None,
 ) -> Tensor:
     """act(conv2d(input, weight, bias) [+ residual]) with the epilogue fused:
     oneDNN's post-ops where they run (:func:`onednn_call`); otherwise the
     convolution with bias followed by the fused add_relu op (or ReLU)."""
-    call = onednn_call(
-        input, weight, bias, stride, padding, dilation, groups, residual, relu, packed
-    )  # fmt: skip
+    call = onednn_call(input, weight, bias, stride, padding, dilation, groups, residual, relu)
     if call is not None:
         return call(input, residual)
     y = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
