@@ -31,7 +31,7 @@ import functools
 import operator
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,3 +264,14 @@ def cached_fold(
     fold = Fold(_stamp(watched, eps), weight, bias, tuple(weakref.ref(t) for t in watched), values)
     cache.folds[key] = fold
     return fold
+
+
+def cached_pack(cache: FoldCache, key: str, stamp: Hashable, pack: Callable[[], Tensor]) -> Tensor:
+    """The cache's prepacked form of the fold named ``key``, made by
+    ``pack()`` in a plain context where there is none yet or it was made for
+    another ``stamp`` (what the packing depends on: an input shape, say)."""
+    entry = cache.packed.get(key)
+    if entry is None or entry[0] != stamp:
+        with plain_context(cache.folds[key].weight.device):
+            entry = cache.packed[key] = (stamp, pack())
+    return entry[1]

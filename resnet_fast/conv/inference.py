@@ -26,7 +26,15 @@ from torch import Tensor, nn
 
 from .._ops.fused import add_relu
 from . import eval_algorithms, measured
-from .fold_cache import Fold, FoldCache, dtype_key, fold_tensors, folded_weights, plain_context
+from .fold_cache import (
+    Fold,
+    FoldCache,
+    cached_pack,
+    dtype_key,
+    fold_tensors,
+    folded_weights,
+    plain_context,
+)  # fmt: skip
 from .folded import conv_folded_act, onednn_call, pack_for_onednn
 from .spec import ConvSpec, output_hw
 
@@ -226,9 +234,6 @@ def conv_bn_eval(
 
 def _packed(cache: FoldCache, key: str, weight: Tensor, x: Tensor, geometry: tuple) -> Tensor:
     """The cached fold ``weight`` prepacked for oneDNN, for ``x``'s shape."""
-    stamp = (tuple(x.shape), x.dtype)
-    entry = cache.packed.get(key)
-    if entry is None or entry[0] != stamp:
-        with plain_context(weight.device):
-            entry = cache.packed[key] = (stamp, pack_for_onednn(weight, x, *geometry))
-    return entry[1]
+    return cached_pack(
+        cache, key, (tuple(x.shape), x.dtype), lambda: pack_for_onednn(weight, x, *geometry)
+    )

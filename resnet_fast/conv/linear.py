@@ -13,7 +13,7 @@ from F.linear's in the last bits (another summation order).
 import torch
 from torch import Tensor, nn
 
-from .fold_cache import FoldCache, cached_fold
+from .fold_cache import FoldCache, cached_fold, cached_pack
 from .folded import ONEDNN
 
 _PACKS = ONEDNN and all(
@@ -60,10 +60,8 @@ def linear_eval(fc: nn.Linear, x: Tensor, cache: FoldCache, key: str = "fc") -> 
         cache, key, inputs, inputs, 0.0,
         lambda: (weight.detach(), None if bias is None else bias.detach()),
     )  # fmt: skip
-    stamp = x.shape[0]
-    entry = cache.packed.get(key)
-    if entry is None or entry[0] != stamp:
-        with torch.no_grad(), torch.inference_mode(False):
-            packed = torch.ops.mkldnn._reorder_linear_weight(fold.weight, stamp)
-        entry = cache.packed[key] = (stamp, packed)
-    return torch.ops.mkldnn._linear_pointwise.default(x, entry[1], fold.bias, "none", [], "")
+    batch = x.shape[0]
+    packed = cached_pack(
+        cache, key, batch, lambda: torch.ops.mkldnn._reorder_linear_weight(fold.weight, batch)
+    )
+    return torch.ops.mkldnn._linear_pointwise.default(x, packed, fold.bias, "none", [], "")
